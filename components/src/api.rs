@@ -1,0 +1,386 @@
+//! What a component is, as the runtime sees it: a config that can be checked and
+//! built, and a task that runs with a context (its input, its outputs, a shutdown
+//! signal).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use metrics::Counter;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{Event, EventKind};
+
+/// Sources, transforms and sinks: the three sections of a topology.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ComponentClass {
+    Source,
+    Transform,
+    Sink,
+}
+
+impl ComponentClass {
+    /// The TOML table name: `sources`, `transforms`, `sinks`.
+    pub fn section(self) -> &'static str {
+        match self {
+            ComponentClass::Source => "sources",
+            ComponentClass::Transform => "transforms",
+            ComponentClass::Sink => "sinks",
+        }
+    }
+}
+
+/// The name of the output for records a component rejected.
+pub const DROPPED_OUTPUT: &str = "dropped";
+
+/// One output a component declares: `None` is the default output (referred to by
+/// the component id), `Some(name)` a named one (referred to as `id.name`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputDef {
+    pub name: Option<String>,
+    pub kind: EventKind,
+}
+
+impl OutputDef {
+    pub fn default(kind: EventKind) -> Self {
+        OutputDef { name: None, kind }
+    }
+
+    pub fn named(name: &str, kind: EventKind) -> Self {
+        OutputDef {
+            name: Some(name.to_string()),
+            kind,
+        }
+    }
+}
+
+/// Settings that hold for the whole topology.
+#[derive(Clone, Debug)]
+pub struct GlobalOptions {
+    pub data_dir: PathBuf,
+}
+
+impl Default for GlobalOptions {
+    fn default() -> Self {
+        GlobalOptions {
+            data_dir: PathBuf::from("/var/lib/kwpipe"),
+        }
+    }
+}
+
+/// What a component needs to be built.
+#[derive(Clone, Debug)]
+pub struct BuildContext {
+    pub id: Arc<str>,
+    pub globals: Arc<GlobalOptions>,
+}
+
+/// A component's parsed and checked configuration.
+#[async_trait]
+pub trait ComponentConfig: fmt::Debug + Send + Sync {
+    /// The `type` it was registered under.
+    fn type_name(&self) -> &'static str;
+
+    /// Kinds of event it accepts; empty for sources.
+    fn input_kinds(&self) -> Vec<EventKind>;
+
+    /// Outputs it produces; empty for sinks without a `dropped` output.
+    fn outputs(&self) -> Vec<OutputDef>;
+
+    /// Checks the parts of the configuration that only the outside world can tell
+    /// (the database answers, the broker is reachable). Skipped by
+    /// `validate --no-environment`.
+    async fn healthcheck(&self, _cx: &BuildContext) -> Result<(), ComponentError> {
+        Ok(())
+    }
+
+    async fn build(&self, cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError>;
+}
+
+/// A running component: one tokio task.
+#[async_trait]
+pub trait Component: Send {
+    async fn run(self: Box<Self>, cx: ComponentContext) -> Result<(), ComponentError>;
+}
+
+/// The failure of a component; it ends the run.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    #[error("{0}")]
+    Message(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("downstream component stopped; cannot send")]
+    OutputClosed,
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ComponentError {
+    pub fn msg(message: impl Into<String>) -> Self {
+        ComponentError::Message(message.into())
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        ComponentError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn other(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ComponentError::Other(Box::new(e))
+    }
+}
+
+/// Everything a running component is handed.
+pub struct ComponentContext {
+    pub id: Arc<str>,
+    pub input: Option<Input>,
+    pub outputs: Outputs,
+    pub shutdown: ShutdownSignal,
+    pub globals: Arc<GlobalOptions>,
+}
+
+impl ComponentContext {
+    /// Takes the input; panics for sources, which the graph never gives one.
+    pub fn take_input(&mut self) -> Input {
+        self.input.take().expect("only sources have no input")
+    }
+}
+
+/// Tells sources to stop. Cloneable; `cancelled()` is the future to select on.
+#[derive(Clone, Debug, Default)]
+pub struct ShutdownSignal(CancellationToken);
+
+impl ShutdownSignal {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn trigger(&self) {
+        self.0.cancel()
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        self.0.is_cancelled()
+    }
+
+    pub async fn cancelled(&self) {
+        self.0.cancelled().await
+    }
+
+    /// A signal that fires with this one or when triggered itself.
+    pub fn child(&self) -> ShutdownSignal {
+        ShutdownSignal(self.0.child_token())
+    }
+}
+
+/// Per-component counters, labelled with the component id and type.
+#[derive(Clone)]
+pub struct ComponentMetrics {
+    pub received_events: Counter,
+    pub received_bytes: Counter,
+    pub sent_events: Counter,
+    pub sent_bytes: Counter,
+    pub discarded_events: Counter,
+    labels: Vec<(&'static str, String)>,
+}
+
+impl ComponentMetrics {
+    pub fn new(id: &str, type_name: &str) -> Self {
+        let labels = vec![
+            ("component_id", id.to_string()),
+            ("component_type", type_name.to_string()),
+        ];
+        ComponentMetrics {
+            received_events: metrics::counter!("component_received_events_total", &labels),
+            received_bytes: metrics::counter!("component_received_bytes_total", &labels),
+            sent_events: metrics::counter!("component_sent_events_total", &labels),
+            sent_bytes: metrics::counter!("component_sent_bytes_total", &labels),
+            discarded_events: metrics::counter!("component_discarded_events_total", &labels),
+            labels,
+        }
+    }
+
+    /// Counts an error of a kind (`decode`, `write`, `connection`...).
+    pub fn error(&self, kind: &'static str) {
+        let mut labels = self.labels.clone();
+        labels.push(("error_type", kind.to_string()));
+        metrics::counter!("component_errors_total", &labels).increment(1);
+    }
+
+    /// Counts records rejected as permanently bad.
+    pub fn rejected(&self, n: u64) {
+        metrics::counter!("component_rejected_events_total", &self.labels).increment(n);
+    }
+
+    pub fn labels(&self) -> &[(&'static str, String)] {
+        &self.labels
+    }
+}
+
+impl fmt::Debug for ComponentMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ComponentMetrics")
+            .field("labels", &self.labels)
+            .finish()
+    }
+}
+
+/// The receiving end of a component's input; all its upstreams feed one channel.
+pub struct Input {
+    rx: mpsc::Receiver<Event>,
+    metrics: ComponentMetrics,
+}
+
+impl Input {
+    pub fn new(rx: mpsc::Receiver<Event>, metrics: ComponentMetrics) -> Self {
+        Input { rx, metrics }
+    }
+
+    /// The next event, or None once every upstream has finished.
+    pub async fn recv(&mut self) -> Option<Event> {
+        let event = self.rx.recv().await?;
+        self.metrics.received_events.increment(event.count() as u64);
+        self.metrics
+            .received_bytes
+            .increment(event.size_hint() as u64);
+        Some(event)
+    }
+
+    /// Moves up to `max` already-waiting events into `buf` without waiting.
+    pub fn try_recv_many(&mut self, buf: &mut Vec<Event>, max: usize) {
+        while buf.len() < max {
+            match self.rx.try_recv() {
+                Ok(event) => {
+                    self.metrics.received_events.increment(event.count() as u64);
+                    self.metrics
+                        .received_bytes
+                        .increment(event.size_hint() as u64);
+                    buf.push(event);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    pub fn metrics(&self) -> &ComponentMetrics {
+        &self.metrics
+    }
+}
+
+/// One output: the senders of every component that reads it.
+pub struct Output {
+    senders: Vec<mpsc::Sender<Event>>,
+    metrics: ComponentMetrics,
+}
+
+impl Output {
+    pub fn new(senders: Vec<mpsc::Sender<Event>>, metrics: ComponentMetrics) -> Self {
+        Output { senders, metrics }
+    }
+
+    /// Whether anything reads this output.
+    pub fn is_connected(&self) -> bool {
+        !self.senders.is_empty()
+    }
+
+    /// Sends to every reader in turn, so the slowest one sets the pace. An output
+    /// nobody reads drops the event with the status already set on it.
+    pub async fn send(&mut self, event: Event) -> Result<(), ComponentError> {
+        let count = event.count() as u64;
+        let bytes = event.size_hint() as u64;
+        let Some((last, rest)) = self.senders.split_last() else {
+            return Ok(());
+        };
+        for tx in rest {
+            tx.send(event.fork())
+                .await
+                .map_err(|_| ComponentError::OutputClosed)?;
+        }
+        last.send(event)
+            .await
+            .map_err(|_| ComponentError::OutputClosed)?;
+        self.metrics.sent_events.increment(count);
+        self.metrics.sent_bytes.increment(bytes);
+        Ok(())
+    }
+}
+
+/// A component's outputs: the default one and any named ones (`dropped`).
+pub struct Outputs {
+    default: Output,
+    named: BTreeMap<String, Output>,
+    metrics: ComponentMetrics,
+}
+
+impl Outputs {
+    pub fn new(
+        default: Output,
+        named: BTreeMap<String, Output>,
+        metrics: ComponentMetrics,
+    ) -> Self {
+        Outputs {
+            default,
+            named,
+            metrics,
+        }
+    }
+
+    pub async fn send(&mut self, event: Event) -> Result<(), ComponentError> {
+        self.default.send(event).await
+    }
+
+    /// Sends to a named output; nothing happens when nobody reads it.
+    pub async fn send_to(&mut self, name: &str, event: Event) -> Result<(), ComponentError> {
+        match self.named.get_mut(name) {
+            Some(out) => out.send(event).await,
+            None => Ok(()),
+        }
+    }
+
+    pub fn is_connected(&self, name: &str) -> bool {
+        self.named.get(name).is_some_and(Output::is_connected)
+    }
+
+    pub fn metrics(&self) -> &ComponentMetrics {
+        &self.metrics
+    }
+
+    /// Outputs that go nowhere, for components whose outputs are not wired (tests).
+    pub fn detached(metrics: ComponentMetrics) -> Self {
+        Outputs::new(
+            Output::new(Vec::new(), metrics.clone()),
+            BTreeMap::new(),
+            metrics,
+        )
+    }
+}
+
+/// Retry delays: exponential from `initial`, capped at `max`.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Backoff { next: initial, max }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+}

@@ -1,0 +1,94 @@
+//! The one list of component types. A topology's `type = "..."` is looked up here,
+//! and its options are deserialized into that component's own strict config struct.
+
+use serde::de::DeserializeOwned;
+
+use crate::api::{ComponentClass, ComponentConfig};
+
+type ParseFn = fn(toml::Table) -> Result<Box<dyn ComponentConfig>, String>;
+
+/// One component type.
+pub struct Registration {
+    pub class: ComponentClass,
+    pub name: &'static str,
+    parse: ParseFn,
+}
+
+const fn entry<T>(class: ComponentClass, name: &'static str) -> Registration
+where
+    T: ComponentConfig + DeserializeOwned + 'static,
+{
+    Registration {
+        class,
+        name,
+        parse: options::<T>,
+    }
+}
+
+/// Deserializes options into a `deny_unknown_fields` struct; the message says
+/// which field is wrong and what was expected.
+fn options<T>(table: toml::Table) -> Result<Box<dyn ComponentConfig>, String>
+where
+    T: ComponentConfig + DeserializeOwned + 'static,
+{
+    let config: T = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().trim().to_string())?;
+    Ok(Box::new(config))
+}
+
+use ComponentClass::{Sink, Source};
+
+/// Every component type kwpipe knows.
+pub static COMPONENTS: &[Registration] = &[
+    entry::<crate::sources::stdin::StdinConfig>(Source, "stdin"),
+    entry::<crate::sources::file::FileSourceConfig>(Source, "file"),
+    entry::<crate::sinks::console::ConsoleConfig>(Sink, "console"),
+    entry::<crate::sinks::file::FileSinkConfig>(Sink, "file"),
+    entry::<crate::sinks::blackhole::BlackholeConfig>(Sink, "blackhole"),
+];
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RegistryError {
+    #[error("unknown {class} type \"{name}\"; known types: {known}")]
+    UnknownType {
+        class: &'static str,
+        name: String,
+        known: String,
+    },
+    #[error("{0}")]
+    Options(String),
+}
+
+/// The type names of one class, in registry order.
+pub fn names(class: ComponentClass) -> Vec<&'static str> {
+    COMPONENTS
+        .iter()
+        .filter(|r| r.class == class)
+        .map(|r| r.name)
+        .collect()
+}
+
+/// Parses the options of a component of `class` and type `name`.
+pub fn parse(
+    class: ComponentClass,
+    name: &str,
+    options: toml::Table,
+) -> Result<Box<dyn ComponentConfig>, RegistryError> {
+    let Some(reg) = COMPONENTS
+        .iter()
+        .find(|r| r.class == class && r.name == name)
+    else {
+        let singular = match class {
+            ComponentClass::Source => "source",
+            ComponentClass::Transform => "transform",
+            ComponentClass::Sink => "sink",
+        };
+        return Err(RegistryError::UnknownType {
+            class: singular,
+            name: name.to_string(),
+            known: names(class).join(", "),
+        });
+    };
+    (reg.parse)(options).map_err(RegistryError::Options)
+}

@@ -1,0 +1,6 @@
+//! Sinks: where events leave a topology.
+
+pub mod blackhole;
+pub mod console;
+pub mod file;
+mod lines;

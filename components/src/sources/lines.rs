@@ -1,0 +1,150 @@
+//! Reading newline-delimited records into `Raw` events, with acknowledgement
+//! tracking shared by the `stdin` and `file` sources.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+use crate::ack::{BatchNotifier, BatchStatusReceiver, EventStatus};
+use crate::api::{ComponentContext, ComponentError};
+use crate::event::{Event, Metadata, RawMessage};
+
+/// Statuses still to come back for what a source emitted.
+#[derive(Default)]
+pub(crate) struct PendingAcks {
+    pending: Vec<BatchStatusReceiver>,
+    pub failed: u64,
+    pub delivered: u64,
+}
+
+impl PendingAcks {
+    pub fn push(&mut self, rx: BatchStatusReceiver) {
+        self.pending.push(rx);
+        if self.pending.len() % 1024 == 0 {
+            self.collect_ready();
+        }
+    }
+
+    fn record(&mut self, status: EventStatus) {
+        if status.is_final_ok() {
+            self.delivered += 1;
+        } else {
+            self.failed += 1;
+        }
+    }
+
+    /// Records the statuses that are already known.
+    pub fn collect_ready(&mut self) {
+        let mut still = Vec::with_capacity(self.pending.len());
+        for mut rx in std::mem::take(&mut self.pending) {
+            match rx.try_recv() {
+                Some(s) => self.record(s),
+                None => still.push(rx),
+            }
+        }
+        self.pending = still;
+    }
+
+    /// Waits for every status.
+    pub async fn wait_all(&mut self) {
+        for rx in std::mem::take(&mut self.pending) {
+            let s = rx.await;
+            self.record(s);
+        }
+    }
+}
+
+/// How a line reader ends.
+pub(crate) enum LinesEnd {
+    Eof,
+    Shutdown,
+}
+
+/// Reads lines from `reader` and emits each as a Raw event, until EOF or shutdown.
+/// Lines read in one buffer fill share a notifier, so acknowledgement costs stay
+/// per-chunk rather than per-line.
+pub(crate) async fn read_lines<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    cx: &mut ComponentContext,
+    meta: &Arc<Metadata>,
+    line_no: &mut u64,
+    acks: &mut PendingAcks,
+    max_line_bytes: usize,
+) -> Result<LinesEnd, ComponentError> {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let shutdown = cx.shutdown.clone();
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(LinesEnd::Shutdown),
+            r = reader.fill_buf() => r.map_err(|e| ComponentError::io("reading input", e))?,
+        };
+        if chunk.is_empty() {
+            if !buf.is_empty() {
+                // A last line without a newline is still a line.
+                let line = buf.split().freeze();
+                *line_no += 1;
+                let (notifier, rx) = BatchNotifier::new_with_receiver();
+                emit(cx, meta, *line_no, line, &notifier).await?;
+                acks.push(rx);
+            }
+            return Ok(LinesEnd::Eof);
+        }
+        let len = chunk.len();
+        let (notifier, rx) = BatchNotifier::new_with_receiver();
+        let mut start = 0;
+        let mut lines = Vec::new();
+        for (i, b) in chunk.iter().enumerate() {
+            if *b == b'\n' {
+                buf.extend_from_slice(&chunk[start..i]);
+                lines.push(buf.split().freeze());
+                start = i + 1;
+            }
+        }
+        buf.extend_from_slice(&chunk[start..]);
+        reader.consume(len);
+        if buf.len() > max_line_bytes {
+            cx.outputs.metrics().error("line_too_long");
+            tracing::warn!(
+                line = *line_no + lines.len() as u64 + 1,
+                max_line_bytes,
+                "line longer than max_line_bytes; rejected"
+            );
+            buf.clear();
+            // Skip to the end of the overlong line.
+            let mut discard = Vec::new();
+            reader
+                .read_until(b'\n', &mut discard)
+                .await
+                .map_err(|e| ComponentError::io("reading input", e))?;
+            *line_no += 1;
+        }
+        for line in lines {
+            *line_no += 1;
+            emit(cx, meta, *line_no, line, &notifier).await?;
+        }
+        drop(notifier);
+        acks.push(rx);
+    }
+}
+
+async fn emit(
+    cx: &mut ComponentContext,
+    meta: &Arc<Metadata>,
+    line_no: u64,
+    mut line: Bytes,
+    notifier: &BatchNotifier,
+) -> Result<(), ComponentError> {
+    if line.last() == Some(&b'\r') {
+        line.truncate(line.len() - 1);
+    }
+    let _ = line_no;
+    let msg = RawMessage {
+        payload: line,
+        meta: meta.clone(),
+        finalizers: notifier.finalizer(),
+        ..Default::default()
+    };
+    cx.outputs.send(Event::Raw(msg)).await
+}

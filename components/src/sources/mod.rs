@@ -1,0 +1,5 @@
+//! Sources: where events enter a topology.
+
+pub mod file;
+mod lines;
+pub mod stdin;

@@ -1,0 +1,1 @@
+//! Transforms: components between sources and sinks.
