@@ -6,6 +6,7 @@ pub mod api;
 pub mod durations;
 pub mod event;
 pub mod formats;
+pub mod kwdb;
 pub mod registry;
 pub mod sinks;
 pub mod sources;

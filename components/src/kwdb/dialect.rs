@@ -1,0 +1,433 @@
+//! The SQL kwpipe speaks, per dialect. Every statement is built here from checked
+//! identifiers and escaped literals, so the golden files pin all of it.
+//!
+//! `kwdb` follows KWDB's own SQL (time-series databases, TAGS / PRIMARY TAGS, one
+//! ALTER per added column or tag, SHOW statements for the catalog). `postgres`
+//! maps a time-series table onto a plain table whose primary key is (primary tags,
+//! timestamp) and records which columns are tags in the table comment.
+
+use std::fmt::{self, Write as _};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::ident::Ident;
+use super::values::push_string_literal;
+use super::KwdbError;
+use crate::event::{DataType, Field, Precision, TableKind, TableSchema};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    Kwdb,
+    Postgres,
+}
+
+impl Dialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Kwdb => "kwdb",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            Dialect::Kwdb => 26257,
+            Dialect::Postgres => 5432,
+        }
+    }
+
+    pub fn default_user(self) -> &'static str {
+        match self {
+            Dialect::Kwdb => "root",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
+    /// The database to connect to when the target one may not exist yet.
+    pub fn admin_database(self) -> &'static str {
+        match self {
+            Dialect::Kwdb => "defaultdb",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
+    /// Whether COPY FROM STDIN may be used (KWDB has none on time-series tables).
+    pub fn supports_copy(self) -> bool {
+        self == Dialect::Postgres
+    }
+}
+
+impl fmt::Display for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Dialect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "kwdb" => Ok(Dialect::Kwdb),
+            "postgres" => Ok(Dialect::Postgres),
+            other => Err(format!(
+                "unknown dialect \"{other}\"; expected kwdb or postgres"
+            )),
+        }
+    }
+}
+
+/// The kind of database `create_database` makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseKind {
+    /// `CREATE TS DATABASE` (in postgres: a plain database).
+    Ts,
+    Relational,
+}
+
+/// Prefix of the table comment through which the postgres dialect records tags.
+pub const PG_COMMENT_PREFIX: &str = "kwpipe ";
+
+/// What the postgres dialect keeps in a table comment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct PgTagComment {
+    pub tags: Vec<String>,
+    pub primary_tags: Vec<String>,
+}
+
+impl PgTagComment {
+    pub fn of(schema: &TableSchema) -> Self {
+        PgTagComment {
+            tags: schema.tags.iter().map(|t| t.name.clone()).collect(),
+            primary_tags: schema.primary_tags().map(|t| t.name.clone()).collect(),
+        }
+    }
+
+    pub fn parse(comment: &str) -> Option<Self> {
+        serde_json::from_str(comment.strip_prefix(PG_COMMENT_PREFIX)?).ok()
+    }
+
+    pub fn render(&self) -> String {
+        format!(
+            "{PG_COMMENT_PREFIX}{}",
+            serde_json::to_string(self).expect("plain struct serializes")
+        )
+    }
+}
+
+/// Statements for one dialect. Cheap to copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sql(pub Dialect);
+
+impl Sql {
+    pub fn ident(&self, name: &str) -> Result<Ident, KwdbError> {
+        Ident::new(name, self.0)
+    }
+
+    /// KWDB has IF NOT EXISTS; PostgreSQL does not (callers look in pg_database first).
+    pub fn create_database(&self, db: &Ident, kind: DatabaseKind) -> String {
+        match (self.0, kind) {
+            (Dialect::Kwdb, DatabaseKind::Ts) => format!("CREATE TS DATABASE IF NOT EXISTS {db}"),
+            (Dialect::Kwdb, DatabaseKind::Relational) => {
+                format!("CREATE DATABASE IF NOT EXISTS {db}")
+            }
+            (Dialect::Postgres, _) => format!("CREATE DATABASE {db}"),
+        }
+    }
+
+    /// The type of a field as this dialect spells it. `precision` applies to
+    /// timestamps: KWDB's TIMESTAMPTZ is ms unless a precision is given;
+    /// PostgreSQL's is always us.
+    pub fn type_name(&self, f: &Field, precision: Precision) -> String {
+        let len = |default: &str| {
+            if f.length > 0 {
+                format!("{default}({})", f.length)
+            } else {
+                default.to_string()
+            }
+        };
+        match self.0 {
+            Dialect::Kwdb => match f.ty {
+                DataType::Char
+                | DataType::NChar
+                | DataType::Varchar
+                | DataType::NVarchar
+                | DataType::Varbytes => len(f.ty.name()),
+                DataType::Timestamp | DataType::TimestampTz => match precision {
+                    Precision::Us => format!("{}(6)", f.ty.name()),
+                    Precision::Ns => format!("{}(9)", f.ty.name()),
+                    Precision::S | Precision::Ms => f.ty.name().to_string(),
+                },
+                other => other.name().to_string(),
+            },
+            Dialect::Postgres => match f.ty {
+                DataType::Timestamp => "TIMESTAMP".into(),
+                DataType::TimestampTz => "TIMESTAMPTZ".into(),
+                DataType::Date => "DATE".into(),
+                DataType::Int2 => "SMALLINT".into(),
+                DataType::Int4 => "INTEGER".into(),
+                DataType::Int8 => "BIGINT".into(),
+                DataType::Float4 => "REAL".into(),
+                DataType::Float8 => "DOUBLE PRECISION".into(),
+                DataType::Bool => "BOOLEAN".into(),
+                DataType::Char | DataType::NChar => len("CHAR"),
+                DataType::Varchar | DataType::NVarchar => len("VARCHAR"),
+                DataType::Varbytes | DataType::Bytes => "BYTEA".into(),
+                DataType::Text | DataType::Geometry => "TEXT".into(),
+                DataType::Decimal => "NUMERIC".into(),
+            },
+        }
+    }
+
+    /// Checks a schema against KWDB's limits for time-series tables. Applied in both
+    /// dialects, so a table made against PostgreSQL could also be made in KWDB.
+    pub fn check_ts_schema(&self, schema: &TableSchema) -> Result<(), KwdbError> {
+        let bad = |m: String| Err(KwdbError::Schema(m));
+        let Some(first) = schema.columns.first() else {
+            return bad("a time-series table needs at least a timestamp column".into());
+        };
+        if !first.ty.is_timestamp() {
+            return bad(format!(
+                "the first column of a time-series table must be a timestamp, not {} (\"{}\")",
+                first.ty, first.name
+            ));
+        }
+        if schema.columns.len() > 4096 {
+            return bad(format!(
+                "{} columns; at most 4096 allowed",
+                schema.columns.len()
+            ));
+        }
+        if schema.tags.len() > 128 {
+            return bad(format!("{} tags; at most 128 allowed", schema.tags.len()));
+        }
+        let primary: Vec<&Field> = schema.primary_tags().collect();
+        if primary.is_empty() || primary.len() > 4 {
+            return bad(format!(
+                "a time-series table needs 1 to 4 primary tags, got {}",
+                primary.len()
+            ));
+        }
+        for p in primary {
+            if p.ty.is_float() || p.ty.is_binary() {
+                return bad(format!("primary tag \"{}\" cannot be {}", p.name, p.ty));
+            }
+            if matches!(p.ty, DataType::Varchar | DataType::NVarchar) && p.length > 128 {
+                return bad(format!(
+                    "VARCHAR primary tag \"{}\" is {} bytes long; at most 128 allowed",
+                    p.name, p.length
+                ));
+            }
+        }
+        for c in &schema.columns {
+            if matches!(c.ty, DataType::Text | DataType::Decimal) {
+                return bad(format!(
+                    "column \"{}\" is {}, which time-series tables do not support",
+                    c.name, c.ty
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The statements that create a table (one for kwdb; table and comment for postgres).
+    pub fn create_table(
+        &self,
+        table: &Ident,
+        schema: &TableSchema,
+        precision: Precision,
+    ) -> Result<Vec<String>, KwdbError> {
+        let ts = schema.kind == TableKind::TimeSeries;
+        if ts {
+            self.check_ts_schema(schema)?;
+        }
+        let def = |f: &Field, out: &mut String| -> Result<(), KwdbError> {
+            let name = self.ident(&f.name)?;
+            let _ = write!(out, "{name} {}", self.type_name(f, precision));
+            // A time-series table's timestamp and primary tags are never NULL.
+            let first = std::ptr::eq(f, &schema.columns[0]);
+            if !f.nullable || f.primary || (ts && first) {
+                out.push_str(" NOT NULL");
+            }
+            Ok(())
+        };
+        let mut sql = format!("CREATE TABLE {table} (");
+        let mut stmts = Vec::new();
+        match self.0 {
+            Dialect::Kwdb => {
+                for (i, c) in schema.columns.iter().enumerate() {
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    def(c, &mut sql)?;
+                }
+                sql.push(')');
+                if ts {
+                    sql.push_str(" TAGS (");
+                    for (i, t) in schema.tags.iter().enumerate() {
+                        if i > 0 {
+                            sql.push_str(", ");
+                        }
+                        def(t, &mut sql)?;
+                    }
+                    sql.push_str(") PRIMARY TAGS (");
+                    let names: Result<Vec<String>, _> = schema
+                        .primary_tags()
+                        .map(|t| self.ident(&t.name).map(|i| i.to_string()))
+                        .collect();
+                    sql.push_str(&names?.join(", "));
+                    sql.push(')');
+                } else if !schema.tags.is_empty() {
+                    return Err(KwdbError::Schema(
+                        "a relational table cannot have tags".to_string(),
+                    ));
+                }
+                stmts.push(sql);
+            }
+            Dialect::Postgres => {
+                for (i, f) in schema.fields().enumerate() {
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    def(f, &mut sql)?;
+                }
+                if ts {
+                    let mut key: Vec<String> = schema
+                        .primary_tags()
+                        .map(|t| self.ident(&t.name).map(|i| i.to_string()))
+                        .collect::<Result<_, _>>()?;
+                    key.push(self.ident(&schema.columns[0].name)?.to_string());
+                    let _ = write!(sql, ", PRIMARY KEY ({})", key.join(", "));
+                }
+                sql.push(')');
+                stmts.push(sql);
+                if ts {
+                    stmts.push(self.pg_comment(table, &PgTagComment::of(schema)));
+                }
+            }
+        }
+        Ok(stmts)
+    }
+
+    pub fn pg_comment(&self, table: &Ident, comment: &PgTagComment) -> String {
+        let mut sql = format!("COMMENT ON TABLE {table} IS ");
+        push_string_literal(&mut sql, &comment.render());
+        sql
+    }
+
+    /// Adds a nullable column or tag (added fields are always nullable: existing
+    /// rows have no value for them). KWDB wants one ALTER per field.
+    pub fn add_field(
+        &self,
+        table: &Ident,
+        f: &Field,
+        tag: bool,
+        precision: Precision,
+    ) -> Result<String, KwdbError> {
+        let name = self.ident(&f.name)?;
+        let ty = self.type_name(f, precision);
+        Ok(match (self.0, tag) {
+            (Dialect::Kwdb, true) => format!("ALTER TABLE {table} ADD TAG {name} {ty}"),
+            (Dialect::Kwdb, false) => format!("ALTER TABLE {table} ADD COLUMN {name} {ty}"),
+            (Dialect::Postgres, _) => {
+                format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {ty}")
+            }
+        })
+    }
+
+    /// Widens a VARCHAR-like column or tag to `f`'s length.
+    pub fn widen_field(&self, table: &Ident, f: &Field, tag: bool) -> Result<String, KwdbError> {
+        let name = self.ident(&f.name)?;
+        let ty = self.type_name(f, Precision::Ms);
+        Ok(match (self.0, tag) {
+            (Dialect::Kwdb, true) => format!("ALTER TABLE {table} ALTER TAG {name} TYPE {ty}"),
+            (Dialect::Kwdb, false) | (Dialect::Postgres, _) => {
+                format!("ALTER TABLE {table} ALTER COLUMN {name} TYPE {ty}")
+            }
+        })
+    }
+
+    /// `INSERT INTO t (a, b) VALUES ` — the rows follow, then [`Sql::insert_suffix`].
+    pub fn insert_prefix(&self, table: &Ident, fields: &[Ident]) -> String {
+        let cols: Vec<String> = fields.iter().map(Ident::to_string).collect();
+        format!("INSERT INTO {table} ({}) VALUES ", cols.join(", "))
+    }
+
+    /// PostgreSQL needs ON CONFLICT DO NOTHING for a replay to be a no-op; KWDB
+    /// deduplicates time-series rows on (primary tags, timestamp) by itself.
+    pub fn insert_suffix(&self) -> &'static str {
+        match self.0 {
+            Dialect::Kwdb => "",
+            Dialect::Postgres => " ON CONFLICT DO NOTHING",
+        }
+    }
+
+    pub fn copy_in(&self, table: &Ident, fields: &[Ident]) -> Option<String> {
+        self.0.supports_copy().then(|| {
+            let cols: Vec<String> = fields.iter().map(Ident::to_string).collect();
+            format!("COPY {table} ({}) FROM STDIN", cols.join(", "))
+        })
+    }
+
+    // ---- catalog -------------------------------------------------------------
+
+    pub fn show_databases(&self) -> &'static str {
+        match self.0 {
+            Dialect::Kwdb => "SHOW DATABASES",
+            Dialect::Postgres => "SELECT datname FROM pg_database WHERE NOT datistemplate",
+        }
+    }
+
+    /// kwdb only: PostgreSQL's catalog is read with bound parameters instead.
+    pub fn show_tables(&self, db: &Ident) -> String {
+        format!("SHOW TABLES FROM {db}")
+    }
+
+    pub fn show_columns(&self, table: &Ident) -> String {
+        format!("SHOW COLUMNS FROM {table}")
+    }
+
+    pub fn show_tags(&self, table: &Ident) -> String {
+        format!("SHOW TAGS FROM {table}")
+    }
+}
+
+/// Parses a KWDB catalog type such as `VARCHAR(64)` or `TIMESTAMPTZ(3)` into the
+/// type and its length (for timestamps: the precision).
+pub fn parse_kwdb_type(text: &str) -> (DataType, Option<u32>) {
+    let (base, arg) = match text.find('(') {
+        Some(i) => (
+            &text[..i],
+            text[i + 1..]
+                .trim_end_matches(')')
+                .trim()
+                .parse::<u32>()
+                .ok(),
+        ),
+        None => (text, None),
+    };
+    (DataType::parse(base).unwrap_or(DataType::Text), arg)
+}
+
+/// Maps `information_schema.columns.data_type` to a kwpipe type. Types kwpipe does
+/// not model (json, uuid...) count as text: values are sent as text the server parses.
+pub fn parse_pg_type(data_type: &str) -> DataType {
+    match data_type {
+        "smallint" => DataType::Int2,
+        "integer" => DataType::Int4,
+        "bigint" => DataType::Int8,
+        "real" => DataType::Float4,
+        "double precision" => DataType::Float8,
+        "boolean" => DataType::Bool,
+        "character" => DataType::Char,
+        "character varying" => DataType::Varchar,
+        "bytea" => DataType::Bytes,
+        "numeric" => DataType::Decimal,
+        "date" => DataType::Date,
+        "timestamp without time zone" => DataType::Timestamp,
+        "timestamp with time zone" => DataType::TimestampTz,
+        _ => DataType::Text,
+    }
+}

@@ -1,0 +1,382 @@
+//! `kwdb`: rows into KWDB (dialect `kwdb`) or PostgreSQL (dialect `postgres`).
+//!
+//! Each table is pinned to one of `concurrency` connections, so its rows are
+//! written in the order they arrived. A batch is acknowledged Delivered only after
+//! the database confirmed every row; rows the database refuses for what they
+//! contain are isolated by splitting the batch and Rejected with the database's
+//! message; connection trouble is retried with backoff (forever by default).
+
+mod writer;
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::ack::EventStatus;
+use crate::api::{
+    BuildContext, Component, ComponentConfig, ComponentContext, ComponentError, OutputDef,
+};
+use crate::durations;
+use crate::event::{Event, EventKind};
+use crate::kwdb::conn::{default_connection_attempts, default_connection_backoff};
+use crate::kwdb::{
+    ConnUrl, ConnectParams, ConnectionOptions, DatabaseKind, Dialect, KwdbError, Secret, SslMode,
+};
+
+/// When a missing table is created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoCreate {
+    /// From batches whose schema their payload declared (json_kaiwudb, OpenTSDB,
+    /// schema-infer), not from batches marked as carrying a partial schema
+    /// (line_influxdb: types and lengths are guesses, as the seed says).
+    #[default]
+    Declared,
+    /// From every batch, partial schemas included.
+    Always,
+    /// Never: every table must exist.
+    Never,
+}
+
+/// What to do with columns and tags a batch has and the table lacks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaEvolution {
+    /// Add them as nullable; widen VARCHAR-like lengths.
+    #[default]
+    Add,
+    /// Reject the batch's rows with a reason naming the unknown field.
+    Reject,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMethod {
+    /// COPY FROM STDIN, falling back to INSERT ... ON CONFLICT DO NOTHING for a
+    /// chunk that holds replayed or bad rows (postgres only).
+    Copy,
+    /// Multi-row INSERT statements (the only method KWDB takes).
+    Insert,
+}
+
+/// `meta.extra` key and value by which a decoder marks a batch whose schema was
+/// guessed from values (line_influxdb): such batches create tables only with
+/// `auto_create = "always"`. `format = "line_influxdb"` counts the same.
+pub const SCHEMA_HINT_KEY: &str = "schema";
+pub const SCHEMA_PARTIAL: &str = "partial";
+
+fn default_batch_size() -> usize {
+    1000
+}
+fn default_max_statement_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_concurrency() -> usize {
+    1
+}
+fn default_retry_backoff() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_retry_backoff_max() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KwdbSinkConfig {
+    // Connection: the fields of `kwdb::ConnectionOptions`.
+    pub url: ConnUrl,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub database: Option<String>,
+    #[serde(default)]
+    pub dialect: Option<Dialect>,
+    #[serde(default)]
+    pub sslmode: Option<SslMode>,
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
+    #[serde(default)]
+    pub sslcert: Option<PathBuf>,
+    #[serde(default)]
+    pub sslkey: Option<PathBuf>,
+    #[serde(default = "default_connection_attempts")]
+    pub connection_attempts: u32,
+    #[serde(
+        default = "default_connection_backoff",
+        deserialize_with = "durations::deserialize"
+    )]
+    pub connection_backoff: Duration,
+
+    /// Rows per statement (seed `batch.size`).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Bytes of SQL per INSERT statement, whatever `batch_size` says.
+    #[serde(default = "default_max_statement_bytes")]
+    pub max_statement_bytes: usize,
+    /// Connections (seed `tasks.max`); a table always uses the same one.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Create `database` at start when it is missing: `"ts"` or `"relational"`.
+    #[serde(default)]
+    pub create_database: Option<DatabaseKind>,
+    #[serde(default)]
+    pub auto_create: AutoCreate,
+    #[serde(default)]
+    pub schema_evolution: SchemaEvolution,
+    /// Retries of one write before giving up (the batch is then Failed and the sink
+    /// stops). Unset: retry forever, as an edge agent should.
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// First wait before a retry; doubles up to `retry_backoff_max`.
+    #[serde(
+        default = "default_retry_backoff",
+        deserialize_with = "durations::deserialize"
+    )]
+    pub retry_backoff: Duration,
+    #[serde(
+        default = "default_retry_backoff_max",
+        deserialize_with = "durations::deserialize"
+    )]
+    pub retry_backoff_max: Duration,
+    /// Default: `copy` for postgres, `insert` for kwdb.
+    #[serde(default)]
+    pub write_method: Option<WriteMethod>,
+}
+
+impl KwdbSinkConfig {
+    /// A config with every default, for tests and embedding.
+    pub fn new(url: &str) -> Self {
+        let mut t = toml::Table::new();
+        t.insert("url".into(), toml::Value::String(url.to_string()));
+        toml::Value::Table(t)
+            .try_into()
+            .expect("defaults deserialize")
+    }
+
+    pub fn connection(&self) -> ConnectionOptions {
+        ConnectionOptions {
+            url: self.url.clone(),
+            user: self.user.clone(),
+            password: self.password.clone(),
+            database: self.database.clone(),
+            dialect: self.dialect,
+            sslmode: self.sslmode,
+            sslrootcert: self.sslrootcert.clone(),
+            sslcert: self.sslcert.clone(),
+            sslkey: self.sslkey.clone(),
+            connection_attempts: self.connection_attempts,
+            connection_backoff: self.connection_backoff,
+        }
+    }
+
+    fn options(&self) -> Result<(ConnectParams, SinkOptions), KwdbError> {
+        let params = self.connection().resolve()?;
+        let method = self.write_method.unwrap_or(match params.dialect {
+            Dialect::Postgres => WriteMethod::Copy,
+            Dialect::Kwdb => WriteMethod::Insert,
+        });
+        if method == WriteMethod::Copy && !params.dialect.supports_copy() {
+            return Err(KwdbError::Config(
+                "write_method = \"copy\" needs the postgres dialect; KWDB has no COPY".into(),
+            ));
+        }
+        if self.batch_size == 0 || self.concurrency == 0 {
+            return Err(KwdbError::Config(
+                "batch_size and concurrency must be at least 1".into(),
+            ));
+        }
+        if params.database.is_none() {
+            return Err(KwdbError::Config(
+                "no database: set `database` or name it in the url".into(),
+            ));
+        }
+        Ok((
+            params,
+            SinkOptions {
+                batch_size: self.batch_size,
+                max_statement_bytes: self.max_statement_bytes.max(1024),
+                auto_create: self.auto_create,
+                evolution: self.schema_evolution,
+                max_retries: self.max_retries,
+                retry_backoff: self.retry_backoff,
+                retry_backoff_max: self.retry_backoff_max.max(self.retry_backoff),
+                method,
+            },
+        ))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct SinkOptions {
+    pub batch_size: usize,
+    pub max_statement_bytes: usize,
+    pub auto_create: AutoCreate,
+    pub evolution: SchemaEvolution,
+    pub max_retries: Option<u32>,
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+    pub method: WriteMethod,
+}
+
+fn config_error(e: KwdbError) -> ComponentError {
+    ComponentError::msg(e.to_string())
+}
+
+#[async_trait]
+impl ComponentConfig for KwdbSinkConfig {
+    fn type_name(&self) -> &'static str {
+        "kwdb"
+    }
+
+    fn input_kinds(&self) -> Vec<EventKind> {
+        vec![EventKind::Rows]
+    }
+
+    fn outputs(&self) -> Vec<OutputDef> {
+        Vec::new()
+    }
+
+    async fn healthcheck(&self, _cx: &BuildContext) -> Result<(), ComponentError> {
+        let (params, _) = self.options().map_err(config_error)?;
+        let db = if self.create_database.is_some() {
+            Some(params.dialect.admin_database())
+        } else {
+            None
+        };
+        let client = params.connect_to(db).await.map_err(config_error)?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| config_error(KwdbError::db("health check query failed", e)))?;
+        Ok(())
+    }
+
+    async fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError> {
+        let (params, options) = self.options().map_err(config_error)?;
+        Ok(Box::new(KwdbSink {
+            params: Arc::new(params),
+            options: Arc::new(options),
+            concurrency: self.concurrency,
+            create_database: self.create_database,
+        }))
+    }
+}
+
+struct KwdbSink {
+    params: Arc<ConnectParams>,
+    options: Arc<SinkOptions>,
+    concurrency: usize,
+    create_database: Option<DatabaseKind>,
+}
+
+#[async_trait]
+impl Component for KwdbSink {
+    async fn run(self: Box<Self>, mut cx: ComponentContext) -> Result<(), ComponentError> {
+        let mut input = cx.take_input();
+        let metrics = input.metrics().clone();
+        if let Some(kind) = self.create_database {
+            writer::create_database(&self.params, kind, &self.options)
+                .await
+                .map_err(config_error)?;
+        }
+        let mut senders = Vec::with_capacity(self.concurrency);
+        let mut tasks = Vec::with_capacity(self.concurrency);
+        for n in 0..self.concurrency {
+            // Small queues: the backlog stays in the upstream channels, bounded there.
+            let (tx, rx) = mpsc::channel(2);
+            let w = writer::Worker::new(
+                n,
+                self.params.clone(),
+                self.options.clone(),
+                metrics.clone(),
+            );
+            senders.push(tx);
+            tasks.push(tokio::spawn(w.run(rx)));
+        }
+        let mut failure = None;
+        while let Some(event) = input.recv().await {
+            let batch = match event {
+                Event::Rows(b) => b,
+                Event::Raw(m) => {
+                    tracing::warn!(component = %cx.id, "kwdb sink got a raw message; it takes rows only");
+                    metrics.rejected(1);
+                    m.finalizers.finish(EventStatus::Rejected);
+                    continue;
+                }
+            };
+            let mut h = DefaultHasher::new();
+            batch.target.hash(&mut h);
+            let n = (h.finish() % senders.len() as u64) as usize;
+            if let Err(mpsc::error::SendError(b)) = senders[n].send(batch).await {
+                b.finalizers.finish(EventStatus::Failed);
+                failure = Some(ComponentError::msg(
+                    "kwdb sink gave up writing (see the errors above)",
+                ));
+                break;
+            }
+        }
+        drop(senders);
+        for t in tasks {
+            match t.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = Some(config_error(e)),
+                Err(e) => failure = Some(ComponentError::msg(format!("kwdb writer panicked: {e}"))),
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_secrets() {
+        let c: KwdbSinkConfig = toml::from_str(
+            r#"url = "jdbc:kaiwudb://h:26257/db?password=inurl"
+               password = "topsecret""#,
+        )
+        .unwrap();
+        assert_eq!(c.batch_size, 1000);
+        assert_eq!(c.max_retries, None);
+        assert_eq!(c.auto_create, AutoCreate::Declared);
+        let (p, o) = c.options().unwrap();
+        assert_eq!(o.method, WriteMethod::Insert);
+        assert_eq!(p.dialect, Dialect::Kwdb);
+        let shown = format!("{c:?} {p:?} {o:?}");
+        assert!(
+            !shown.contains("topsecret") && !shown.contains("inurl"),
+            "{shown}"
+        );
+        let bad: Result<KwdbSinkConfig, _> = toml::from_str("url = \"postgres://h/d\"\nbogus = 1");
+        assert!(bad.is_err());
+        let mut c = KwdbSinkConfig::new("jdbc:kaiwudb://h/db");
+        c.write_method = Some(WriteMethod::Copy);
+        assert!(c.options().is_err());
+    }
+
+    #[tokio::test]
+    async fn connect_errors_do_not_show_the_password() {
+        let mut c = KwdbSinkConfig::new("postgresql://nobody:pw-in-url@127.0.0.1:1/db");
+        c.password = Some(Secret::new("pw-in-config"));
+        c.connection_attempts = 1;
+        let (p, _) = c.options().unwrap();
+        let e = p.connect().await.unwrap_err();
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("pw-in"), "{shown}");
+        assert!(e.is_retryable());
+    }
+}

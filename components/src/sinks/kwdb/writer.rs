@@ -1,0 +1,629 @@
+//! One connection's writer: plans a table (create, evolve, map fields), encodes
+//! rows, writes chunks, retries, bisects.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, Statement};
+
+use super::{
+    AutoCreate, SchemaEvolution, SinkOptions, WriteMethod, SCHEMA_HINT_KEY, SCHEMA_PARTIAL,
+};
+use crate::ack::EventStatus;
+use crate::api::{Backoff, ComponentMetrics};
+use crate::event::{Field, Metadata, Precision, Row, RowBatch, TableSchema, Value};
+use crate::kwdb::catalog::{Catalog, TableInfo};
+use crate::kwdb::dialect::PgTagComment;
+use crate::kwdb::values::{write_value, CopyText, Literal};
+use crate::kwdb::{ConnectParams, DatabaseKind, Dialect, ErrorClass, Ident, KwdbError, Sql};
+
+/// Why a step did not finish.
+enum Step {
+    /// Try again after a pause (connection, server restart...).
+    Retry(KwdbError),
+    /// The table is not what we thought: re-read it.
+    Stale(KwdbError),
+    /// Every row of the batch is refused, for this reason.
+    Reject(String),
+}
+
+impl From<KwdbError> for Step {
+    fn from(e: KwdbError) -> Self {
+        match e.class() {
+            ErrorClass::Retryable => Step::Retry(e),
+            ErrorClass::StaleSchema => Step::Stale(e),
+            ErrorClass::Permanent | ErrorClass::Duplicate => {
+                Step::Reject(e.db_message().unwrap_or_else(|| e.to_string()))
+            }
+        }
+    }
+}
+
+/// How rows of a batch map onto the table.
+struct Plan {
+    /// For each written field: its position in the batch's rows and the table's field.
+    fields: Vec<(usize, Field)>,
+    insert_prefix: String,
+    copy_sql: Option<String>,
+    table: String,
+}
+
+pub(super) async fn create_database(
+    params: &ConnectParams,
+    kind: DatabaseKind,
+    options: &SinkOptions,
+) -> Result<(), KwdbError> {
+    let db_name = params.database.clone().expect("checked at build");
+    let sql = Sql(params.dialect);
+    let db = sql.ident(&db_name)?;
+    let mut backoff = Backoff::new(options.retry_backoff, options.retry_backoff_max);
+    let mut tries = 0;
+    loop {
+        let result = async {
+            let client = params
+                .connect_to(Some(params.dialect.admin_database()))
+                .await?;
+            if params.dialect == Dialect::Postgres {
+                let exists = client
+                    .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db_name])
+                    .await
+                    .map_err(|e| KwdbError::db("cannot list databases", e))?
+                    .is_some();
+                if exists {
+                    return Ok(());
+                }
+            }
+            match client.batch_execute(&sql.create_database(&db, kind)).await {
+                Ok(()) => Ok(()),
+                // Another writer was faster.
+                Err(e) if e.code().is_some_and(|c| c.code() == "42P04") => Ok(()),
+                Err(e) => Err(KwdbError::db(format!("cannot create database {db}"), e)),
+            }
+        }
+        .await;
+        match result {
+            Err(e) if e.is_retryable() && options.max_retries.is_none_or(|m| tries < m) => {
+                tries += 1;
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+pub(super) struct Worker {
+    n: usize,
+    params: Arc<ConnectParams>,
+    options: Arc<SinkOptions>,
+    sql: Sql,
+    client: Option<Client>,
+    catalog: Catalog,
+    copy_statements: HashMap<String, Statement>,
+    metrics: ComponentMetrics,
+    write_seconds: metrics::Histogram,
+    rows_written: metrics::Counter,
+    retries: metrics::Counter,
+}
+
+impl Worker {
+    pub fn new(
+        n: usize,
+        params: Arc<ConnectParams>,
+        options: Arc<SinkOptions>,
+        metrics: ComponentMetrics,
+    ) -> Self {
+        let labels = metrics.labels().to_vec();
+        Worker {
+            n,
+            sql: Sql(params.dialect),
+            catalog: Catalog::new(params.dialect),
+            params,
+            options,
+            client: None,
+            copy_statements: HashMap::new(),
+            write_seconds: metrics::histogram!("kwdb_sink_batch_write_seconds", &labels),
+            rows_written: metrics::counter!("kwdb_sink_rows_written_total", &labels),
+            retries: metrics::counter!("kwdb_sink_retries_total", &labels),
+            metrics,
+        }
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::Receiver<RowBatch>) -> Result<(), KwdbError> {
+        while let Some(batch) = rx.recv().await {
+            self.handle(batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn client(&mut self) -> Result<&Client, KwdbError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.copy_statements.clear();
+            self.client = Some(self.params.connect().await?);
+        }
+        Ok(self.client.as_ref().expect("just connected"))
+    }
+
+    /// Waits before a retry, or gives up when `max_retries` is spent.
+    async fn pause(
+        &mut self,
+        tries: &mut u32,
+        backoff: &mut Backoff,
+        e: KwdbError,
+    ) -> Result<(), KwdbError> {
+        self.metrics.error("write");
+        if self.options.max_retries.is_some_and(|m| *tries >= m) {
+            tracing::error!(worker = self.n, error = %e, retries = *tries, "giving up");
+            return Err(e);
+        }
+        *tries += 1;
+        self.retries.increment(1);
+        let delay = backoff.next_delay();
+        tracing::warn!(worker = self.n, error = %e, retry_in = ?delay, "write failed; retrying");
+        // Whatever broke may have left the session in an unknown state.
+        self.client = None;
+        self.copy_statements.clear();
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+
+    async fn handle(&mut self, batch: RowBatch) -> Result<(), KwdbError> {
+        let RowBatch {
+            target,
+            schema,
+            rows,
+            meta,
+            finalizers,
+        } = batch;
+        let mut rejected: Vec<(usize, String)> = Vec::new();
+        let mut tries = 0u32;
+        let mut backoff = Backoff::new(self.options.retry_backoff, self.options.retry_backoff_max);
+        let own_db = self.params.database.as_deref();
+        if let Some(db) = target.database.as_deref().filter(|d| Some(*d) != own_db) {
+            let reason = format!(
+                "rows for database \"{db}\" but this sink writes to \"{}\"",
+                own_db.unwrap_or_default()
+            );
+            rejected.extend((0..rows.len()).map(|i| (i, reason.clone())));
+            self.finish(&target.table, &rows, rejected, finalizers);
+            return Ok(());
+        }
+        let mut remaining: Vec<usize> = (0..rows.len()).collect();
+        let mut refreshes = 0;
+        'replan: loop {
+            let plan = loop {
+                match self.plan(&target.table, &schema, &meta, &rows).await {
+                    Ok(p) => break p,
+                    Err(Step::Reject(reason)) => {
+                        rejected.extend(remaining.iter().map(|&i| (i, reason.clone())));
+                        self.finish(&target.table, &rows, rejected, finalizers);
+                        return Ok(());
+                    }
+                    Err(Step::Retry(e)) | Err(Step::Stale(e)) => {
+                        self.catalog.invalidate(&target.table);
+                        if let Err(e) = self.pause(&mut tries, &mut backoff, e).await {
+                            finalizers.finish(EventStatus::Failed);
+                            return Err(e);
+                        }
+                    }
+                }
+            };
+            let mut pos = 0;
+            while pos < remaining.len() {
+                let end = (pos + self.options.batch_size).min(remaining.len());
+                let chunk = &remaining[pos..end];
+                let started = Instant::now();
+                match self.write_chunk(&plan, &rows, chunk, refreshes >= 2).await {
+                    Ok(bad) => {
+                        self.write_seconds.record(started.elapsed().as_secs_f64());
+                        self.rows_written
+                            .increment((chunk.len() - bad.len()) as u64);
+                        rejected.extend(bad);
+                        pos = end;
+                        tries = 0;
+                        backoff = Backoff::new(
+                            self.options.retry_backoff,
+                            self.options.retry_backoff_max,
+                        );
+                    }
+                    Err(Step::Retry(e)) => {
+                        if let Err(e) = self.pause(&mut tries, &mut backoff, e).await {
+                            finalizers.finish(EventStatus::Failed);
+                            return Err(e);
+                        }
+                    }
+                    Err(Step::Stale(e)) => {
+                        tracing::info!(table = %target.table, error = %e, "table changed; re-reading its schema");
+                        refreshes += 1;
+                        self.catalog.invalidate(&target.table);
+                        self.copy_statements.remove(&target.table);
+                        remaining.drain(..pos);
+                        continue 'replan;
+                    }
+                    Err(Step::Reject(reason)) => {
+                        rejected.extend(chunk.iter().map(|&i| (i, reason.clone())));
+                        pos = end;
+                    }
+                }
+            }
+            break;
+        }
+        self.finish(&target.table, &rows, rejected, finalizers);
+        Ok(())
+    }
+
+    fn finish(
+        &self,
+        table: &str,
+        rows: &[Row],
+        rejected: Vec<(usize, String)>,
+        finalizers: crate::ack::EventFinalizers,
+    ) {
+        if rejected.is_empty() {
+            finalizers.finish(EventStatus::Delivered);
+            return;
+        }
+        self.metrics.rejected(rejected.len() as u64);
+        for (i, reason) in rejected.iter().take(10) {
+            tracing::warn!(table, row = i, reason = %reason, "row rejected");
+        }
+        if rejected.len() > 10 {
+            tracing::warn!(
+                table,
+                rejected = rejected.len(),
+                of = rows.len(),
+                "more rows rejected (only the first 10 are logged)"
+            );
+        }
+        finalizers.finish(EventStatus::Rejected);
+    }
+
+    /// Makes sure the table exists with every field of `schema`, and maps them.
+    async fn plan(
+        &mut self,
+        table: &str,
+        schema: &TableSchema,
+        meta: &Metadata,
+        rows: &[Row],
+    ) -> Result<Plan, Step> {
+        let sql = self.sql;
+        let reject = |e: KwdbError| Step::Reject(e.to_string());
+        let ident = sql.ident(table).map_err(reject)?;
+        for f in schema.fields() {
+            sql.ident(&f.name).map_err(reject)?;
+        }
+        let precision = finest_precision(schema, rows);
+        self.client().await?;
+        let client = self.client.as_ref().expect("connected");
+        let info = match self.catalog.table(client, table).await? {
+            Some(info) => info,
+            None => {
+                let partial = meta.extra.get(SCHEMA_HINT_KEY).map(String::as_str)
+                    == Some(SCHEMA_PARTIAL)
+                    || meta.extra.get("format").map(String::as_str) == Some("line_influxdb");
+                match (self.options.auto_create, partial) {
+                    (AutoCreate::Never, _) => {
+                        return Err(Step::Reject(format!(
+                            "table \"{table}\" does not exist (auto_create = \"never\")"
+                        )))
+                    }
+                    (AutoCreate::Declared, true) => {
+                        return Err(Step::Reject(format!(
+                            "table \"{table}\" does not exist; rows whose schema is guessed \
+                             (line_influxdb) create tables only with auto_create = \"always\""
+                        )))
+                    }
+                    _ => {}
+                }
+                let stmts = sql
+                    .create_table(&ident, schema, precision)
+                    .map_err(reject)?;
+                // One simple query: PostgreSQL runs it as one transaction, so a table
+                // never exists without its tag comment.
+                match client.batch_execute(&stmts.join("; ")).await {
+                    Ok(()) => tracing::info!(table, "created table"),
+                    Err(e) if e.code().is_some_and(|c| c.code() == "42P07") => {}
+                    Err(e) => {
+                        return Err(
+                            KwdbError::db(format!("cannot create table \"{table}\""), e).into()
+                        )
+                    }
+                }
+                self.catalog.invalidate(table);
+                self.catalog.table(client, table).await?.ok_or_else(|| {
+                    Step::Retry(KwdbError::Schema(format!(
+                        "table \"{table}\" vanished after creation"
+                    )))
+                })?
+            }
+        };
+        let info = self.evolve(&ident, &info, schema, precision).await?;
+        let mut fields = Vec::with_capacity(schema.width());
+        let mut idents = Vec::with_capacity(schema.width());
+        for (i, f) in schema.fields().enumerate() {
+            let (target, _) = info.field(&f.name).ok_or_else(|| {
+                Step::Reject(format!(
+                    "table \"{table}\" has no column or tag \"{}\"",
+                    f.name
+                ))
+            })?;
+            fields.push((i, target.clone()));
+            idents.push(sql.ident(&f.name).map_err(reject)?);
+        }
+        Ok(Plan {
+            insert_prefix: sql.insert_prefix(&ident, &idents),
+            copy_sql: match self.options.method {
+                WriteMethod::Copy => sql.copy_in(&ident, &idents),
+                WriteMethod::Insert => None,
+            },
+            fields,
+            table: table.to_string(),
+        })
+    }
+
+    /// Adds missing fields and widens short VARCHARs, per `schema_evolution`.
+    async fn evolve(
+        &mut self,
+        ident: &Ident,
+        info: &Arc<TableInfo>,
+        schema: &TableSchema,
+        precision: Precision,
+    ) -> Result<Arc<TableInfo>, Step> {
+        let sql = self.sql;
+        let reject = |e: KwdbError| Step::Reject(e.to_string());
+        let mut stmts = Vec::new();
+        let mut new_tags = Vec::new();
+        for (i, f) in schema.fields().enumerate() {
+            let tag = schema.is_tag(i);
+            match info.field(&f.name) {
+                None => {
+                    if self.options.evolution == SchemaEvolution::Reject {
+                        return Err(Step::Reject(format!(
+                            "table \"{}\" has no {} \"{}\" (schema_evolution = \"reject\")",
+                            info.name,
+                            if tag { "tag" } else { "column" },
+                            f.name
+                        )));
+                    }
+                    if f.primary {
+                        return Err(Step::Reject(format!(
+                            "table \"{}\" has no primary tag \"{}\"; primary tags cannot be added",
+                            info.name, f.name
+                        )));
+                    }
+                    stmts.push(sql.add_field(ident, f, tag, precision).map_err(reject)?);
+                    if tag {
+                        new_tags.push(f.name.clone());
+                    }
+                }
+                Some((have, have_tag)) => {
+                    let widen = self.options.evolution == SchemaEvolution::Add
+                        && f.ty.has_length_limit()
+                        && have.ty == f.ty
+                        && have.length > 0
+                        && f.length > have.length
+                        && !have.primary;
+                    if widen {
+                        stmts.push(sql.widen_field(ident, f, have_tag).map_err(reject)?);
+                    }
+                }
+            }
+        }
+        if stmts.is_empty() {
+            return Ok(info.clone());
+        }
+        if self.sql.0 == Dialect::Postgres && !new_tags.is_empty() {
+            let mut c = PgTagComment::of(&info.schema);
+            c.tags.extend(new_tags);
+            stmts.push(sql.pg_comment(ident, &c));
+        }
+        let client = self.client.as_ref().expect("connected");
+        for stmt in &stmts {
+            match client.batch_execute(stmt).await {
+                Ok(()) => tracing::info!(table = %info.name, statement = %stmt, "changed table"),
+                // Added meanwhile by someone else: fine.
+                Err(e) if e.code().is_some_and(|c| c.code() == "42701") => {}
+                Err(e) => {
+                    return Err(
+                        KwdbError::db(format!("cannot change table \"{}\"", info.name), e).into(),
+                    )
+                }
+            }
+        }
+        self.catalog.invalidate(&info.name);
+        self.copy_statements.remove(&info.name);
+        let client = self.client.as_ref().expect("connected");
+        self.catalog
+            .table(client, &info.name)
+            .await?
+            .ok_or_else(|| {
+                Step::Retry(KwdbError::Schema(format!(
+                    "table \"{}\" vanished",
+                    info.name
+                )))
+            })
+    }
+
+    /// Writes the rows `idx` of `rows`; returns the rows refused, with reasons.
+    async fn write_chunk(
+        &mut self,
+        plan: &Plan,
+        rows: &[Row],
+        idx: &[usize],
+        stale_is_permanent: bool,
+    ) -> Result<Vec<(usize, String)>, Step> {
+        let mut rejected = Vec::new();
+        let mut good = Vec::with_capacity(idx.len());
+        if let Some(copy_sql) = &plan.copy_sql {
+            let mut buf = Vec::with_capacity(idx.len() * 64);
+            for &i in idx {
+                let mark = buf.len();
+                match encode_copy(plan, &rows[i], &mut buf) {
+                    Ok(()) => good.push(i),
+                    Err(reason) => {
+                        buf.truncate(mark);
+                        rejected.push((i, reason));
+                    }
+                }
+            }
+            if good.is_empty() {
+                return Ok(rejected);
+            }
+            match self.copy(plan, copy_sql, buf).await {
+                Ok(()) => return Ok(rejected),
+                Err(e) => match e.class() {
+                    ErrorClass::Retryable => return Err(Step::Retry(e)),
+                    ErrorClass::StaleSchema if !stale_is_permanent => return Err(Step::Stale(e)),
+                    // A replay (duplicate key) or a bad row: the INSERT path sorts it out.
+                    _ => {}
+                },
+            }
+        } else {
+            good.extend_from_slice(idx);
+        }
+        self.insert_bisect(plan, rows, &good, &mut rejected, stale_is_permanent)
+            .await?;
+        Ok(rejected)
+    }
+
+    async fn copy(&mut self, plan: &Plan, copy_sql: &str, buf: Vec<u8>) -> Result<(), KwdbError> {
+        let ctx = || format!("COPY into \"{}\" failed", plan.table);
+        self.client().await?;
+        let client = self.client.as_ref().expect("connected");
+        let stmt = match self.copy_statements.get(&plan.table) {
+            Some(s) => s.clone(),
+            None => {
+                let s = client
+                    .prepare(copy_sql)
+                    .await
+                    .map_err(|e| KwdbError::db(ctx(), e))?;
+                self.copy_statements.insert(plan.table.clone(), s.clone());
+                s
+            }
+        };
+        let sink = client
+            .copy_in::<_, Bytes>(&stmt)
+            .await
+            .map_err(|e| KwdbError::db(ctx(), e))?;
+        futures_util::pin_mut!(sink);
+        sink.send(Bytes::from(buf))
+            .await
+            .map_err(|e| KwdbError::db(ctx(), e))?;
+        sink.finish().await.map_err(|e| KwdbError::db(ctx(), e))?;
+        Ok(())
+    }
+
+    /// Multi-row INSERTs; a statement refused for its data is split in halves until
+    /// the refused rows stand alone.
+    async fn insert_bisect(
+        &mut self,
+        plan: &Plan,
+        rows: &[Row],
+        idx: &[usize],
+        rejected: &mut Vec<(usize, String)>,
+        stale_is_permanent: bool,
+    ) -> Result<(), Step> {
+        let mut tuples: Vec<(usize, String)> = Vec::with_capacity(idx.len());
+        for &i in idx {
+            let mut s = String::with_capacity(64);
+            match encode_tuple(plan, &rows[i], &mut s) {
+                Ok(()) => tuples.push((i, s)),
+                Err(reason) => rejected.push((i, reason)),
+            }
+        }
+        // Statements no longer than max_statement_bytes, in order.
+        let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut start = 0;
+        let mut size = plan.insert_prefix.len();
+        for (k, (_, t)) in tuples.iter().enumerate() {
+            if k > start && size + t.len() + 1 > self.options.max_statement_bytes {
+                groups.push(start..k);
+                start = k;
+                size = plan.insert_prefix.len();
+            }
+            size += t.len() + 1;
+        }
+        if start < tuples.len() {
+            groups.push(start..tuples.len());
+        }
+        // A stack, left half on top, so rows go in their order.
+        groups.reverse();
+        let suffix = self.sql.insert_suffix();
+        while let Some(r) = groups.pop() {
+            let mut stmt = String::with_capacity(size + plan.insert_prefix.len() + suffix.len());
+            stmt.push_str(&plan.insert_prefix);
+            for (k, (_, t)) in tuples[r.clone()].iter().enumerate() {
+                if k > 0 {
+                    stmt.push(',');
+                }
+                stmt.push_str(t);
+            }
+            stmt.push_str(suffix);
+            self.client().await?;
+            let client = self.client.as_ref().expect("connected");
+            let result = client.batch_execute(&stmt).await;
+            let Err(e) = result else { continue };
+            let e = KwdbError::db(format!("INSERT into \"{}\" failed", plan.table), e);
+            match e.class() {
+                ErrorClass::Retryable => return Err(Step::Retry(e)),
+                ErrorClass::StaleSchema if !stale_is_permanent => return Err(Step::Stale(e)),
+                _ if r.len() == 1 => {
+                    let reason = e.db_message().unwrap_or_else(|| e.to_string());
+                    rejected.push((tuples[r.start].0, reason));
+                }
+                _ => {
+                    let mid = r.start + r.len() / 2;
+                    groups.push(mid..r.end);
+                    groups.push(r.start..mid);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The finest precision among a batch's timestamps: what a created column needs to
+/// hold them all (KWDB's default TIMESTAMPTZ keeps only ms).
+fn finest_precision(schema: &TableSchema, rows: &[Row]) -> Precision {
+    let ts: Vec<usize> = schema
+        .fields()
+        .enumerate()
+        .filter(|(_, f)| f.ty.is_timestamp())
+        .map(|(i, _)| i)
+        .collect();
+    let mut p = Precision::Ms;
+    for row in rows {
+        for &i in &ts {
+            if let Some(Value::Timestamp(t)) = row.get(i) {
+                p = p.max(t.precision);
+            }
+        }
+    }
+    p
+}
+
+fn encode_tuple(plan: &Plan, row: &Row, out: &mut String) -> Result<(), String> {
+    out.push('(');
+    for (k, (i, f)) in plan.fields.iter().enumerate() {
+        if k > 0 {
+            out.push(',');
+        }
+        write_value(row.get(*i).unwrap_or(&Value::Null), f, &mut Literal(out))?;
+    }
+    out.push(')');
+    Ok(())
+}
+
+fn encode_copy(plan: &Plan, row: &Row, out: &mut Vec<u8>) -> Result<(), String> {
+    for (k, (i, f)) in plan.fields.iter().enumerate() {
+        if k > 0 {
+            out.push(b'\t');
+        }
+        write_value(row.get(*i).unwrap_or(&Value::Null), f, &mut CopyText(out))?;
+    }
+    out.push(b'\n');
+    Ok(())
+}
