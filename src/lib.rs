@@ -1,1 +1,7 @@
+//! kwpipe, the agent: topology configuration, the graph, the runtime and telemetry.
+//! The components themselves live in the `components` crate.
 
+pub mod config;
+pub mod graph;
+pub mod runtime;
+pub mod telemetry;

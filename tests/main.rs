@@ -1,1 +1,5 @@
+//! kwpipe's integration tests: one binary, one module per area. Tests run the
+//! `kwpipe` executable as a separate process against real services.
 
+mod cli;
+mod support;

@@ -157,7 +157,10 @@ impl ComponentContext {
     }
 }
 
-/// Tells sources to stop. Cloneable; `cancelled()` is the future to select on.
+/// Tells the topology to stop. Sources stop emitting when it fires; transforms
+/// and sinks keep draining their input until it ends (that is how the graph
+/// empties) but may cut retries short, reporting Failed for what they give up on.
+/// Cloneable; `cancelled()` is the future to select on.
 #[derive(Clone, Debug, Default)]
 pub struct ShutdownSignal(CancellationToken);
 
