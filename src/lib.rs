@@ -2,6 +2,7 @@
 //! The components themselves live in the `components` crate.
 
 pub mod config;
+pub mod connect;
 pub mod graph;
 pub mod runtime;
 pub mod telemetry;

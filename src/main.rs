@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use kwpipe::{config, graph, runtime, telemetry};
+use kwpipe::{config, connect, graph, runtime, telemetry};
 
 /// kwpipe moves time-series and relational data between Apache Kafka and KWDB.
 #[derive(Parser, Debug)]
@@ -35,6 +35,34 @@ enum Command {
     Graph {
         #[arg(required = true, value_name = "CONFIG")]
         configs: Vec<PathBuf>,
+    },
+    /// KaiwuDB Kafka Connector configs: convert them to a topology, or run them.
+    Connect {
+        #[command(subcommand)]
+        command: ConnectCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConnectCommand {
+    /// Print the topology equivalent to connector configs (JSON, as posted to Kafka Connect).
+    Convert {
+        /// Broker address (Kafka Connect keeps it in the worker config); without it
+        /// the topology reads ${KAFKA_BOOTSTRAP_SERVERS}.
+        #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+        bootstrap_servers: Option<String>,
+        #[arg(required = true, value_name = "FILE.json")]
+        files: Vec<PathBuf>,
+    },
+    /// Run connector configs directly.
+    Run {
+        #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", required = true)]
+        bootstrap_servers: String,
+        /// Where kwpipe keeps checkpoints.
+        #[arg(long, default_value = "/var/lib/kwpipe")]
+        data_dir: PathBuf,
+        #[arg(required = true, value_name = "FILE.json")]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -90,7 +118,54 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", graph::to_dot(&topology));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Connect { command } => connect_command(command).await,
     }
+}
+
+async fn connect_command(command: ConnectCommand) -> anyhow::Result<ExitCode> {
+    let (bootstrap_servers, files, run_in) = match command {
+        ConnectCommand::Convert {
+            bootstrap_servers,
+            files,
+        } => (bootstrap_servers, files, None),
+        ConnectCommand::Run {
+            bootstrap_servers,
+            data_dir,
+            files,
+        } => (Some(bootstrap_servers), files, Some(data_dir)),
+    };
+    let opts = connect::ConvertOptions { bootstrap_servers };
+    let mut merged = connect::Converted::default();
+    let mut errors = Vec::new();
+    for file in &files {
+        match connect::convert_file(file, &opts) {
+            Ok(c) => {
+                if let Err(e) = merged.merge(c) {
+                    errors.push(e);
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        anyhow::bail!(errors.join("\n"));
+    }
+    for w in &merged.warnings {
+        tracing::warn!("{w}");
+    }
+    let mut text = merged.to_toml();
+    let Some(data_dir) = run_in else {
+        print!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    };
+    text = format!(
+        "data_dir = {}\n{text}",
+        toml::Value::String(data_dir.display().to_string().replace('$', "$$"))
+    );
+    let env = std::env::vars().collect();
+    let topology = config::load_texts(&[(PathBuf::from("connector configs"), text)], &env)?;
+    runtime::run(topology, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(configs: &[PathBuf]) -> anyhow::Result<config::Topology> {

@@ -1,6 +1,8 @@
 //! Logs go to standard error (standard output belongs to the `console` sink), as
 //! human-readable lines, filtered by `--log-level` or `KWPIPE_LOG`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,7 @@ pub fn init(level: &str) -> Result<(), TelemetryError> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
     Ok(())
