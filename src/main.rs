@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use kwpipe::{config, connect, graph, runtime, telemetry};
+use kwpipe::{api, config, connect, graph, runtime, telemetry, top};
 
 /// kwpipe moves time-series and relational data between Apache Kafka and KWDB.
 #[derive(Parser, Debug)]
@@ -35,6 +35,18 @@ enum Command {
     Graph {
         #[arg(required = true, value_name = "CONFIG")]
         configs: Vec<PathBuf>,
+    },
+    /// A live view of a running agent's components, from its admin API.
+    Top {
+        /// The agent's topology files (their [api] address is used) or http://host:port.
+        #[arg(required = true, value_name = "CONFIG-or-URL")]
+        target: Vec<String>,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Print one screen and exit.
+        #[arg(long)]
+        once: bool,
     },
     /// KaiwuDB Kafka Connector configs: convert them to a topology, or run them.
     Connect {
@@ -97,6 +109,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { configs } => {
             let topology = load(&configs)?;
+            api::install_recorder();
             runtime::run(topology, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -119,6 +132,16 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Connect { command } => connect_command(command).await,
+        Command::Top {
+            target,
+            interval,
+            once,
+        } => {
+            let base = top::resolve(&target)?;
+            let interval = std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0));
+            top::run(&base, interval, once).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -164,6 +187,7 @@ async fn connect_command(command: ConnectCommand) -> anyhow::Result<ExitCode> {
     );
     let env = std::env::vars().collect();
     let topology = config::load_texts(&[(PathBuf::from("connector configs"), text)], &env)?;
+    api::install_recorder();
     runtime::run(topology, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

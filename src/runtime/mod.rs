@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use components::api::{
@@ -26,8 +26,69 @@ use tracing::Instrument;
 use crate::config::{ComponentKey, Topology};
 use crate::graph::OutputRef;
 
+/// Where a component is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComponentState {
+    Starting,
+    Running,
+    Finished,
+    Failed,
+}
+
+impl ComponentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentState::Starting => "starting",
+            ComponentState::Running => "running",
+            ComponentState::Finished => "finished",
+            ComponentState::Failed => "failed",
+        }
+    }
+}
+
+/// One component as the admin API shows it.
+#[derive(Clone, Debug)]
+pub struct ComponentStatus {
+    pub key: String,
+    pub id: String,
+    pub class: &'static str,
+    pub type_name: String,
+    pub state: ComponentState,
+    pub error: Option<String>,
+    pub metrics: ComponentMetrics,
+}
+
+/// The state of every component, shared between the supervisor and the API.
+#[derive(Clone, Default)]
+pub struct StatusBoard(Arc<Mutex<Vec<ComponentStatus>>>);
+
+impl StatusBoard {
+    pub fn snapshot(&self) -> Vec<ComponentStatus> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn push(&self, status: ComponentStatus) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(status);
+    }
+
+    fn set(&self, key: &str, state: ComponentState, error: Option<String>) {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for c in all.iter_mut().filter(|c| c.key == key) {
+            c.state = state;
+            if error.is_some() {
+                c.error = error.clone();
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiError),
     #[error("{}", .0.join("\n"))]
     Build(Vec<String>),
     #[error("{component} failed: {message}")]
@@ -64,15 +125,29 @@ pub async fn run(
     topology: Topology,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
+    let board = StatusBoard::default();
+    let api = match &topology.api {
+        Some(a) => Some(crate::api::serve(a.address, board.clone()).await?),
+        None => None,
+    };
     let source_shutdown = ShutdownSignal::new();
-    let mut tasks = start(&topology, &source_shutdown).await?;
-    supervise(
-        &mut tasks,
-        &source_shutdown,
-        shutdown,
-        topology.shutdown_timeout,
-    )
-    .await
+    let result = match start(&topology, &source_shutdown, &board).await {
+        Ok(mut tasks) => {
+            supervise(
+                &mut tasks,
+                &source_shutdown,
+                shutdown,
+                topology.shutdown_timeout,
+                &board,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Some(api) = api {
+        api.stop();
+    }
+    result
 }
 
 struct Tasks {
@@ -83,6 +158,7 @@ struct Tasks {
 async fn start(
     topology: &Topology,
     source_shutdown: &ShutdownSignal,
+    board: &StatusBoard,
 ) -> Result<Tasks, RuntimeError> {
     let mut built = Vec::new();
     let mut errors = Vec::new();
@@ -127,6 +203,19 @@ async fn start(
     for (node, component) in topology.nodes.iter().zip(built) {
         let component = component.expect("all built");
         let metrics = ComponentMetrics::new(&node.key.id, &node.type_name);
+        board.push(ComponentStatus {
+            key: node.key.to_string(),
+            id: node.key.id.clone(),
+            class: match node.key.class {
+                ComponentClass::Source => "source",
+                ComponentClass::Transform => "transform",
+                ComponentClass::Sink => "sink",
+            },
+            type_name: node.type_name.clone(),
+            state: ComponentState::Running,
+            error: None,
+            metrics: metrics.clone(),
+        });
         let mut default = Vec::new();
         let mut named = BTreeMap::new();
         for def in node.config.outputs() {
@@ -170,6 +259,7 @@ async fn supervise(
     source_shutdown: &ShutdownSignal,
     shutdown: impl Future<Output = ()>,
     timeout: Duration,
+    board: &StatusBoard,
 ) -> Result<(), RuntimeError> {
     tokio::pin!(shutdown);
     let mut shutdown_done = false;
@@ -217,6 +307,10 @@ async fn supervise(
             }
         };
         let name = tasks.names.remove(&id).unwrap_or_else(|| "?".into());
+        match &outcome {
+            Ok(()) => board.set(&name, ComponentState::Finished, None),
+            Err(message) => board.set(&name, ComponentState::Failed, Some(message.clone())),
+        }
         match outcome {
             Ok(()) => tracing::debug!(component = %name, "component finished"),
             Err(message) => {

@@ -50,3 +50,12 @@ pub fn write_topology(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).expect("write topology");
     path
 }
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
