@@ -1,1 +1,6 @@
+//! kwpipe's integration tests: one binary, one module per area. Tests run the
+//! `kwpipe` executable as a separate process against real services.
 
+mod api;
+mod cli;
+mod support;
