@@ -43,6 +43,7 @@ use ComponentClass::{Sink, Source};
 pub static COMPONENTS: &[Registration] = &[
     entry::<crate::sources::stdin::StdinConfig>(Source, "stdin"),
     entry::<crate::sources::file::FileSourceConfig>(Source, "file"),
+    entry::<crate::sources::kwdb_poll::KwdbPollConfig>(Source, "kwdb-poll"),
     entry::<crate::sinks::console::ConsoleConfig>(Sink, "console"),
     entry::<crate::sinks::file::FileSinkConfig>(Sink, "file"),
     entry::<crate::sinks::blackhole::BlackholeConfig>(Sink, "blackhole"),

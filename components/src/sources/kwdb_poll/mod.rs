@@ -1,0 +1,461 @@
+//! `kwdb-poll`: the tables of a KWDB database out as `RowBatch`es, incrementally
+//! and exactly resumable — the connector's Source Connector.
+//!
+//! A discovery loop lists the database's tables every `discover_interval`; each
+//! table that matches gets a poller that reads pages in (timestamp, primary tags)
+//! order with keyset pagination and hands them on. A table's checkpoint advances
+//! only over pages every sink acknowledged, contiguously; a page that failed makes
+//! the poller read again from the checkpoint. kill -9 at any moment repeats at most
+//! what was in flight.
+
+mod checkpoint;
+mod query;
+mod table;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio::sync::{Mutex, Semaphore};
+use tokio_postgres::Client;
+
+use crate::api::{
+    BuildContext, Component, ComponentConfig, ComponentContext, ComponentError, OutputDef,
+    ShutdownSignal,
+};
+use crate::durations;
+use crate::event::{EventKind, TableKind, Timestamp};
+use crate::kwdb::conn::{default_connection_attempts, default_connection_backoff};
+use crate::kwdb::{
+    catalog, ConnUrl, ConnectParams, ConnectionOptions, Dialect, KwdbError, Secret, SslMode,
+};
+
+pub use checkpoint::{Checkpoint, CheckpointStore};
+
+fn default_discover_interval() -> Duration {
+    Duration::from_millis(5000)
+}
+fn default_query_interval() -> Duration {
+    Duration::from_millis(1000)
+}
+fn default_fetch_max_rows() -> usize {
+    100
+}
+fn default_concurrency() -> usize {
+    1
+}
+fn default_progress_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_in_flight() -> usize {
+    4
+}
+
+/// A relational table to export: it has no timestamp-first layout or primary
+/// tags, so the user names the column that orders it and the columns that make a
+/// row unique among rows with the same value there.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelationalTable {
+    pub table: String,
+    /// A timestamp or an ever-increasing column (an id).
+    pub timestamp_column: String,
+    #[serde(default)]
+    pub key_columns: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KwdbPollConfig {
+    // Connection: the fields of `kwdb::ConnectionOptions`.
+    pub url: ConnUrl,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// The database to export (the connector's `connection.database`).
+    pub database: String,
+    #[serde(default)]
+    pub dialect: Option<Dialect>,
+    #[serde(default)]
+    pub sslmode: Option<SslMode>,
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
+    #[serde(default)]
+    pub sslcert: Option<PathBuf>,
+    #[serde(default)]
+    pub sslkey: Option<PathBuf>,
+    #[serde(default = "default_connection_attempts")]
+    pub connection_attempts: u32,
+    #[serde(
+        default = "default_connection_backoff",
+        deserialize_with = "durations::deserialize"
+    )]
+    pub connection_backoff: Duration,
+
+    /// Time-series tables to export, as names or patterns with `*` and `?`.
+    /// Empty: every time-series table.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Patterns of tables to leave out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Relational tables to export as well.
+    #[serde(default)]
+    pub relational: Vec<RelationalTable>,
+    /// How often to look for new and dropped tables (`poll.interval.ms`).
+    #[serde(
+        default = "default_discover_interval",
+        deserialize_with = "durations::deserialize"
+    )]
+    pub discover_interval: Duration,
+    /// Pause between queries of a table that is caught up (`query.interval.ms`).
+    #[serde(
+        default = "default_query_interval",
+        deserialize_with = "durations::deserialize"
+    )]
+    pub query_interval: Duration,
+    /// Rows per query (`fetch.max.rows`).
+    #[serde(default = "default_fetch_max_rows")]
+    pub fetch_max_rows: usize,
+    /// Export rows from this time on, `yyyy-MM-dd HH:mm:ss` in UTC
+    /// (`timestamp.initial`). Unset: everything. Ignored once a table has a checkpoint.
+    #[serde(default)]
+    pub start_at: Option<String>,
+    /// Read only rows older than now minus this, so rows that arrive a little late
+    /// (with a timestamp slightly in the past) are not passed by. Default 0.
+    #[serde(default, deserialize_with = "durations::deserialize_opt")]
+    pub delay: Option<Duration>,
+    /// Tables queried at the same time (`tasks.max`), one connection each.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Pages of a table handed on but not yet acknowledged.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// How often each table logs its progress.
+    #[serde(
+        default = "default_progress_interval",
+        deserialize_with = "durations::deserialize"
+    )]
+    pub progress_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Kwdb(#[from] KwdbError),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+}
+
+impl KwdbPollConfig {
+    fn connection(&self) -> ConnectionOptions {
+        ConnectionOptions {
+            url: self.url.clone(),
+            user: self.user.clone(),
+            password: self.password.clone(),
+            database: Some(self.database.clone()),
+            dialect: self.dialect,
+            sslmode: self.sslmode,
+            sslrootcert: self.sslrootcert.clone(),
+            sslcert: self.sslcert.clone(),
+            sslkey: self.sslkey.clone(),
+            connection_attempts: self.connection_attempts,
+            connection_backoff: self.connection_backoff,
+        }
+    }
+
+    fn check(&self) -> Result<(ConnectParams, Option<Timestamp>), PollError> {
+        let params = self.connection().resolve()?;
+        if self.fetch_max_rows == 0 {
+            return Err(PollError::Config("fetch_max_rows: must be at least 1".into()));
+        }
+        if self.concurrency == 0 {
+            return Err(PollError::Config("concurrency: must be at least 1".into()));
+        }
+        if self.max_in_flight == 0 {
+            return Err(PollError::Config("max_in_flight: must be at least 1".into()));
+        }
+        let start_at = self
+            .start_at
+            .as_deref()
+            .map(query::parse_start_at)
+            .transpose()
+            .map_err(PollError::Config)?;
+        Ok((params, start_at))
+    }
+}
+
+#[async_trait]
+impl ComponentConfig for KwdbPollConfig {
+    fn type_name(&self) -> &'static str {
+        "kwdb-poll"
+    }
+
+    fn input_kinds(&self) -> Vec<EventKind> {
+        Vec::new()
+    }
+
+    fn outputs(&self) -> Vec<OutputDef> {
+        vec![OutputDef::default(EventKind::Rows)]
+    }
+
+    async fn healthcheck(&self, _cx: &BuildContext) -> Result<(), ComponentError> {
+        let (params, _) = self.check().map_err(ComponentError::other)?;
+        let client = params
+            .connect_to(Some(&self.database))
+            .await
+            .map_err(ComponentError::other)?;
+        catalog::list_tables(&client, params.dialect, &self.database)
+            .await
+            .map_err(ComponentError::other)?;
+        Ok(())
+    }
+
+    async fn build(&self, cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError> {
+        let (params, start_at) = self.check().map_err(ComponentError::other)?;
+        let store = CheckpointStore::open(cx.globals.data_dir.join(&*cx.id))
+            .map_err(ComponentError::other)?;
+        Ok(Box::new(KwdbPoll {
+            settings: Arc::new(Settings {
+                params,
+                database: self.database.clone(),
+                tables: self.tables.clone(),
+                exclude: self.exclude.clone(),
+                relational: self.relational.clone(),
+                discover_interval: self.discover_interval,
+                query_interval: self.query_interval,
+                fetch_max_rows: self.fetch_max_rows,
+                start_at,
+                delay: self.delay,
+                max_in_flight: self.max_in_flight,
+                progress_interval: self.progress_interval,
+                store,
+            }),
+            concurrency: self.concurrency,
+        }))
+    }
+}
+
+/// What every table poller of one source reads.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub params: ConnectParams,
+    pub database: String,
+    pub tables: Vec<String>,
+    pub exclude: Vec<String>,
+    pub relational: Vec<RelationalTable>,
+    pub discover_interval: Duration,
+    pub query_interval: Duration,
+    pub fetch_max_rows: usize,
+    pub start_at: Option<Timestamp>,
+    pub delay: Option<Duration>,
+    pub max_in_flight: usize,
+    pub progress_interval: Duration,
+    pub store: CheckpointStore,
+}
+
+impl Settings {
+    /// Whether a table is exported, and how: None to leave it alone.
+    fn wants(&self, name: &str, kind: TableKind) -> Option<Option<RelationalTable>> {
+        if self.exclude.iter().any(|p| glob(p, name)) {
+            return None;
+        }
+        match kind {
+            TableKind::TimeSeries => {
+                (self.tables.is_empty() || self.tables.iter().any(|p| glob(p, name))).then_some(None)
+            }
+            TableKind::Relational => self
+                .relational
+                .iter()
+                .find(|r| r.table == name)
+                .map(|r| Some(r.clone())),
+        }
+    }
+}
+
+/// `*` any run of characters, `?` one character.
+fn glob(pattern: &str, name: &str) -> bool {
+    fn m(p: &[char], n: &[char]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some('*'), _) => m(&p[1..], n) || (!n.is_empty() && m(p, &n[1..])),
+            (Some('?'), Some(_)) => m(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => m(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    m(&p, &n)
+}
+
+/// A connection shared by the pollers assigned to it, reopened after it breaks.
+pub(crate) struct ClientSlot {
+    params: ConnectParams,
+    database: String,
+    client: Mutex<Option<Arc<Client>>>,
+}
+
+impl ClientSlot {
+    pub async fn get(&self) -> Result<Arc<Client>, KwdbError> {
+        let mut guard = self.client.lock().await;
+        if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let client = self.params.connect_to(Some(&self.database)).await?;
+        // Timestamps print in UTC whatever the server's default zone is.
+        client
+            .batch_execute("SET TIME ZONE 'UTC'")
+            .await
+            .map_err(|e| KwdbError::db("cannot set the session time zone", e))?;
+        let client = Arc::new(client);
+        *guard = Some(client.clone());
+        Ok(client)
+    }
+
+    pub async fn reset(&self) {
+        *self.client.lock().await = None;
+    }
+}
+
+struct KwdbPoll {
+    settings: Arc<Settings>,
+    concurrency: usize,
+}
+
+struct Running {
+    stop: ShutdownSignal,
+    task: tokio::task::JoinHandle<Result<(), PollError>>,
+}
+
+#[async_trait]
+impl Component for KwdbPoll {
+    async fn run(self: Box<Self>, cx: ComponentContext) -> Result<(), ComponentError> {
+        let s = self.settings;
+        let metrics = cx.outputs.metrics().clone();
+        let slots: Vec<Arc<ClientSlot>> = (0..self.concurrency + 1)
+            .map(|_| {
+                Arc::new(ClientSlot {
+                    params: s.params.clone(),
+                    database: s.database.clone(),
+                    client: Mutex::new(None),
+                })
+            })
+            .collect();
+        // The last slot is discovery's own, so listing tables never waits on a
+        // long page read.
+        let discovery = slots[self.concurrency].clone();
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let outputs = Arc::new(Mutex::new(cx.outputs));
+        let mut running: HashMap<String, Running> = HashMap::new();
+        let mut next_slot = 0usize;
+        let mut backoff = crate::api::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut first = true;
+        loop {
+            // Reap pollers that ended (table dropped, or a failure to report).
+            let finished: Vec<String> = running
+                .iter()
+                .filter(|(_, r)| r.task.is_finished())
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in finished {
+                let r = running.remove(&name).expect("listed");
+                match r.task.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(ComponentError::msg(format!("table {name}: {e}"))),
+                    Err(e) => return Err(ComponentError::msg(format!("table {name}: {e}"))),
+                }
+            }
+            let listed = match discovery.get().await {
+                Ok(client) => catalog::list_tables(&client, s.params.dialect, &s.database).await,
+                Err(e) => Err(e),
+            };
+            let wait = match listed {
+                Ok(tables) => {
+                    backoff = crate::api::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+                    metrics.report_ok();
+                    let mut present = std::collections::HashSet::new();
+                    for (name, kind) in tables {
+                        let Some(relational) = s.wants(&name, kind) else {
+                            continue;
+                        };
+                        present.insert(name.clone());
+                        if running.contains_key(&name) {
+                            continue;
+                        }
+                        if !first {
+                            tracing::info!(table = %name, "new table; exporting it");
+                        }
+                        let stop = cx.shutdown.child();
+                        let poller = table::Poller {
+                            settings: s.clone(),
+                            table: name.clone(),
+                            relational,
+                            slot: slots[next_slot % self.concurrency].clone(),
+                            permits: permits.clone(),
+                            outputs: outputs.clone(),
+                            metrics: metrics.clone(),
+                            stop: stop.clone(),
+                        };
+                        next_slot += 1;
+                        let task = tokio::spawn(poller.run());
+                        running.insert(name, Running { stop, task });
+                    }
+                    for (name, r) in &running {
+                        if !present.contains(name) && !r.stop.is_triggered() {
+                            tracing::info!(table = %name, "table dropped; no longer exporting it");
+                            r.stop.trigger();
+                        }
+                    }
+                    first = false;
+                    s.discover_interval
+                }
+                Err(e) if e.is_retryable() => {
+                    metrics.report_error("connection", &e);
+                    tracing::warn!(error = %e, "cannot list tables; retrying");
+                    discovery.reset().await;
+                    backoff.next_delay()
+                }
+                Err(e) => return Err(ComponentError::other(e)),
+            };
+            tokio::select! {
+                _ = cx.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        // Pollers stop with the shutdown signal, wait for what they handed on to
+        // be acknowledged and write their checkpoints.
+        let mut failure = None;
+        for (name, r) in running {
+            match r.task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = Some(format!("table {name}: {e}")),
+                Err(e) => failure = Some(format!("table {name}: {e}")),
+            }
+        }
+        match failure {
+            Some(f) => Err(ComponentError::msg(f)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_names() {
+        assert!(glob("cpu_*", "cpu_kaiwudb_tb"));
+        assert!(glob("*", "anything"));
+        assert!(glob("t?", "t1"));
+        assert!(!glob("t?", "t12"));
+        assert!(!glob("cpu", "cpu2"));
+    }
+}
