@@ -1,1 +1,4 @@
+//! The integration test binary: one module per area, against real services.
 
+mod kwdb_sink;
+mod support;
