@@ -3,4 +3,6 @@
 
 mod api;
 mod cli;
+mod kwdb_poll;
+mod kwdb_sink;
 mod support;

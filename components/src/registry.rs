@@ -37,7 +37,7 @@ where
     Ok(Box::new(config))
 }
 
-use ComponentClass::{Sink, Source};
+use ComponentClass::{Sink, Source, Transform};
 
 /// Every component type kwpipe knows.
 pub static COMPONENTS: &[Registration] = &[
@@ -47,6 +47,8 @@ pub static COMPONENTS: &[Registration] = &[
     entry::<crate::sinks::console::ConsoleConfig>(Sink, "console"),
     entry::<crate::sinks::file::FileSinkConfig>(Sink, "file"),
     entry::<crate::sinks::blackhole::BlackholeConfig>(Sink, "blackhole"),
+    entry::<crate::transforms::batch::BatchConfig>(Transform, "batch"),
+    entry::<crate::sinks::kwdb::KwdbSinkConfig>(Sink, "kwdb"),
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -14,6 +14,8 @@ pub use catalog::{Catalog, TableInfo};
 pub use conn::{ConnUrl, ConnectParams, ConnectionOptions, Secret, SslMode};
 pub use dialect::{DatabaseKind, Dialect, Sql};
 pub use ident::Ident;
+/// The client the connections are made with, for callers that query them.
+pub use tokio_postgres;
 
 /// What can go wrong talking to KWDB. Never carries a password: connection errors
 /// name hosts, not URLs.

@@ -43,6 +43,36 @@ impl ValueOut for Literal<'_> {
     }
 }
 
+/// One multi-row INSERT: `prefix` (from [`super::Sql::insert_prefix`]), the rows'
+/// values coerced to `fields` (the table's fields, in row order), then `suffix`.
+pub fn render_insert(
+    prefix: &str,
+    fields: &[Field],
+    rows: &[crate::event::Row],
+    suffix: &str,
+) -> Result<String, String> {
+    let mut out = String::from(prefix);
+    for (r, row) in rows.iter().enumerate() {
+        if r > 0 {
+            out.push(',');
+        }
+        out.push('(');
+        for (k, f) in fields.iter().enumerate() {
+            if k > 0 {
+                out.push(',');
+            }
+            write_value(
+                row.get(k).unwrap_or(&Value::Null),
+                f,
+                &mut Literal(&mut out),
+            )?;
+        }
+        out.push(')');
+    }
+    out.push_str(suffix);
+    Ok(out)
+}
+
 /// Appends `s` as a quoted SQL string literal.
 pub fn push_string_literal(out: &mut String, s: &str) {
     if s.contains('\\') {

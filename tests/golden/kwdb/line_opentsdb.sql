@@ -1,0 +1,2 @@
+CREATE TABLE "line_opentsdb_tb" ("timestamp" TIMESTAMPTZ NOT NULL, "c1" FLOAT8, "c2" FLOAT8) TAGS ("tag1" VARCHAR(254), "primary_tag" VARCHAR(64) NOT NULL) PRIMARY TAGS ("primary_tag");
+INSERT INTO "line_opentsdb_tb" ("timestamp", "c1", "c2", "tag1", "primary_tag") VALUES ('2022-03-28 01:56:51.249+00:00',10.8,221.0,'1','5b4f7bc0e7e7c3c0f3e0d1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6'),('2022-03-28 01:56:51.250+00:00',11.3,217.0,'1','5b4f7bc0e7e7c3c0f3e0d1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6');

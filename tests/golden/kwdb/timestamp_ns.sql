@@ -1,0 +1,2 @@
+CREATE TABLE "fine_tb" ("ts" TIMESTAMPTZ(9) NOT NULL, "v" FLOAT8) TAGS ("dev" VARCHAR(32) NOT NULL) PRIMARY TAGS ("dev");
+INSERT INTO "fine_tb" ("ts", "v", "dev") VALUES ('2023-08-01 02:12:04.005123456+00:00',1.5,'d1');

@@ -1,0 +1,973 @@
+//! The `kwdb` sink against a real PostgreSQL (postgres dialect), and the kwdb
+//! dialect's statements pinned by golden files.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use components::api::{ComponentMetrics, GlobalOptions, Input, Outputs, ShutdownSignal};
+use components::kwdb::dialect::{DatabaseKind, Sql};
+use components::kwdb::values::render_insert;
+use components::kwdb::Dialect;
+use components::sinks::kwdb::{KwdbSinkConfig, SchemaEvolution, WriteMethod};
+use components::{
+    BatchNotifier, BatchStatusReceiver, BuildContext, ComponentConfig, ComponentContext,
+    ComponentError, DataType, Event, EventStatus, Field, Precision, Row, RowBatch, TableKind,
+    TableSchema, Target, Timestamp, Value,
+};
+use tokio::sync::{mpsc, RwLock};
+use tokio::task::JoinHandle;
+
+use crate::support::pg::TestDb;
+
+/// The restart test takes this for writing; every other test here for reading, so
+/// no test queries PostgreSQL while it is down.
+static SERVER: RwLock<()> = RwLock::const_new(());
+
+struct Running {
+    tx: Option<mpsc::Sender<Event>>,
+    task: JoinHandle<Result<(), ComponentError>>,
+}
+
+impl Running {
+    async fn start(cfg: KwdbSinkConfig) -> Running {
+        let globals = Arc::new(GlobalOptions::default());
+        let bcx = BuildContext {
+            id: "out".into(),
+            globals: globals.clone(),
+        };
+        cfg.healthcheck(&bcx).await.expect("healthcheck");
+        let sink = cfg.build(&bcx).await.expect("build");
+        let (tx, rx) = mpsc::channel(8);
+        let metrics = ComponentMetrics::new("out", "kwdb");
+        let cx = ComponentContext {
+            id: "out".into(),
+            input: Some(Input::new(rx, metrics.clone())),
+            outputs: Outputs::detached(metrics),
+            shutdown: ShutdownSignal::new(),
+            globals,
+        };
+        Running {
+            tx: Some(tx),
+            task: tokio::spawn(sink.run(cx)),
+        }
+    }
+
+    async fn send(&self, mut batch: RowBatch) -> BatchStatusReceiver {
+        let (fin, rx) = BatchNotifier::pair();
+        batch.finalizers = fin;
+        self.tx
+            .as_ref()
+            .unwrap()
+            .send(Event::Rows(batch))
+            .await
+            .expect("sink running");
+        rx
+    }
+
+    async fn write(&self, batch: RowBatch) -> EventStatus {
+        tokio::time::timeout(Duration::from_secs(60), self.send(batch).await)
+            .await
+            .expect("acknowledged in time")
+    }
+
+    async fn stop(mut self) {
+        self.tx.take();
+        self.task.await.unwrap().expect("sink ends cleanly");
+    }
+}
+
+fn config(db: &TestDb, method: WriteMethod) -> KwdbSinkConfig {
+    let mut c = KwdbSinkConfig::new(&db.url);
+    c.write_method = Some(method);
+    c.retry_backoff = Duration::from_millis(100);
+    c.retry_backoff_max = Duration::from_secs(1);
+    c.connection_backoff = Duration::from_millis(200);
+    c
+}
+
+/// The seed's `ts_json_kaiwudb_tb` schema.
+fn seed_schema() -> Arc<TableSchema> {
+    Arc::new(TableSchema::new(
+        TableKind::TimeSeries,
+        vec![
+            Field::column("ts", DataType::TimestampTz).not_null(),
+            Field::column("c1", DataType::Int2),
+            Field::column("c2", DataType::Int4),
+            Field::column("c3", DataType::Int8),
+            Field::column("c4", DataType::Float4),
+            Field::column("c5", DataType::Float8),
+            Field::column("c6", DataType::Bool),
+        ],
+        vec![
+            Field::tag("location", DataType::Varchar, true).with_length(64),
+            Field::tag("temperature", DataType::Float4, false).with_length(64),
+        ],
+    ))
+}
+
+fn seed_row(ts: i64, c1: i16, c2: i32, c3: i64, c4: f32, c5: f64, c6: bool) -> Row {
+    vec![
+        Value::Timestamp(Timestamp::new(ts, Precision::Ms)),
+        Value::Int2(c1),
+        Value::Int4(c2),
+        Value::Int8(c3),
+        Value::Float4(c4),
+        Value::Float8(c5),
+        Value::Bool(c6),
+        Value::String("tianjin".into()),
+        Value::Float4(35.5),
+    ]
+}
+
+fn seed_rows() -> Vec<Row> {
+    vec![
+        seed_row(
+            1690855924005,
+            11,
+            21,
+            2535208944865431245,
+            6.14545,
+            5.15656,
+            true,
+        ),
+        seed_row(
+            1691853703011,
+            12,
+            22,
+            6422208944865124578,
+            1.01635,
+            0.53533,
+            false,
+        ),
+        seed_row(
+            1692065524004,
+            13,
+            23,
+            1542408944865124535,
+            3.25456,
+            2.56356,
+            true,
+        ),
+        seed_row(
+            1692199303011,
+            14,
+            24,
+            1245658944865439256,
+            2.72652,
+            5.83533,
+            false,
+        ),
+        seed_row(
+            1692285703011,
+            15,
+            25,
+            5625658944865439256,
+            5.71635,
+            1.26562,
+            false,
+        ),
+    ]
+}
+
+fn batch(table: &str, schema: &Arc<TableSchema>, rows: Vec<Row>) -> RowBatch {
+    RowBatch::new(Target::table(table), schema.clone(), rows)
+}
+
+#[tokio::test]
+async fn seed_json_kaiwudb_rows_land_exactly() {
+    let _g = SERVER.read().await;
+    for method in [WriteMethod::Copy, WriteMethod::Insert] {
+        let db = TestDb::new("seed").await;
+        let sink = Running::start(config(&db, method)).await;
+        let s = seed_schema();
+        let mut rows = seed_rows();
+        rows.push(seed_row(
+            1692285703012,
+            i16::MIN,
+            i32::MIN,
+            i64::MIN,
+            f32::MIN_POSITIVE,
+            -0.0,
+            true,
+        ));
+        rows.push(seed_row(
+            1692285703013,
+            i16::MAX,
+            i32::MAX,
+            i64::MAX,
+            f32::MAX,
+            f64::MAX,
+            false,
+        ));
+        // The seed sends the same message twice: the replay must not duplicate.
+        assert_eq!(
+            sink.write(batch("ts_json_kaiwudb_tb", &s, rows.clone()))
+                .await,
+            EventStatus::Delivered
+        );
+        assert_eq!(
+            sink.write(batch("ts_json_kaiwudb_tb", &s, rows.clone()))
+                .await,
+            EventStatus::Delivered
+        );
+        sink.stop().await;
+
+        let c = db.client().await;
+        let got = c
+            .query(
+                "SELECT (extract(epoch FROM ts) * 1000)::int8, c1, c2, c3, c4, c5, c6, location, temperature, c4::text \
+                 FROM ts_json_kaiwudb_tb ORDER BY ts",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(got.len(), rows.len(), "{method:?}");
+        for (r, want) in got.iter().zip(&rows) {
+            let Value::Timestamp(ts) = want[0] else {
+                unreachable!()
+            };
+            assert_eq!(r.get::<_, i64>(0), ts.value);
+            assert_eq!(Value::Int2(r.get(1)), want[1]);
+            assert_eq!(Value::Int4(r.get(2)), want[2]);
+            assert_eq!(Value::Int8(r.get(3)), want[3]);
+            assert_eq!(
+                Value::Float4(r.get(4)),
+                want[4],
+                "FLOAT4 as PostgreSQL stores it"
+            );
+            assert_eq!(Value::Float8(r.get(5)), want[5]);
+            assert_eq!(Value::Bool(r.get(6)), want[6]);
+            assert_eq!(r.get::<_, &str>(7), "tianjin");
+            assert_eq!(r.get::<_, f32>(8), 35.5);
+        }
+        assert_eq!(got[0].get::<_, &str>(9), "6.14545");
+        // The table is keyed on (primary tags, timestamp) and remembers its tags.
+        let meta = c
+            .query_one(
+                "SELECT obj_description('ts_json_kaiwudb_tb'::regclass, 'pg_class'), \
+                 (SELECT string_agg(a.attname, ',' ORDER BY array_position(i.indkey, a.attnum)) FROM pg_index i \
+                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                  WHERE i.indrelid = 'ts_json_kaiwudb_tb'::regclass AND i.indisprimary)",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            meta.get::<_, &str>(0),
+            r#"kwpipe {"tags":["location","temperature"],"primary_tags":["location"]}"#
+        );
+        assert_eq!(meta.get::<_, &str>(1), "location,ts");
+    }
+}
+
+#[tokio::test]
+async fn us_and_ns_timestamps_survive() {
+    let _g = SERVER.read().await;
+    let db = TestDb::new("prec").await;
+    let sink = Running::start(config(&db, WriteMethod::Copy)).await;
+    let s = Arc::new(TableSchema::new(
+        TableKind::TimeSeries,
+        vec![
+            Field::column("ts", DataType::TimestampTz).not_null(),
+            Field::column("at", DataType::Timestamp),
+        ],
+        vec![Field::tag("dev", DataType::Varchar, true).with_length(16)],
+    ));
+    let us = 1_690_855_924_005_123i64;
+    let ns = 1_690_855_924_006_123_456i64;
+    let rows = vec![
+        vec![
+            Value::Timestamp(Timestamp::new(us, Precision::Us)),
+            Value::Timestamp(Timestamp::new(us, Precision::Us)),
+            Value::String("a".into()),
+        ],
+        // PostgreSQL keeps microseconds: ns values are rounded by the server there
+        // (KWDB's TIMESTAMPTZ(9) keeps them; see the golden files).
+        vec![
+            Value::Timestamp(Timestamp::new(ns, Precision::Ns)),
+            Value::Null,
+            Value::String("a".into()),
+        ],
+    ];
+    assert_eq!(
+        sink.write(batch("prec", &s, rows)).await,
+        EventStatus::Delivered
+    );
+    sink.stop().await;
+    let c = db.client().await;
+    let got = c
+        .query("SELECT (extract(epoch FROM ts) * 1000000)::int8, (extract(epoch FROM at) * 1000000)::int8 FROM prec ORDER BY ts", &[])
+        .await
+        .unwrap();
+    assert_eq!(got[0].get::<_, i64>(0), us);
+    assert_eq!(got[0].get::<_, Option<i64>>(1), Some(us));
+    assert_eq!(got[1].get::<_, i64>(0), (ns + 500) / 1000);
+}
+
+#[tokio::test]
+async fn evolution_adds_columns_and_tags_or_rejects_them() {
+    let _g = SERVER.read().await;
+    let db = TestDb::new("evo").await;
+    let s = seed_schema();
+    let sink = Running::start(config(&db, WriteMethod::Copy)).await;
+    assert_eq!(
+        sink.write(batch("t", &s, seed_rows())).await,
+        EventStatus::Delivered
+    );
+    let mut wider = (*s).clone();
+    wider
+        .columns
+        .push(Field::column("c7", DataType::Varchar).with_length(20));
+    wider
+        .tags
+        .push(Field::tag("site", DataType::Varchar, false).with_length(32));
+    let wider = Arc::new(wider);
+    let mut row = seed_row(1692285703099, 1, 2, 3, 4.0, 5.0, true);
+    row.insert(7, Value::String("new".into()));
+    row.push(Value::String("north".into()));
+    assert_eq!(
+        sink.write(batch("t", &wider, vec![row.clone()])).await,
+        EventStatus::Delivered
+    );
+    sink.stop().await;
+    let c = db.client().await;
+    let r = c
+        .query_one("SELECT c7, site FROM t WHERE c7 IS NOT NULL", &[])
+        .await
+        .unwrap();
+    assert_eq!((r.get::<_, &str>(0), r.get::<_, &str>(1)), ("new", "north"));
+    let comment: String = c
+        .query_one("SELECT obj_description('t'::regclass, 'pg_class')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        comment.contains(r#""tags":["location","temperature","site"]"#),
+        "{comment}"
+    );
+
+    // reject: the same kind of payload against a fresh table is refused, and the
+    // table stays as it was.
+    let mut cfg = config(&db, WriteMethod::Copy);
+    cfg.schema_evolution = SchemaEvolution::Reject;
+    let sink = Running::start(cfg).await;
+    assert_eq!(
+        sink.write(batch("r", &s, seed_rows())).await,
+        EventStatus::Delivered
+    );
+    assert_eq!(
+        sink.write(batch("r", &wider, vec![row])).await,
+        EventStatus::Rejected
+    );
+    sink.stop().await;
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'r'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 9);
+}
+
+#[tokio::test]
+async fn one_bad_row_in_a_thousand_is_the_only_one_rejected() {
+    let _g = SERVER.read().await;
+    for method in [WriteMethod::Copy, WriteMethod::Insert] {
+        let db = TestDb::new("bad").await;
+        let c = db.client().await;
+        c.batch_execute("CREATE TABLE bad (ts TIMESTAMPTZ NOT NULL, v VARCHAR(8), dev VARCHAR(8) NOT NULL, PRIMARY KEY (dev, ts))")
+            .await
+            .unwrap();
+        let s = Arc::new(TableSchema::new(
+            TableKind::TimeSeries,
+            vec![
+                Field::column("ts", DataType::TimestampTz).not_null(),
+                Field::column("v", DataType::Varchar).with_length(8),
+            ],
+            vec![Field::tag("dev", DataType::Varchar, true).with_length(8)],
+        ));
+        let rows: Vec<Row> = (0..1000)
+            .map(|i| {
+                let v = if i == 617 {
+                    "much too long".to_string()
+                } else {
+                    format!("v{i}")
+                };
+                vec![
+                    Value::Timestamp(Timestamp::new(1_700_000_000_000 + i, Precision::Ms)),
+                    Value::String(v),
+                    Value::String("d".into()),
+                ]
+            })
+            .collect();
+        let sink = Running::start(config(&db, method)).await;
+        assert_eq!(
+            sink.write(batch("bad", &s, rows)).await,
+            EventStatus::Rejected,
+            "{method:?}"
+        );
+        sink.stop().await;
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM bad", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 999, "{method:?}");
+        let missing: i64 = c
+            .query_one(
+                "SELECT count(*) FROM bad WHERE ts = to_timestamp(1700000000.617)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(missing, 0);
+    }
+}
+
+#[tokio::test]
+async fn hostile_names_and_values_cannot_run_sql() {
+    let _g = SERVER.read().await;
+    for method in [WriteMethod::Copy, WriteMethod::Insert] {
+        let db = TestDb::new("hostile").await;
+        let c = db.client().await;
+        c.batch_execute("CREATE TABLE victim (x int); INSERT INTO victim VALUES (1)")
+            .await
+            .unwrap();
+        let table = r#"t"; DROP TABLE victim; --"#;
+        let col = r#"c'); DROP TABLE victim; --\"#;
+        let s = Arc::new(TableSchema::new(
+            TableKind::TimeSeries,
+            vec![
+                Field::column("ts", DataType::TimestampTz).not_null(),
+                Field::column(col, DataType::Varchar).with_length(0),
+            ],
+            vec![Field::tag("k;--", DataType::Varchar, true).with_length(64)],
+        ));
+        let values = [
+            "'; DROP TABLE victim; --".to_string(),
+            r"\'); DROP TABLE victim; --".to_string(),
+            "back\\slash\\\ttab\nnewline\r\\N".to_string(),
+            "$$; DROP TABLE victim; $$".to_string(),
+            "ünïcødé 漢字 🚀".to_string(),
+            "x".repeat(10_240),
+            "E'\\x00'".to_string(),
+        ];
+        let mut rows: Vec<Row> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                vec![
+                    Value::Timestamp(Timestamp::new(i as i64, Precision::Ms)),
+                    Value::String(v.clone()),
+                    Value::String(format!("k'{i}\"")),
+                ]
+            })
+            .collect();
+        rows.push(vec![
+            Value::Timestamp(Timestamp::new(99, Precision::Ms)),
+            Value::String("nul\0byte".into()),
+            Value::String("k".into()),
+        ]);
+        let sink = Running::start(config(&db, method)).await;
+        // The NUL row is refused; every other value lands verbatim.
+        assert_eq!(
+            sink.write(batch(table, &s, rows)).await,
+            EventStatus::Rejected
+        );
+        sink.stop().await;
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM victim", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1);
+        let got = c
+            .query(
+                &format!(
+                    "SELECT \"{}\", \"k;--\" FROM \"{}\" ORDER BY ts",
+                    col.replace('"', "\"\""),
+                    table.replace('"', "\"\"")
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let got: Vec<String> = got.iter().map(|r| r.get(0)).collect();
+        assert_eq!(got, values, "{method:?}");
+    }
+}
+
+#[tokio::test]
+async fn missing_tables_follow_auto_create() {
+    let _g = SERVER.read().await;
+    let db = TestDb::new("auto").await;
+    let c = db.client().await;
+    // The seed's line_influxdb table, made beforehand.
+    c.batch_execute(
+        "CREATE TABLE ts_line_influxdb_tb (k_timestamp TIMESTAMPTZ NOT NULL, c1 INT2, c2 INT4, c3 INT8, c4 REAL, \
+         c5 DOUBLE PRECISION, c6 BOOL, c7 BYTEA, c8 BYTEA, c9 CHAR(1), c10 CHAR(1), c11 VARCHAR(10), c12 VARCHAR(10), \
+         c13 TIMESTAMPTZ, tag_name VARCHAR(64) NOT NULL, PRIMARY KEY (tag_name, k_timestamp))",
+    )
+    .await
+    .unwrap();
+    // As a line-protocol decoder would give it: types guessed from the values.
+    let guessed = Arc::new(TableSchema::new(
+        TableKind::TimeSeries,
+        vec![
+            Field::column("k_timestamp", DataType::TimestampTz),
+            Field::column("c1", DataType::Int2),
+            Field::column("c4", DataType::Float4),
+            Field::column("c7", DataType::Varchar),
+            Field::column("c13", DataType::Varchar),
+        ],
+        vec![Field::tag("tag_name", DataType::Varchar, true)],
+    ));
+    let row = |ts: i64, c13: &str| {
+        vec![
+            Value::Timestamp(Timestamp::new(ts * 1_000_000, Precision::Ns)),
+            Value::Int2(11),
+            Value::Float4(11.8),
+            Value::String(r"\x313233".into()),
+            Value::String(c13.into()),
+            Value::String("tag_value".into()),
+        ]
+    };
+    let sink = Running::start(config(&db, WriteMethod::Copy)).await;
+    let mut b = batch(
+        "ts_line_influxdb_tb",
+        &guessed,
+        vec![row(1648432611249, "2023-08-11 12:12:10.249")],
+    );
+    b.meta = Arc::new(components::Metadata {
+        extra: [("schema".to_string(), "partial".to_string())].into(),
+        ..Default::default()
+    });
+    assert_eq!(sink.write(b).await, EventStatus::Delivered);
+    let mut missing = batch("no_such_table", &guessed, vec![row(1, "x")]);
+    missing.meta = Arc::new(components::Metadata {
+        extra: [("format".to_string(), "line_influxdb".to_string())].into(),
+        ..Default::default()
+    });
+    assert_eq!(sink.write(missing).await, EventStatus::Rejected);
+    sink.stop().await;
+    let r = c
+        .query_one("SELECT c7, c13::text FROM ts_line_influxdb_tb", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, Vec<u8>>(0), b"123");
+    assert!(r.get::<_, String>(1).starts_with("2023-08-11 12:12:10.249"));
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname = 'no_such_table'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+fn pg_version() -> String {
+    let mut v: Vec<String> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL installed")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    v.sort_by_key(|s| s.parse::<u32>().unwrap_or(0));
+    v.pop().expect("a PostgreSQL version")
+}
+
+#[tokio::test]
+async fn postgres_restart_mid_stream_loses_and_duplicates_nothing() {
+    let _g = SERVER.write().await;
+    let db = TestDb::new("restart").await;
+    let s = seed_schema();
+    let sink = Running::start(config(&db, WriteMethod::Copy)).await;
+    let mut acks = Vec::new();
+    for b in 0..100i64 {
+        let rows: Vec<Row> = (0..1000i64)
+            .map(|i| {
+                let n = b * 1000 + i;
+                seed_row(
+                    1_700_000_000_000 + n,
+                    (n % 1000) as i16,
+                    n as i32,
+                    n,
+                    n as f32,
+                    n as f64,
+                    n % 2 == 0,
+                )
+            })
+            .collect();
+        acks.push(sink.send(batch("stream", &s, rows)).await);
+        if b == 30 {
+            let out = std::process::Command::new("pg_ctlcluster")
+                .args([
+                    "--skip-systemctl-redirect",
+                    &pg_version(),
+                    "main",
+                    "restart",
+                ])
+                .output()
+                .expect("pg_ctlcluster runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    for rx in acks {
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(120), rx)
+                .await
+                .unwrap(),
+            EventStatus::Delivered
+        );
+    }
+    sink.stop().await;
+    let c = db.client().await;
+    let r = c
+        .query_one(
+            "SELECT count(*), count(DISTINCT c3), min(c3), max(c3) FROM stream",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.get::<_, i64>(0),
+            r.get::<_, i64>(1),
+            r.get::<_, i64>(2),
+            r.get::<_, i64>(3)
+        ),
+        (100_000, 100_000, 0, 99_999)
+    );
+}
+
+// ---- golden files for the kwdb dialect ---------------------------------------
+
+fn golden(name: &str, actual: &str) {
+    let path = format!("{}/tests/golden/kwdb/{name}", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("KWPIPE_BLESS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{path} missing; run with KWPIPE_BLESS=1 to write it"));
+    assert_eq!(
+        actual, want,
+        "{path} differs (KWPIPE_BLESS=1 rewrites it after review)"
+    );
+}
+
+fn kwdb_statements(
+    table: &str,
+    schema: &TableSchema,
+    rows: &[Row],
+    precision: Precision,
+) -> String {
+    let sql = Sql(Dialect::Kwdb);
+    let t = sql.ident(table).unwrap();
+    let mut out = String::new();
+    for s in sql.create_table(&t, schema, precision).unwrap() {
+        out.push_str(&s);
+        out.push_str(";\n");
+    }
+    let idents: Vec<_> = schema
+        .fields()
+        .map(|f| sql.ident(&f.name).unwrap())
+        .collect();
+    let fields: Vec<Field> = schema.fields().cloned().collect();
+    out.push_str(
+        &render_insert(
+            &sql.insert_prefix(&t, &idents),
+            &fields,
+            rows,
+            sql.insert_suffix(),
+        )
+        .unwrap(),
+    );
+    out.push_str(";\n");
+    out
+}
+
+#[test]
+fn kwdb_dialect_golden_files() {
+    let sql = Sql(Dialect::Kwdb);
+    let db = sql.ident("benchmark").unwrap();
+    golden(
+        "database.sql",
+        &format!(
+            "{};\n{};\n",
+            sql.create_database(&db, DatabaseKind::Ts),
+            sql.create_database(&sql.ident("rdb").unwrap(), DatabaseKind::Relational)
+        ),
+    );
+    golden(
+        "json_kaiwudb.sql",
+        &kwdb_statements(
+            "ts_json_kaiwudb_tb",
+            &seed_schema(),
+            &seed_rows(),
+            Precision::Ms,
+        ),
+    );
+
+    // us and ns: the column gets the precision, the literals every digit.
+    let fine = TableSchema::new(
+        TableKind::TimeSeries,
+        vec![
+            Field::column("ts", DataType::TimestampTz).not_null(),
+            Field::column("v", DataType::Float8),
+        ],
+        vec![Field::tag("dev", DataType::Varchar, true).with_length(32)],
+    );
+    let ns_rows = vec![vec![
+        Value::Timestamp(Timestamp::new(1_690_855_924_005_123_456, Precision::Ns)),
+        Value::Float8(1.5),
+        Value::String("d1".into()),
+    ]];
+    golden(
+        "timestamp_ns.sql",
+        &kwdb_statements("fine_tb", &fine, &ns_rows, Precision::Ns),
+    );
+
+    // OpenTSDB (JSON and telnet) as DESIGN.md has the tables made.
+    let tsdb = |cols: &[&str], tags: &[&str]| {
+        let mut columns = vec![Field::column("timestamp", DataType::TimestampTz).not_null()];
+        columns.extend(cols.iter().map(|c| Field::column(*c, DataType::Float8)));
+        let mut t: Vec<Field> = tags
+            .iter()
+            .map(|n| Field::tag(*n, DataType::Varchar, false))
+            .collect();
+        t.push(Field::tag("primary_tag", DataType::Varchar, true).with_length(64));
+        TableSchema::new(TableKind::TimeSeries, columns, t)
+    };
+    let pt = "5b4f7bc0e7e7c3c0f3e0d1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6";
+    let json_tsdb = tsdb(&["c1", "c2"], &["tag_name"]);
+    let ms = |v| Value::Timestamp(Timestamp::new(v, Precision::Ms));
+    golden(
+        "json_opentsdb.sql",
+        &kwdb_statements(
+            "ts_json_opentsdb_tb",
+            &json_tsdb,
+            &[
+                vec![
+                    ms(1648432611249),
+                    Value::Float8(10.3),
+                    Value::Null,
+                    Value::String("tag_value".into()),
+                    Value::String(pt.into()),
+                ],
+                vec![
+                    ms(1648432611339),
+                    Value::Null,
+                    Value::Float8(219.0),
+                    Value::String("tag_value".into()),
+                    Value::String(pt.into()),
+                ],
+                vec![
+                    ms(1648432611340),
+                    Value::Float8(12.6),
+                    Value::Null,
+                    Value::String("tag_value".into()),
+                    Value::String(pt.into()),
+                ],
+                vec![
+                    ms(1648432611250),
+                    Value::Null,
+                    Value::Float8(218.0),
+                    Value::String("tag_value".into()),
+                    Value::String(pt.into()),
+                ],
+            ],
+            Precision::Ms,
+        ),
+    );
+    let line_tsdb = tsdb(&["c1", "c2"], &["tag1"]);
+    golden(
+        "line_opentsdb.sql",
+        &kwdb_statements(
+            "line_opentsdb_tb",
+            &line_tsdb,
+            &[
+                vec![
+                    ms(1648432611249),
+                    Value::Float8(10.8),
+                    Value::Float8(221.0),
+                    Value::String("1".into()),
+                    Value::String(pt.into()),
+                ],
+                vec![
+                    ms(1648432611250),
+                    Value::Float8(11.3),
+                    Value::Float8(217.0),
+                    Value::String("1".into()),
+                    Value::String(pt.into()),
+                ],
+            ],
+            Precision::Ms,
+        ),
+    );
+
+    // line_influxdb: no DDL (the table exists); values coerced to the seed's types.
+    let influx_table = TableSchema::new(
+        TableKind::TimeSeries,
+        vec![
+            Field::column("k_timestamp", DataType::TimestampTz).not_null(),
+            Field::column("c1", DataType::Int2),
+            Field::column("c2", DataType::Int4),
+            Field::column("c3", DataType::Int8),
+            Field::column("c4", DataType::Float4),
+            Field::column("c5", DataType::Float8),
+            Field::column("c6", DataType::Bool),
+            Field::column("c7", DataType::Varbytes).with_length(10),
+            Field::column("c8", DataType::Varbytes).with_length(10),
+            Field::column("c9", DataType::Char).with_length(1),
+            Field::column("c10", DataType::NChar).with_length(1),
+            Field::column("c11", DataType::Varchar).with_length(10),
+            Field::column("c12", DataType::NVarchar).with_length(10),
+            Field::column("c13", DataType::TimestampTz),
+        ],
+        vec![Field::tag("tag_name", DataType::Varchar, true).with_length(64)],
+    );
+    let t = sql.ident("ts_line_influxdb_tb").unwrap();
+    let idents: Vec<_> = influx_table
+        .fields()
+        .map(|f| sql.ident(&f.name).unwrap())
+        .collect();
+    let fields: Vec<Field> = influx_table.fields().cloned().collect();
+    let s = |x: &str| Value::String(x.into());
+    let influx_rows = vec![
+        vec![
+            Value::Timestamp(Timestamp::new(1648432611249000000, Precision::Ns)),
+            Value::Int2(11),
+            Value::Int4(21),
+            Value::Int8(31),
+            Value::Float4(11.8),
+            Value::Float8(0.16),
+            Value::Bool(true),
+            s("112132"),
+            s("213645"),
+            s("a"),
+            s("1"),
+            s("qaz"),
+            s("tgb"),
+            Value::Int8(1648432611249),
+            s("tag_value"),
+        ],
+        vec![
+            Value::Timestamp(Timestamp::new(1648432611249000000, Precision::Ns)),
+            Value::Int2(12),
+            Value::Int4(22),
+            Value::Int8(32),
+            Value::Float4(12.8),
+            Value::Float8(0.29),
+            Value::Bool(false),
+            s("123563"),
+            s("213621"),
+            s("b"),
+            s("2"),
+            s("wsx"),
+            s("yhn"),
+            s("2023-08-11 12:12:10.249"),
+            s("tag_value"),
+        ],
+        vec![
+            Value::Timestamp(Timestamp::new(1648432611250000000, Precision::Ns)),
+            Value::Int2(13),
+            Value::Int4(23),
+            Value::Int8(33),
+            Value::Float4(13.8),
+            Value::Float8(0.32),
+            Value::Bool(true),
+            s(r"\x313233"),
+            s(r"\x6664736665"),
+            s("c"),
+            s("3"),
+            s("edc"),
+            s("ujm"),
+            Value::Int8(1648432611250),
+            s("tag_value"),
+        ],
+    ];
+    golden(
+        "line_influxdb.sql",
+        &format!(
+            "{};\n",
+            render_insert(
+                &sql.insert_prefix(&t, &idents),
+                &fields,
+                &influx_rows,
+                sql.insert_suffix()
+            )
+            .unwrap()
+        ),
+    );
+
+    // Evolution and the catalog.
+    let seed_t = sql.ident("ts_json_kaiwudb_tb").unwrap();
+    golden(
+        "evolution.sql",
+        &format!(
+            "{};\n{};\n{};\n",
+            sql.add_field(
+                &seed_t,
+                &Field::column("c7", DataType::Varchar).with_length(20),
+                false,
+                Precision::Ms
+            )
+            .unwrap(),
+            sql.add_field(
+                &seed_t,
+                &Field::tag("site", DataType::NVarchar, false).with_length(32),
+                true,
+                Precision::Ms
+            )
+            .unwrap(),
+            sql.widen_field(
+                &seed_t,
+                &Field::tag("site", DataType::NVarchar, false).with_length(64),
+                true
+            )
+            .unwrap(),
+        ),
+    );
+    golden(
+        "catalog.sql",
+        &format!(
+            "{};\n{};\n{};\n{};\n",
+            sql.show_databases(),
+            sql.show_tables(&db),
+            sql.show_columns(&seed_t),
+            sql.show_tags(&seed_t)
+        ),
+    );
+    let rel = TableSchema::new(
+        TableKind::Relational,
+        vec![
+            Field::column("id", DataType::Int8).not_null(),
+            Field::column("name", DataType::Varchar).with_length(32),
+            Field::column("price", DataType::Decimal),
+            Field::column("at", DataType::Timestamp),
+        ],
+        vec![],
+    );
+    golden(
+        "relational.sql",
+        &kwdb_statements(
+            "orders",
+            &rel,
+            &[vec![
+                Value::Int8(1),
+                s("it's"),
+                s("12.50"),
+                Value::Timestamp(Timestamp::new(1690855924005, Precision::Ms)),
+            ]],
+            Precision::Ms,
+        ),
+    );
+}
