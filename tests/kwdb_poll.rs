@@ -38,7 +38,7 @@ impl Agent {
         Agent { child }
     }
 
-    fn stop(mut self) {
+    fn stop(self) {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
