@@ -456,23 +456,12 @@ impl Worker {
         stale_is_permanent: bool,
     ) -> Result<Vec<(usize, String)>, Step> {
         let mut rejected = Vec::new();
-        let mut good = Vec::with_capacity(idx.len());
         if let Some(copy_sql) = &plan.copy_sql {
-            let mut buf = Vec::with_capacity(idx.len() * 64);
-            for &i in idx {
-                let mark = buf.len();
-                match encode_copy(plan, &rows[i], &mut buf) {
-                    Ok(()) => good.push(i),
-                    Err(reason) => {
-                        buf.truncate(mark);
-                        rejected.push((i, reason));
-                    }
-                }
-            }
-            if good.is_empty() {
-                return Ok(rejected);
-            }
-            match self.copy(plan, copy_sql, buf).await {
+            let mut good = Vec::with_capacity(idx.len());
+            match self
+                .copy(plan, copy_sql, rows, idx, &mut good, &mut rejected)
+                .await
+            {
                 Ok(()) => return Ok(rejected),
                 Err(e) => match e.class() {
                     ErrorClass::Retryable => return Err(Step::Retry(e)),
@@ -481,15 +470,37 @@ impl Worker {
                     _ => {}
                 },
             }
-        } else {
-            good.extend_from_slice(idx);
+            if good.len() + rejected.len() < idx.len() {
+                // Failed before every row was encoded: the INSERT path takes them all.
+                good = idx.to_vec();
+                rejected.clear();
+            }
+            if good.is_empty() {
+                return Ok(rejected);
+            }
+            let good_rows = std::mem::take(&mut good);
+            self.insert_bisect(plan, rows, &good_rows, &mut rejected, stale_is_permanent)
+                .await?;
+            return Ok(rejected);
         }
-        self.insert_bisect(plan, rows, &good, &mut rejected, stale_is_permanent)
+        self.insert_bisect(plan, rows, idx, &mut rejected, stale_is_permanent)
             .await?;
         Ok(rejected)
     }
 
-    async fn copy(&mut self, plan: &Plan, copy_sql: &str, buf: Vec<u8>) -> Result<(), KwdbError> {
+    /// Streams the rows in pieces as they are encoded, so the server parses one
+    /// piece while the next is being encoded. Fills `good` and `rejected` (rows that
+    /// cannot be encoded) for every row, even when the COPY fails.
+    async fn copy(
+        &mut self,
+        plan: &Plan,
+        copy_sql: &str,
+        rows: &[Row],
+        idx: &[usize],
+        good: &mut Vec<usize>,
+        rejected: &mut Vec<(usize, String)>,
+    ) -> Result<(), KwdbError> {
+        const PIECE: usize = 128;
         let ctx = || format!("COPY into \"{}\" failed", plan.table);
         self.client().await?;
         let client = self.client.as_ref().expect("connected");
@@ -509,9 +520,32 @@ impl Worker {
             .await
             .map_err(|e| KwdbError::db(ctx(), e))?;
         futures_util::pin_mut!(sink);
-        sink.send(Bytes::from(buf))
-            .await
-            .map_err(|e| KwdbError::db(ctx(), e))?;
+        let mut failed = None;
+        for piece in idx.chunks(PIECE) {
+            let mut buf = Vec::with_capacity(piece.len() * 96);
+            for &i in piece {
+                let mark = buf.len();
+                match encode_copy(plan, &rows[i], &mut buf) {
+                    Ok(()) => good.push(i),
+                    Err(reason) => {
+                        buf.truncate(mark);
+                        rejected.push((i, reason));
+                    }
+                }
+            }
+            if failed.is_none() && !buf.is_empty() {
+                if let Err(e) = sink.send(Bytes::from(buf)).await {
+                    failed = Some(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(KwdbError::db(ctx(), e));
+        }
+        if good.is_empty() {
+            // Dropping the sink abandons the COPY; nothing to write.
+            return Ok(());
+        }
         sink.finish().await.map_err(|e| KwdbError::db(ctx(), e))?;
         Ok(())
     }
