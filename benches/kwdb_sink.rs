@@ -56,7 +56,7 @@ fn row(n: u64) -> Row {
         Value::Int8((n as i64).wrapping_mul(2_535_208_944_865)),
         Value::Float4(n as f32 * 0.25 + 0.14545),
         Value::Float8(n as f64 * 0.5 + 0.15656),
-        Value::Bool(n % 2 == 0),
+        Value::Bool(n.is_multiple_of(2)),
         Value::String(format!("loc{}", n % 10)),
         Value::Float4(35.5),
     ]

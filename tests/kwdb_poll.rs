@@ -67,7 +67,10 @@ fn exported(dir: &Path) -> Vec<(String, serde_json::Value)> {
         .filter(|l| l.ends_with('}'))
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["table"].as_str().unwrap().to_string(), v["values"].clone())
+            (
+                v["table"].as_str().unwrap().to_string(),
+                v["values"].clone(),
+            )
         })
         .collect()
 }
@@ -121,7 +124,10 @@ async fn rows_sharing_timestamps_across_pages_arrive_exactly_once() {
     // Values survive: v = t * 1000 + d with ts = 2024-01-01 + t seconds.
     for (_, v) in rows.iter().take(1000) {
         let t = (v["ts"].as_i64().unwrap() - 1_704_067_200_000) / 1000;
-        assert_eq!(v["v"].as_i64().unwrap(), t * 1000 + v["dev"].as_i64().unwrap());
+        assert_eq!(
+            v["v"].as_i64().unwrap(),
+            t * 1000 + v["dev"].as_i64().unwrap()
+        );
     }
 }
 
@@ -136,9 +142,17 @@ async fn tables_created_later_are_exported_and_dropped_ones_let_go() {
     });
     readings(&db, "later", 2, 2).await;
     wait_for("the table created later", Duration::from_secs(30), || {
-        exported(dir.path()).iter().filter(|(t, _)| t == "later").count() >= 4
+        exported(dir.path())
+            .iter()
+            .filter(|(t, _)| t == "later")
+            .count()
+            >= 4
     });
-    db.client().await.batch_execute("DROP TABLE first").await.unwrap();
+    db.client()
+        .await
+        .batch_execute("DROP TABLE first")
+        .await
+        .unwrap();
     // The agent keeps running and exporting the other table.
     std::thread::sleep(Duration::from_secs(1));
     db.client()
@@ -146,9 +160,11 @@ async fn tables_created_later_are_exported_and_dropped_ones_let_go() {
         .batch_execute("INSERT INTO later VALUES ('2025-01-01 00:00:00+00', 1, 99)")
         .await
         .unwrap();
-    wait_for("a new row of the remaining table", Duration::from_secs(30), || {
-        exported(dir.path()).iter().any(|(_, v)| v["dev"] == 99)
-    });
+    wait_for(
+        "a new row of the remaining table",
+        Duration::from_secs(30),
+        || exported(dir.path()).iter().any(|(_, v)| v["dev"] == 99),
+    );
     agent.stop();
     let rows = exported(dir.path());
     assert_eq!(rows.iter().filter(|(t, _)| t == "first").count(), 6);
@@ -211,7 +227,9 @@ async fn delay_catches_a_row_that_arrives_late() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::start(dir.path(), &db, "delay = \"3s\"");
-    c.batch_execute("INSERT INTO live VALUES (now(), 1, 1)").await.unwrap();
+    c.batch_execute("INSERT INTO live VALUES (now(), 1, 1)")
+        .await
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1000));
     // Arrives after row 1 but carries an earlier time.
     c.batch_execute("INSERT INTO live VALUES (now() - interval '1500 milliseconds', 2, 2)")
@@ -225,5 +243,9 @@ async fn delay_catches_a_row_that_arrives_late() {
         .iter()
         .map(|(_, v)| v["dev"].as_i64().unwrap())
         .collect();
-    assert_eq!(devs, vec![2, 1], "exported in time order, the late row included");
+    assert_eq!(
+        devs,
+        vec![2, 1],
+        "exported in time order, the late row included"
+    );
 }

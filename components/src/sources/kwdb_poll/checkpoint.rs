@@ -117,7 +117,13 @@ impl CheckpointStore {
         // tame regardless.
         let safe: String = table
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '%' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '%'
+                }
+            })
             .collect();
         self.dir.join(format!("{safe}.json"))
     }
@@ -125,12 +131,14 @@ impl CheckpointStore {
     pub fn load(&self, table: &str) -> Result<Option<Checkpoint>, CheckpointError> {
         let path = self.path(table);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| CheckpointError::Corrupt {
-                    path,
-                    reason: e.to_string(),
-                }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| CheckpointError::Corrupt {
+                        path,
+                        reason: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(CheckpointError::Io { path, source }),
         }
@@ -184,7 +192,10 @@ mod tests {
         assert_eq!(back, cp);
         let values: Vec<Value> = back.keys.iter().map(|k| k.to_value().unwrap()).collect();
         assert_eq!(values, keys);
-        assert_eq!(back.timestamp(), Some(Timestamp::new(1_705_962_142_224, Precision::Ms)));
+        assert_eq!(
+            back.timestamp(),
+            Some(Timestamp::new(1_705_962_142_224, Precision::Ms))
+        );
     }
 
     #[test]

@@ -173,13 +173,17 @@ impl KwdbPollConfig {
     fn check(&self) -> Result<(ConnectParams, Option<Timestamp>), PollError> {
         let params = self.connection().resolve()?;
         if self.fetch_max_rows == 0 {
-            return Err(PollError::Config("fetch_max_rows: must be at least 1".into()));
+            return Err(PollError::Config(
+                "fetch_max_rows: must be at least 1".into(),
+            ));
         }
         if self.concurrency == 0 {
             return Err(PollError::Config("concurrency: must be at least 1".into()));
         }
         if self.max_in_flight == 0 {
-            return Err(PollError::Config("max_in_flight: must be at least 1".into()));
+            return Err(PollError::Config(
+                "max_in_flight: must be at least 1".into(),
+            ));
         }
         let start_at = self
             .start_at
@@ -267,9 +271,9 @@ impl Settings {
             return None;
         }
         match kind {
-            TableKind::TimeSeries => {
-                (self.tables.is_empty() || self.tables.iter().any(|p| glob(p, name))).then_some(None)
-            }
+            TableKind::TimeSeries => (self.tables.is_empty()
+                || self.tables.iter().any(|p| glob(p, name)))
+            .then_some(None),
             TableKind::Relational => self
                 .relational
                 .iter()
@@ -355,7 +359,8 @@ impl Component for KwdbPoll {
         let outputs = Arc::new(Mutex::new(cx.outputs));
         let mut running: HashMap<String, Running> = HashMap::new();
         let mut next_slot = 0usize;
-        let mut backoff = crate::api::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut backoff =
+            crate::api::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut first = true;
         loop {
             // Reap pollers that ended (table dropped, or a failure to report).
@@ -378,7 +383,10 @@ impl Component for KwdbPoll {
             };
             let wait = match listed {
                 Ok(tables) => {
-                    backoff = crate::api::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+                    backoff = crate::api::Backoff::new(
+                        Duration::from_millis(500),
+                        Duration::from_secs(30),
+                    );
                     metrics.report_ok();
                     let mut present = std::collections::HashSet::new();
                     for (name, kind) in tables {

@@ -44,15 +44,15 @@ impl TableQuery {
             .fields()
             .map(|f| sql.ident(&f.name))
             .collect::<Result<Vec<_>, _>>()?;
-        let ts = schema
-            .position(ts_column)
-            .ok_or_else(|| KwdbError::Schema(format!("table {table} has no column \"{ts_column}\"")))?;
+        let ts = schema.position(ts_column).ok_or_else(|| {
+            KwdbError::Schema(format!("table {table} has no column \"{ts_column}\""))
+        })?;
         let keys = key_columns
             .iter()
             .map(|k| {
-                schema
-                    .position(k)
-                    .ok_or_else(|| KwdbError::Schema(format!("table {table} has no column \"{k}\"")))
+                schema.position(k).ok_or_else(|| {
+                    KwdbError::Schema(format!("table {table} has no column \"{k}\""))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(TableQuery {
@@ -88,10 +88,16 @@ impl TableQuery {
         if let Some(p) = after {
             conds.push(self.after(schema, p)?);
         } else if let Some(s) = start_at {
-            conds.push(format!("{ts} >= {}", literal(&Value::Timestamp(s), ts_field)?));
+            conds.push(format!(
+                "{ts} >= {}",
+                literal(&Value::Timestamp(s), ts_field)?
+            ));
         }
         if let Some(u) = upper {
-            conds.push(format!("{ts} <= {}", literal(&Value::Timestamp(u), ts_field)?));
+            conds.push(format!(
+                "{ts} <= {}",
+                literal(&Value::Timestamp(u), ts_field)?
+            ));
         }
         if !conds.is_empty() {
             let _ = write!(q, " WHERE {}", conds.join(" AND "));
@@ -123,7 +129,9 @@ impl TableQuery {
     /// `(ts, k1, k2) > (a, b, c)`: a row comparison in PostgreSQL (which can use an
     /// index for it), spelled out for KWDB.
     fn after(&self, schema: &TableSchema, p: &Position) -> Result<String, String> {
-        let cols: Vec<usize> = std::iter::once(self.ts).chain(self.keys.iter().copied()).collect();
+        let cols: Vec<usize> = std::iter::once(self.ts)
+            .chain(self.keys.iter().copied())
+            .collect();
         let vals: Vec<&Value> = std::iter::once(&p.ts).chain(p.keys.iter()).collect();
         if cols.len() != vals.len() {
             return Err("checkpoint keys do not match the table's keys".into());
@@ -166,7 +174,12 @@ pub fn parse_text(text: Option<&str>, field: &Field) -> Result<Value, String> {
     let Some(t) = text else {
         return Ok(Value::Null);
     };
-    let bad = || format!("column \"{}\": cannot read {t:?} as {}", field.name, field.ty);
+    let bad = || {
+        format!(
+            "column \"{}\": cannot read {t:?} as {}",
+            field.name, field.ty
+        )
+    };
     Ok(match field.ty {
         DataType::Int2 => Value::Int2(t.parse().map_err(|_| bad())?),
         DataType::Int4 => Value::Int4(t.parse().map_err(|_| bad())?),
@@ -278,10 +291,14 @@ pub fn parse_timestamp(t: &str) -> Option<Timestamp> {
             let body = &rest[1..];
             let (oh, om) = match body.len() {
                 2 => (body.parse::<i64>().ok()?, 0),
-                4 => (body[0..2].parse::<i64>().ok()?, body[2..4].parse::<i64>().ok()?),
-                5 if body.as_bytes()[2] == b':' => {
-                    (body[0..2].parse::<i64>().ok()?, body[3..5].parse::<i64>().ok()?)
-                }
+                4 => (
+                    body[0..2].parse::<i64>().ok()?,
+                    body[2..4].parse::<i64>().ok()?,
+                ),
+                5 if body.as_bytes()[2] == b':' => (
+                    body[0..2].parse::<i64>().ok()?,
+                    body[3..5].parse::<i64>().ok()?,
+                ),
                 8 if body.as_bytes()[2] == b':' && body.as_bytes()[5] == b':' => (
                     body[0..2].parse::<i64>().ok()?,
                     body[3..5].parse::<i64>().ok()?,
@@ -330,12 +347,30 @@ mod tests {
     #[test]
     fn timestamps_parse_in_every_form_the_servers_print() {
         let ms = |v| Some(Timestamp::new(v, Precision::Ms));
-        assert_eq!(parse_timestamp("2024-01-22 22:22:22.224"), ms(1_705_962_142_224));
-        assert_eq!(parse_timestamp("2024-01-22 22:22:22.224+00"), ms(1_705_962_142_224));
-        assert_eq!(parse_timestamp("2024-01-22 22:22:22.224+00:00"), ms(1_705_962_142_224));
-        assert_eq!(parse_timestamp("2024-01-23 00:22:22.224+02:00"), ms(1_705_962_142_224));
-        assert_eq!(parse_timestamp("2024-01-22T22:22:22.224Z"), ms(1_705_962_142_224));
-        assert_eq!(parse_timestamp("2024-01-22 22:22:22"), ms(1_705_962_142_000));
+        assert_eq!(
+            parse_timestamp("2024-01-22 22:22:22.224"),
+            ms(1_705_962_142_224)
+        );
+        assert_eq!(
+            parse_timestamp("2024-01-22 22:22:22.224+00"),
+            ms(1_705_962_142_224)
+        );
+        assert_eq!(
+            parse_timestamp("2024-01-22 22:22:22.224+00:00"),
+            ms(1_705_962_142_224)
+        );
+        assert_eq!(
+            parse_timestamp("2024-01-23 00:22:22.224+02:00"),
+            ms(1_705_962_142_224)
+        );
+        assert_eq!(
+            parse_timestamp("2024-01-22T22:22:22.224Z"),
+            ms(1_705_962_142_224)
+        );
+        assert_eq!(
+            parse_timestamp("2024-01-22 22:22:22"),
+            ms(1_705_962_142_000)
+        );
         assert_eq!(
             parse_timestamp("2024-01-22 22:22:22.224001"),
             Some(Timestamp::new(1_705_962_142_224_001, Precision::Us))
@@ -351,13 +386,30 @@ mod tests {
     #[test]
     fn text_values_read_into_their_types() {
         let f = |ty| Field::column("c", ty);
-        assert_eq!(parse_text(Some("-32768"), &f(DataType::Int2)), Ok(Value::Int2(-32768)));
-        assert_eq!(parse_text(Some("6.14545"), &f(DataType::Float4)), Ok(Value::Float4(6.14545)));
-        assert_eq!(parse_text(Some("t"), &f(DataType::Bool)), Ok(Value::Bool(true)));
+        assert_eq!(
+            parse_text(Some("-32768"), &f(DataType::Int2)),
+            Ok(Value::Int2(-32768))
+        );
+        assert_eq!(
+            parse_text(Some("6.14545"), &f(DataType::Float4)),
+            Ok(Value::Float4(6.14545))
+        );
+        assert_eq!(
+            parse_text(Some("t"), &f(DataType::Bool)),
+            Ok(Value::Bool(true))
+        );
         assert_eq!(parse_text(None, &f(DataType::Int8)), Ok(Value::Null));
-        assert_eq!(parse_text(Some("\\x00ff"), &f(DataType::Varbytes)), Ok(Value::Bytes(vec![0, 255])));
-        assert_eq!(parse_text(Some("1970-01-02"), &f(DataType::Date)), Ok(Value::Date(1)));
-        assert!(parse_text(Some("70000"), &f(DataType::Int2)).unwrap_err().contains("cannot read"));
+        assert_eq!(
+            parse_text(Some("\\x00ff"), &f(DataType::Varbytes)),
+            Ok(Value::Bytes(vec![0, 255]))
+        );
+        assert_eq!(
+            parse_text(Some("1970-01-02"), &f(DataType::Date)),
+            Ok(Value::Date(1))
+        );
+        assert!(parse_text(Some("70000"), &f(DataType::Int2))
+            .unwrap_err()
+            .contains("cannot read"));
     }
 
     #[test]
@@ -385,15 +437,27 @@ mod tests {
     fn the_kwdb_select_matches_its_golden_file() {
         let schema = cpu();
         let keys = vec!["id".to_string(), "hostname".to_string()];
-        let q = TableQuery::new(Dialect::Kwdb, "cpu_kaiwudb_tb", &schema, "k_timestamp", &keys).unwrap();
+        let q = TableQuery::new(
+            Dialect::Kwdb,
+            "cpu_kaiwudb_tb",
+            &schema,
+            "k_timestamp",
+            &keys,
+        )
+        .unwrap();
         let pos = Position {
             ts: Value::Timestamp(Timestamp::new(1_705_962_142_224, Precision::Ms)),
-            keys: vec![Value::Int8(647_470_401_348_904_608), Value::String("locahost".into())],
+            keys: vec![
+                Value::Int8(647_470_401_348_904_608),
+                Value::String("locahost".into()),
+            ],
         };
         let mut got = String::new();
         got.push_str("-- first page, from the start\n");
         got.push_str(&q.select(&schema, None, None, None, 100).unwrap());
-        got.push_str(";\n-- next page, strictly after the last (timestamp, primary tags) handed on\n");
+        got.push_str(
+            ";\n-- next page, strictly after the last (timestamp, primary tags) handed on\n",
+        );
         got.push_str(&q.select(&schema, Some(&pos), None, None, 100).unwrap());
         got.push_str(";\n-- with start_at and delay\n");
         got.push_str(
@@ -407,7 +471,10 @@ mod tests {
             .unwrap(),
         );
         got.push_str(";\n");
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/golden/kwdb/poll_select.sql");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/golden/kwdb/poll_select.sql"
+        );
         if std::env::var_os("KWPIPE_BLESS").is_some() {
             std::fs::write(path, &got).unwrap();
         }

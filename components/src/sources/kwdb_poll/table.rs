@@ -13,7 +13,9 @@ use super::query::{parse_text, Position, TableQuery};
 use super::{ClientSlot, PollError, RelationalTable, Settings};
 use crate::ack::{BatchNotifier, BatchStatusReceiver, EventStatus};
 use crate::api::{Backoff, ComponentMetrics, Outputs, ShutdownSignal};
-use crate::event::{Event, Metadata, Row, RowBatch, TableKind, TableSchema, Target, Timestamp, Value};
+use crate::event::{
+    Event, Metadata, Row, RowBatch, TableKind, TableSchema, Target, Timestamp, Value,
+};
 use crate::kwdb::{catalog, ErrorClass, KwdbError};
 
 pub(crate) struct Poller {
@@ -111,11 +113,15 @@ impl Poller {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default();
-                Timestamp::new((now.saturating_sub(d)).as_millis() as i64, crate::event::Precision::Ms)
+                Timestamp::new(
+                    (now.saturating_sub(d)).as_millis() as i64,
+                    crate::event::Precision::Ms,
+                )
             });
             let page = {
                 let _permit = self.permits.acquire().await.expect("never closed");
-                self.read_page(&table_schema, &q, position.as_ref(), upper).await
+                self.read_page(&table_schema, &q, position.as_ref(), upper)
+                    .await
             };
             let rows = match page {
                 Ok(Page::Rows(rows)) => {
@@ -196,7 +202,8 @@ impl Poller {
             }
             if last_progress.elapsed() >= s.progress_interval {
                 let sent = exported + in_flight.iter().map(|f| f.rows).sum::<u64>();
-                let rate = (sent - rows_at_last_progress) as f64 / last_progress.elapsed().as_secs_f64();
+                let rate =
+                    (sent - rows_at_last_progress) as f64 / last_progress.elapsed().as_secs_f64();
                 tracing::info!(
                     table = %self.table,
                     rows_exported = exported,
@@ -366,7 +373,10 @@ impl Poller {
         // with the same timestamp would be passed by.
         if q.keys.is_empty() && rows.len() == s.fetch_max_rows {
             let last = rows.last().expect("full page")[q.ts].clone();
-            let keep = rows.iter().rposition(|r| r[q.ts] != last).map_or(0, |i| i + 1);
+            let keep = rows
+                .iter()
+                .rposition(|r| r[q.ts] != last)
+                .map_or(0, |i| i + 1);
             if keep > 0 {
                 rows.truncate(keep);
             } else {
