@@ -236,7 +236,7 @@ mod tests {
         let (fin, rx) = BatchNotifier::pair();
         let a = fin.fork();
         let b = fin.fork();
-        drop(fin.finish(EventStatus::Delivered));
+        fin.finish(EventStatus::Delivered);
         a.finish(EventStatus::Rejected);
         b.finish(EventStatus::Delivered);
         assert_eq!(rx.await, EventStatus::Rejected);

@@ -43,9 +43,11 @@ use ComponentClass::{Sink, Source};
 pub static COMPONENTS: &[Registration] = &[
     entry::<crate::sources::stdin::StdinConfig>(Source, "stdin"),
     entry::<crate::sources::file::FileSourceConfig>(Source, "file"),
+    entry::<crate::sources::kafka::KafkaSourceConfig>(Source, "kafka"),
     entry::<crate::sinks::console::ConsoleConfig>(Sink, "console"),
     entry::<crate::sinks::file::FileSinkConfig>(Sink, "file"),
     entry::<crate::sinks::blackhole::BlackholeConfig>(Sink, "blackhole"),
+    entry::<crate::sinks::kafka::KafkaSinkConfig>(Sink, "kafka"),
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq)]

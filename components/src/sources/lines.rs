@@ -21,7 +21,7 @@ pub(crate) struct PendingAcks {
 impl PendingAcks {
     pub fn push(&mut self, rx: BatchStatusReceiver) {
         self.pending.push(rx);
-        if self.pending.len() % 1024 == 0 {
+        if self.pending.len().is_multiple_of(1024) {
             self.collect_ready();
         }
     }

@@ -1,5 +1,6 @@
 //! Sources: where events enter a topology.
 
 pub mod file;
+pub mod kafka;
 mod lines;
 pub mod stdin;
