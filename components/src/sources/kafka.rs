@@ -586,9 +586,9 @@ fn poll_member(
                 });
             }
             let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
-            let same = chunks.last().is_some_and(|c| {
-                c.partition == partition && &*c.topic == topic && c.last < offset
-            });
+            let same = chunks
+                .last()
+                .is_some_and(|c| c.partition == partition && &*c.topic == topic && c.last < offset);
             if !same {
                 let topic: Arc<str> = Arc::from(topic);
                 let epoch = *epoch_cache
@@ -976,7 +976,8 @@ impl Component for KafkaSource {
                             break Err(KafkaSourceError::Fatal(error).into());
                         }
                         outputs.metrics().error("consume");
-                        tracing::warn!(member, %error, "consumer error");
+                        // librdkafka logs connection trouble itself and retries it.
+                        tracing::debug!(member, %error, "consumer error");
                     }
                     None => break Err(KafkaSourceError::Thread("every polling thread stopped".into()).into()),
                 },

@@ -1,0 +1,659 @@
+//! The `kafka` source and sink against a real Kafka-protocol broker in another
+//! process (see `support/broker.rs`; set `KWPIPE_TEST_KAFKA=host:port` to run the
+//! same tests against a real cluster).
+//!
+//! These drive the components at library level with a hand-made context, so what
+//! a "sink" reports back is under the test's control.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use components::ack::{BatchNotifier, EventStatus};
+use components::api::{
+    BuildContext, ComponentClass, ComponentContext, ComponentError, ComponentMetrics,
+    GlobalOptions, Input, Output, Outputs, ShutdownSignal,
+};
+use components::event::{Event, Metadata, RawMessage};
+use components::registry;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::broker::{unique, TestKafka};
+
+async fn build(class: ComponentClass, id: &str, config: &str) -> Box<dyn components::Component> {
+    let table: toml::Table = toml::from_str(config).expect("test config is TOML");
+    let parsed = registry::parse(class, "kafka", table).expect("config parses");
+    parsed
+        .build(&BuildContext {
+            id: id.into(),
+            globals: Arc::new(GlobalOptions::default()),
+        })
+        .await
+        .expect("component builds")
+}
+
+struct SourceRun {
+    rx: mpsc::Receiver<Event>,
+    shutdown: ShutdownSignal,
+    task: JoinHandle<Result<(), ComponentError>>,
+}
+
+impl SourceRun {
+    async fn stop(self) -> Result<(), ComponentError> {
+        self.shutdown.trigger();
+        drop(self.rx);
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the source stops within 30 s")
+            .expect("source task did not panic")
+    }
+}
+
+/// Logs to the test output when RUST_LOG is set.
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+async fn start_source(config: &str) -> SourceRun {
+    init_logging();
+    let component = build(ComponentClass::Source, "in", config).await;
+    let metrics = ComponentMetrics::new("in", "kafka");
+    let (tx, rx) = mpsc::channel(4096);
+    let shutdown = ShutdownSignal::new();
+    let cx = ComponentContext {
+        id: "in".into(),
+        input: None,
+        outputs: Outputs::new(
+            Output::new(vec![tx], metrics.clone()),
+            BTreeMap::new(),
+            metrics,
+        ),
+        shutdown: shutdown.clone(),
+        globals: Arc::new(GlobalOptions::default()),
+    };
+    let task = tokio::spawn(component.run(cx));
+    SourceRun { rx, shutdown, task }
+}
+
+fn source_config(kafka: &TestKafka, group: &str, topic: &str, extra: &str) -> String {
+    format!(
+        r#"
+        bootstrap_servers = "{}"
+        group_id = "{group}"
+        topics = ["{topic}"]
+        session_timeout = "6s"
+        drain_timeout = "5s"
+        {extra}
+        {commit}
+        "#,
+        kafka.bootstrap,
+        commit = if extra.contains("commit_interval") {
+            ""
+        } else {
+            "commit_interval = \"200ms\""
+        }
+    )
+}
+
+/// Produces `(partition, key, payload)` records and waits for the broker's acks.
+async fn produce(kafka: &TestKafka, topic: &str, records: &[(i32, String, String)]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let mut futures = Vec::with_capacity(records.len());
+    for (partition, key, payload) in records {
+        loop {
+            let record = FutureRecord::to(topic)
+                .partition(*partition)
+                .key(key.as_str())
+                .payload(payload.as_str())
+                .timestamp(1_690_000_000_000)
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "h",
+                    value: Some(key.as_str()),
+                }));
+            match producer.send_result(record) {
+                Ok(f) => {
+                    futures.push(f);
+                    break;
+                }
+                Err((e, _)) => {
+                    // Queue full: let the broker catch up.
+                    assert!(e.to_string().contains("Queue full"), "{e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+    for f in futures {
+        f.await.unwrap().expect("test producer delivered");
+    }
+}
+
+/// The group's committed offset per partition (-1001 when none).
+async fn committed(kafka: &TestKafka, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let bootstrap = kafka.bootstrap.clone();
+    let (group, topic) = (group.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", &group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&topic, p);
+        }
+        let got = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        (0..partitions)
+            .map(|p| match got.find_partition(&topic, p).unwrap().offset() {
+                Offset::Offset(o) => o,
+                _ => -1001,
+            })
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+async fn wait_committed(
+    kafka: &TestKafka,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    want: &[i64],
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = committed(kafka, group, topic, partitions).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "committed offsets {got:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn recv_raw(rx: &mut mpsc::Receiver<Event>, n: usize, within: Duration) -> Vec<RawMessage> {
+    let mut out = Vec::with_capacity(n);
+    let deadline = tokio::time::Instant::now() + within;
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Event::Raw(m))) => out.push(m),
+            Ok(Some(other)) => panic!("unexpected event {other:?}"),
+            Ok(None) => panic!("source closed its output after {} events", out.len()),
+            Err(_) => panic!("only {} of {n} events arrived in {within:?}", out.len()),
+        }
+    }
+    out
+}
+
+fn records(partition: i32, range: std::ops::Range<usize>) -> Vec<(i32, String, String)> {
+    range
+        .map(|i| (partition, format!("k{i}"), format!("p{partition}-m{i}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_emits_messages_with_their_metadata_and_commits_them() {
+    let kafka = TestKafka::start();
+    let topic = unique("meta");
+    let group = unique("g");
+    kafka.create_topic(&topic, 2);
+    let mut recs = records(0, 0..5);
+    recs.extend(records(1, 0..3));
+    produce(&kafka, &topic, &recs).await;
+
+    let mut src = start_source(&source_config(&kafka, &group, &topic, "")).await;
+    let got = recv_raw(&mut src.rx, 8, Duration::from_secs(30)).await;
+    let mut seen = BTreeSet::new();
+    for m in &got {
+        let meta = &m.meta;
+        assert_eq!(meta.topic.as_deref(), Some(topic.as_str()));
+        let (p, o) = (meta.partition.unwrap(), meta.offset.unwrap());
+        assert_eq!(m.payload, Bytes::from(format!("p{p}-m{o}")));
+        assert_eq!(m.key.as_deref(), Some(format!("k{o}").as_bytes()));
+        assert_eq!(
+            m.headers,
+            vec![("h".to_string(), Bytes::from(format!("k{o}")))]
+        );
+        assert_eq!(meta.timestamp, Some(1_690_000_000_000));
+        assert!(seen.insert((p, o)), "duplicate {p}/{o}");
+    }
+    // Order within a partition is kept.
+    let p0: Vec<i64> = got
+        .iter()
+        .filter(|m| m.meta.partition == Some(0))
+        .map(|m| m.meta.offset.unwrap())
+        .collect();
+    assert_eq!(p0, [0, 1, 2, 3, 4]);
+    for m in got {
+        m.finalizers.finish(EventStatus::Delivered);
+    }
+    wait_committed(&kafka, &group, &topic, 2, &[5, 3], Duration::from_secs(15)).await;
+    src.stop().await.unwrap();
+}
+
+/// Vector issue #24215 is the bug this guards against: acknowledgements of later
+/// messages must never move the committed offset past an earlier message that is
+/// still in flight or failed; the failed one must be delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_message_blocks_the_offset_and_is_redelivered() {
+    let kafka = TestKafka::start();
+    let topic = unique("fail");
+    let group = unique("g");
+    kafka.create_topic(&topic, 1);
+    let mut src = start_source(&source_config(&kafka, &group, &topic, "")).await;
+
+    produce(&kafka, &topic, &records(0, 0..5)).await;
+    for m in recv_raw(&mut src.rx, 5, Duration::from_secs(30)).await {
+        m.finalizers.finish(EventStatus::Delivered);
+    }
+    wait_committed(&kafka, &group, &topic, 1, &[5], Duration::from_secs(15)).await;
+
+    // Offset 5 is held (in flight) while 6..9 are delivered.
+    produce(&kafka, &topic, &records(0, 5..6)).await;
+    let held = recv_raw(&mut src.rx, 1, Duration::from_secs(30)).await;
+    assert_eq!(held[0].meta.offset, Some(5));
+    produce(&kafka, &topic, &records(0, 6..10)).await;
+    let later = recv_raw(&mut src.rx, 4, Duration::from_secs(30)).await;
+    assert_eq!(later[0].meta.offset, Some(6));
+    for m in later {
+        m.finalizers.finish(EventStatus::Delivered);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(committed(&kafka, &group, &topic, 1).await, [5]);
+
+    // Offset 5 fails: still nothing past it, and it comes back, followed by the rest.
+    held.into_iter()
+        .for_each(|m| m.finalizers.finish(EventStatus::Failed));
+    let again = recv_raw(&mut src.rx, 5, Duration::from_secs(30)).await;
+    let offsets: Vec<i64> = again.iter().map(|m| m.meta.offset.unwrap()).collect();
+    assert_eq!(offsets, [5, 6, 7, 8, 9]);
+    assert_eq!(committed(&kafka, &group, &topic, 1).await, [5]);
+    // Rejected counts as handled, like Delivered.
+    for (i, m) in again.into_iter().enumerate() {
+        let status = if i == 2 {
+            EventStatus::Rejected
+        } else {
+            EventStatus::Delivered
+        };
+        m.finalizers.finish(status);
+    }
+    wait_committed(&kafka, &group, &topic, 1, &[10], Duration::from_secs(15)).await;
+    src.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_in_flight_acks_then_commits() {
+    let kafka = TestKafka::start();
+    let topic = unique("drain");
+    let group = unique("g");
+    kafka.create_topic(&topic, 1);
+    produce(&kafka, &topic, &records(0, 0..20)).await;
+    let mut src = start_source(&source_config(
+        &kafka,
+        &group,
+        &topic,
+        "commit_interval = \"1h\"",
+    ))
+    .await;
+    let got = recv_raw(&mut src.rx, 20, Duration::from_secs(30)).await;
+    src.shutdown.trigger();
+    // Acknowledged after shutdown began, within drain_timeout: still committed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for m in got {
+        m.finalizers.finish(EventStatus::Delivered);
+    }
+    tokio::time::timeout(Duration::from_secs(30), src.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(committed(&kafka, &group, &topic, 1).await, [20]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_thousand_messages_over_five_partitions_all_arrive() {
+    let kafka = TestKafka::start();
+    let topic = unique("bulk");
+    let group = unique("g");
+    kafka.create_topic(&topic, 5);
+    let per = 20_000;
+    let mut recs = Vec::with_capacity(5 * per);
+    for p in 0..5 {
+        recs.extend(records(p, 0..per));
+    }
+    let t0 = Instant::now();
+    produce(&kafka, &topic, &recs).await;
+    let produced = t0.elapsed();
+
+    let t1 = Instant::now();
+    let mut src = start_source(&source_config(
+        &kafka,
+        &group,
+        &topic,
+        "concurrency = 5\nmax_in_flight = 10000",
+    ))
+    .await;
+    let mut seen: HashMap<i32, BTreeSet<i64>> = HashMap::new();
+    let mut received = 0;
+    let mut unique_total = 0;
+    while unique_total < 5 * per {
+        let batch = recv_raw(&mut src.rx, 1, Duration::from_secs(60)).await;
+        for m in batch {
+            let (p, o) = (m.meta.partition.unwrap(), m.meta.offset.unwrap());
+            assert_eq!(m.payload, Bytes::from(format!("p{p}-m{o}")));
+            if seen.entry(p).or_default().insert(o) {
+                unique_total += 1;
+            }
+            m.finalizers.finish(EventStatus::Delivered);
+            received += 1;
+        }
+    }
+    let consumed = t1.elapsed();
+    for p in 0..5 {
+        let offsets = &seen[&p];
+        assert_eq!(offsets.len(), per, "partition {p}");
+        assert_eq!(offsets.last(), Some(&(per as i64 - 1)), "partition {p}");
+    }
+    // At-least-once: the five members join one by one, and the rebalances in between
+    // may replay what could not be committed yet (the mock broker refuses commits
+    // while a rebalance is in progress). Replays are allowed; losses are not.
+    let duplicates = received - 5 * per;
+    wait_committed(
+        &kafka,
+        &group,
+        &topic,
+        5,
+        &[per as i64; 5],
+        Duration::from_secs(20),
+    )
+    .await;
+    src.stop().await.unwrap();
+    eprintln!(
+        "100k messages: produced in {produced:?}, consumed and acked in {consumed:?}, \
+         {duplicates} replayed by rebalances"
+    );
+}
+
+// ---------------------------------------------------------------- sink
+
+struct SinkRun {
+    tx: mpsc::Sender<Event>,
+    dropped: mpsc::Receiver<Event>,
+    task: JoinHandle<Result<(), ComponentError>>,
+}
+
+async fn start_sink(config: &str) -> SinkRun {
+    let component = build(ComponentClass::Sink, "out", config).await;
+    let metrics = ComponentMetrics::new("out", "kafka");
+    let (tx, rx) = mpsc::channel(1024);
+    let (dtx, drx) = mpsc::channel(1024);
+    let mut named = BTreeMap::new();
+    named.insert(
+        "dropped".to_string(),
+        Output::new(vec![dtx], metrics.clone()),
+    );
+    let cx = ComponentContext {
+        id: "out".into(),
+        input: Some(Input::new(rx, metrics.clone())),
+        outputs: Outputs::new(Output::new(vec![], metrics.clone()), named, metrics),
+        shutdown: ShutdownSignal::new(),
+        globals: Arc::new(GlobalOptions::default()),
+    };
+    let task = tokio::spawn(component.run(cx));
+    SinkRun {
+        tx,
+        dropped: drx,
+        task,
+    }
+}
+
+fn event(payload: &str, meta: Metadata) -> (Event, components::ack::BatchStatusReceiver) {
+    let (fin, rx) = BatchNotifier::pair();
+    let msg = RawMessage {
+        payload: Bytes::from(payload.to_string()),
+        meta: Arc::new(meta),
+        finalizers: fin,
+        ..Default::default()
+    };
+    (Event::Raw(msg), rx)
+}
+
+fn table_meta(db: &str, table: &str) -> Metadata {
+    Metadata {
+        database: Some(db.into()),
+        table: Some(table.into()),
+        ..Default::default()
+    }
+}
+
+/// Reads every message of a topic from the beginning until `n` arrived.
+async fn read_topic(
+    kafka: &TestKafka,
+    topic: &str,
+    n: usize,
+) -> Vec<(Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>)> {
+    let bootstrap = kafka.bootstrap.clone();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", unique("reader"))
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[&topic]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut out = Vec::new();
+        while out.len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} messages in {topic}",
+                out.len()
+            );
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                let m = m.expect("reader consumes");
+                let headers = m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((
+                    m.key().map(<[u8]>::to_vec),
+                    m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                ));
+            }
+        }
+        // Nothing beyond what was expected.
+        let extra = consumer.poll(Duration::from_millis(500));
+        assert!(extra.is_none(), "an unexpected extra message in {topic}");
+        out
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_writes_templated_topics_and_rejects_what_it_cannot_name() {
+    let kafka = TestKafka::start();
+    let prefix = unique("kw");
+    for t in ["t1", "t2"] {
+        kafka.create_topic(&format!("{prefix}-db-{t}"), 1);
+    }
+    let mut sink = start_sink(&format!(
+        r#"
+        bootstrap_servers = "{}"
+        topic = "{prefix}-{{database}}-{{table}}"
+        key = "{{table}}"
+        headers = {{ origin = "kwpipe" }}
+        compression = "lz4"
+        "#,
+        kafka.bootstrap
+    ))
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let table = if i % 2 == 0 { "t1" } else { "t2" };
+        let (ev, rx) = event(&format!("row{i}"), table_meta("db", table));
+        sink.tx.send(ev).await.unwrap();
+        statuses.push(rx);
+    }
+    // No table: cannot be named, so it is rejected to `dropped` with the reason.
+    let (ev, bad_rx) = event("orphan", Metadata::default());
+    sink.tx.send(ev).await.unwrap();
+    let Some(Event::Raw(dropped)) = sink.dropped.recv().await else {
+        panic!("the nameless record reaches the dropped output");
+    };
+    assert_eq!(dropped.payload, Bytes::from("orphan"));
+    let reason = dropped
+        .headers
+        .iter()
+        .find(|(k, _)| k == "kwpipe.error")
+        .map(|(_, v)| String::from_utf8_lossy(v).to_string())
+        .expect("reason header");
+    assert!(reason.contains("\"database\""), "{reason}");
+    dropped.finalizers.finish(EventStatus::Delivered);
+    assert_eq!(bad_rx.await, EventStatus::Delivered);
+
+    for rx in statuses {
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(30), rx)
+                .await
+                .unwrap(),
+            EventStatus::Delivered
+        );
+    }
+    let t1 = read_topic(&kafka, &format!("{prefix}-db-t1"), 3).await;
+    let payloads: Vec<_> = t1.iter().map(|(_, p, _)| p.clone()).collect();
+    assert_eq!(
+        payloads,
+        [b"row0".to_vec(), b"row2".to_vec(), b"row4".to_vec()]
+    );
+    for (key, _, headers) in &t1 {
+        assert_eq!(key.as_deref(), Some(&b"t1"[..]));
+        assert_eq!(headers, &[("origin".to_string(), b"kwpipe".to_vec())]);
+    }
+    assert_eq!(
+        read_topic(&kafka, &format!("{prefix}-db-t2"), 3)
+            .await
+            .len(),
+        3
+    );
+    drop(sink.tx);
+    tokio::time::timeout(Duration::from_secs(30), sink.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_rides_out_a_broker_outage_without_losing_anything() {
+    let kafka = TestKafka::start();
+    if !kafka.can_inject_faults() {
+        eprintln!("skipped: no test-broker control port to take the broker down");
+        return;
+    }
+    let topic = unique("outage");
+    kafka.create_topic(&topic, 3);
+    let sink = start_sink(&format!(
+        "bootstrap_servers = \"{}\"\ntopic = \"{topic}\"\n",
+        kafka.bootstrap
+    ))
+    .await;
+    let n = 3000;
+    let mut statuses = Vec::with_capacity(n);
+    for i in 0..n / 2 {
+        let (ev, rx) = event(&format!("m{i}"), Metadata::default());
+        sink.tx.send(ev).await.unwrap();
+        statuses.push(rx);
+    }
+    // Take the broker away mid-stream; what is sent meanwhile must not be Delivered.
+    kafka.command("broker-down -1");
+    let mut during = Vec::new();
+    for i in n / 2..n {
+        let (ev, rx) = event(&format!("m{i}"), Metadata::default());
+        sink.tx.send(ev).await.unwrap();
+        during.push(rx);
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let early = during.iter_mut().filter_map(|rx| rx.try_recv()).count();
+    assert_eq!(early, 0, "records reported done while the broker was down");
+    kafka.command("broker-up -1");
+    statuses.extend(during);
+    for rx in statuses {
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(60), rx)
+                .await
+                .unwrap(),
+            EventStatus::Delivered
+        );
+    }
+    let got = read_topic(&kafka, &topic, n).await;
+    let payloads: BTreeSet<Vec<u8>> = got.into_iter().map(|(_, p, _)| p).collect();
+    // Idempotence: exactly n distinct messages, no duplicates from the retries.
+    assert_eq!(payloads.len(), n);
+    drop(sink.tx);
+    sink.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_consumes_through_a_broker_outage() {
+    let kafka = TestKafka::start();
+    if !kafka.can_inject_faults() {
+        eprintln!("skipped: no test-broker control port to take the broker down");
+        return;
+    }
+    let topic = unique("src-outage");
+    let group = unique("g");
+    kafka.create_topic(&topic, 2);
+    produce(&kafka, &topic, &records(0, 0..50)).await;
+    let mut src = start_source(&source_config(&kafka, &group, &topic, "")).await;
+    for m in recv_raw(&mut src.rx, 50, Duration::from_secs(30)).await {
+        m.finalizers.finish(EventStatus::Delivered);
+    }
+    kafka.command("broker-down -1");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    kafka.command("broker-up -1");
+    produce(&kafka, &topic, &records(1, 0..50)).await;
+    let got = recv_raw(&mut src.rx, 50, Duration::from_secs(60)).await;
+    assert!(got.iter().all(|m| m.meta.partition == Some(1)));
+    for m in got {
+        m.finalizers.finish(EventStatus::Delivered);
+    }
+    wait_committed(
+        &kafka,
+        &group,
+        &topic,
+        2,
+        &[50, 50],
+        Duration::from_secs(60),
+    )
+    .await;
+    src.stop().await.unwrap();
+}
