@@ -1,1 +1,225 @@
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use kwpipe::{api, config, connect, graph, runtime, telemetry, top};
+
+/// kwpipe moves time-series and relational data between Apache Kafka and KWDB.
+#[derive(Parser, Debug)]
+#[command(name = "kwpipe", version, about)]
+struct Cli {
+    /// error, warn, info, debug, trace, or a filter like "info,components=debug".
+    #[arg(long, global = true, env = "KWPIPE_LOG", default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a topology; several files merge into one.
+    Run {
+        #[arg(required = true, value_name = "CONFIG")]
+        configs: Vec<PathBuf>,
+    },
+    /// Check topology files and report every error; exit 0 when valid.
+    Validate {
+        /// Do not connect to databases or brokers; check the files only.
+        #[arg(long)]
+        no_environment: bool,
+        #[arg(required = true, value_name = "CONFIG")]
+        configs: Vec<PathBuf>,
+    },
+    /// Print the topology as a Graphviz DOT graph.
+    Graph {
+        #[arg(required = true, value_name = "CONFIG")]
+        configs: Vec<PathBuf>,
+    },
+    /// A live view of a running agent's components, from its admin API.
+    Top {
+        /// The agent's topology files (their [api] address is used) or http://host:port.
+        #[arg(required = true, value_name = "CONFIG-or-URL")]
+        target: Vec<String>,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Print one screen and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// KaiwuDB Kafka Connector configs: convert them to a topology, or run them.
+    Connect {
+        #[command(subcommand)]
+        command: ConnectCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConnectCommand {
+    /// Print the topology equivalent to connector configs (JSON, as posted to Kafka Connect).
+    Convert {
+        /// Broker address (Kafka Connect keeps it in the worker config); without it
+        /// the topology reads ${KAFKA_BOOTSTRAP_SERVERS}.
+        #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+        bootstrap_servers: Option<String>,
+        #[arg(required = true, value_name = "FILE.json")]
+        files: Vec<PathBuf>,
+    },
+    /// Run connector configs directly.
+    Run {
+        #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", required = true)]
+        bootstrap_servers: String,
+        /// Where kwpipe keeps checkpoints.
+        #[arg(long, default_value = "/var/lib/kwpipe")]
+        data_dir: PathBuf,
+        #[arg(required = true, value_name = "FILE.json")]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = telemetry::init(&cli.log_level) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            for line in format!("{e:#}").lines() {
+                eprintln!("error: {line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { configs } => {
+            let topology = load(&configs)?;
+            api::install_recorder();
+            runtime::run(topology, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate {
+            no_environment,
+            configs,
+        } => {
+            let topology = load(&configs)?;
+            if !no_environment {
+                if let Err(errors) = runtime::healthcheck(&topology).await {
+                    anyhow::bail!(errors.join("\n"));
+                }
+            }
+            println!("valid: {} component(s)", topology.nodes.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Graph { configs } => {
+            let topology = load(&configs)?;
+            print!("{}", graph::to_dot(&topology));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Connect { command } => connect_command(command).await,
+        Command::Top {
+            target,
+            interval,
+            once,
+        } => {
+            let base = top::resolve(&target)?;
+            let interval = std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0));
+            top::run(&base, interval, once).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn connect_command(command: ConnectCommand) -> anyhow::Result<ExitCode> {
+    let (bootstrap_servers, files, run_in) = match command {
+        ConnectCommand::Convert {
+            bootstrap_servers,
+            files,
+        } => (bootstrap_servers, files, None),
+        ConnectCommand::Run {
+            bootstrap_servers,
+            data_dir,
+            files,
+        } => (Some(bootstrap_servers), files, Some(data_dir)),
+    };
+    let opts = connect::ConvertOptions { bootstrap_servers };
+    let mut merged = connect::Converted::default();
+    let mut errors = Vec::new();
+    for file in &files {
+        match connect::convert_file(file, &opts) {
+            Ok(c) => {
+                if let Err(e) = merged.merge(c) {
+                    errors.push(e);
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        anyhow::bail!(errors.join("\n"));
+    }
+    for w in &merged.warnings {
+        tracing::warn!("{w}");
+    }
+    let mut text = merged.to_toml();
+    let Some(data_dir) = run_in else {
+        print!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    };
+    text = format!(
+        "data_dir = {}\n{text}",
+        toml::Value::String(data_dir.display().to_string().replace('$', "$$"))
+    );
+    let env = std::env::vars().collect();
+    let topology = config::load_texts(&[(PathBuf::from("connector configs"), text)], &env)?;
+    api::install_recorder();
+    runtime::run(topology, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load(configs: &[PathBuf]) -> anyhow::Result<config::Topology> {
+    let topology = config::load_files(configs)?;
+    for w in &topology.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(topology)
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

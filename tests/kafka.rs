@@ -24,7 +24,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::broker::{unique, TestKafka};
+use crate::support::broker::{unique, TestKafka};
 
 async fn build(class: ComponentClass, id: &str, config: &str) -> Box<dyn components::Component> {
     let table: toml::Table = toml::from_str(config).expect("test config is TOML");

@@ -1,5 +1,7 @@
-//! kwpipe's integration tests: one binary, one module per area.
+//! kwpipe's integration tests: one binary, one module per area. Tests run the
+//! `kwpipe` executable as a separate process against real services.
 
-#[path = "support/broker.rs"]
-mod broker;
+mod api;
+mod cli;
 mod kafka;
+mod support;

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -157,7 +158,10 @@ impl ComponentContext {
     }
 }
 
-/// Tells sources to stop. Cloneable; `cancelled()` is the future to select on.
+/// Tells the topology to stop. Sources stop emitting when it fires; transforms
+/// and sinks keep draining their input until it ends (that is how the graph
+/// empties) but may cut retries short, reporting Failed for what they give up on.
+/// Cloneable; `cancelled()` is the future to select on.
 #[derive(Clone, Debug, Default)]
 pub struct ShutdownSignal(CancellationToken);
 
@@ -184,7 +188,8 @@ impl ShutdownSignal {
     }
 }
 
-/// Per-component counters, labelled with the component id and type.
+/// Per-component counters, labelled with the component id and type, and the
+/// component's health as it last reported it.
 #[derive(Clone)]
 pub struct ComponentMetrics {
     pub received_events: Counter,
@@ -193,6 +198,20 @@ pub struct ComponentMetrics {
     pub sent_bytes: Counter,
     pub discarded_events: Counter,
     labels: Vec<(&'static str, String)>,
+    health: Arc<Health>,
+}
+
+/// The outcome of a component's most recent read or write.
+#[derive(Default)]
+struct Health {
+    last_ok: AtomicU64,
+    last_error: Mutex<Option<(u64, String)>>,
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl ComponentMetrics {
@@ -208,6 +227,39 @@ impl ComponentMetrics {
             sent_bytes: metrics::counter!("component_sent_bytes_total", &labels),
             discarded_events: metrics::counter!("component_discarded_events_total", &labels),
             labels,
+            health: Arc::default(),
+        }
+    }
+
+    /// The component's last read or write worked (the database answered, the
+    /// broker acknowledged).
+    pub fn report_ok(&self) {
+        self.health.last_ok.store(now_millis(), Ordering::Relaxed);
+    }
+
+    /// The component's last read or write failed (it will retry). Counts an error
+    /// of `kind` and makes the component unhealthy until it reports ok again.
+    pub fn report_error(&self, kind: &'static str, message: impl fmt::Display) {
+        self.error(kind);
+        let mut last = self
+            .health
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *last = Some((now_millis(), message.to_string()));
+    }
+
+    /// None when healthy; otherwise the last error's message.
+    pub fn unhealthy_reason(&self) -> Option<String> {
+        let last = self
+            .health
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let ok = self.health.last_ok.load(Ordering::Relaxed);
+        match &*last {
+            Some((at, message)) if *at >= ok => Some(message.clone()),
+            _ => None,
         }
     }
 

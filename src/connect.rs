@@ -1,0 +1,602 @@
+//! KaiwuDB Kafka Connector configs (the JSON posted to Kafka Connect's REST API)
+//! turned into kwpipe topologies, so people migrating keep their files.
+//!
+//! A sink connector becomes `kafka` -> `decode` -> `batch` -> `kwdb`; a source
+//! connector becomes `kwdb-poll` -> `encode` -> `kafka`. Every parameter of the
+//! connector's tables maps to an option; anything else is an error naming it,
+//! except where ignoring it is harmless (converters that pass strings through),
+//! which is a warning.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::Value as Json;
+
+pub const SINK_CLASS: &str = "com.kaiwudb.kafka.connect.sink.KwdbSinkConnector";
+pub const SOURCE_CLASS: &str = "com.kaiwudb.kafka.connect.source.KwdbSourceConnector";
+
+const FORMATS: [&str; 4] = [
+    "json_kaiwudb",
+    "json_opentsdb",
+    "line_opentsdb",
+    "line_influxdb",
+];
+
+/// Converters that hand kwpipe the message bytes unchanged, as kwpipe reads them.
+const PASS_THROUGH_CONVERTERS: [&str; 2] = [
+    "org.apache.kafka.connect.storage.StringConverter",
+    "org.apache.kafka.connect.converters.ByteArrayConverter",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    #[error("{file}: {}", .errors.join(&format!("\n{}: ", .file)))]
+    Config { file: String, errors: Vec<String> },
+}
+
+/// The result of converting one connector config.
+#[derive(Debug, Default)]
+pub struct Converted {
+    /// The TOML tables to merge into a topology, keyed by section then id.
+    pub sections: BTreeMap<&'static str, BTreeMap<String, toml::Table>>,
+    pub warnings: Vec<String>,
+}
+
+/// Options that do not come from the connector config itself.
+#[derive(Debug, Clone, Default)]
+pub struct ConvertOptions {
+    /// Kafka Connect keeps the broker address in the worker config, so it comes
+    /// from `--bootstrap-servers` or `KAFKA_BOOTSTRAP_SERVERS`; without either the
+    /// topology refers to `${KAFKA_BOOTSTRAP_SERVERS}`.
+    pub bootstrap_servers: Option<String>,
+}
+
+/// Reads a connector config file: `{"name":..,"config":{..}}` or a bare config.
+pub fn convert_file(path: &Path, opts: &ConvertOptions) -> Result<Converted, ConnectError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConnectError::Invalid {
+        file: file.clone(),
+        message: format!("cannot read: {e}"),
+    })?;
+    convert_text(&file, &text, opts)
+}
+
+pub fn convert_text(
+    file: &str,
+    text: &str,
+    opts: &ConvertOptions,
+) -> Result<Converted, ConnectError> {
+    let invalid = |message: String| ConnectError::Invalid {
+        file: file.to_string(),
+        message,
+    };
+    let json: Json = serde_json::from_str(text).map_err(|e| {
+        invalid(format!(
+            "not valid JSON: line {}, column {}: {e}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let Json::Object(mut top) = json else {
+        return Err(invalid("expected a JSON object".into()));
+    };
+    let (name, config) = match top.remove("config") {
+        Some(Json::Object(config)) => {
+            let name = match top.remove("name") {
+                Some(Json::String(n)) => Some(n),
+                None => None,
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "\"name\": expected a string, found {other}"
+                    )))
+                }
+            };
+            if let Some(k) = top.keys().next() {
+                return Err(invalid(format!(
+                    "unknown key \"{k}\" beside \"config\"; expected \"name\""
+                )));
+            }
+            (name, config)
+        }
+        Some(other) => {
+            return Err(invalid(format!(
+                "\"config\": expected an object, found {other}"
+            )))
+        }
+        None => (None, top),
+    };
+    let mut params = Params::new(config);
+    let name = name
+        .or_else(|| params.take_string("name"))
+        .unwrap_or_else(|| {
+            Path::new(file)
+                .file_stem()
+                .map_or("connector".into(), |s| s.to_string_lossy().into_owned())
+        });
+    let id = sanitize_id(&name);
+    let class = params.take_string("connector.class");
+    let mut out = Converted::default();
+    match class.as_deref() {
+        Some(SINK_CLASS) => sink(&id, &name, &mut params, opts, &mut out),
+        Some(SOURCE_CLASS) => source(&id, &mut params, opts, &mut out),
+        Some(other) => params.error(format!(
+            "connector.class: \"{other}\" is not a KaiwuDB connector; expected {SINK_CLASS} or {SOURCE_CLASS}"
+        )),
+        None => params.error(format!(
+            "connector.class: missing; expected {SINK_CLASS} or {SOURCE_CLASS}"
+        )),
+    }
+    params.converters(&mut out.warnings);
+    for w in &mut out.warnings {
+        *w = format!("{file}: {w}");
+    }
+    params.finish(file, out)
+}
+
+fn sink(id: &str, name: &str, p: &mut Params, opts: &ConvertOptions, out: &mut Converted) {
+    let tasks = p.take_positive("tasks.max").unwrap_or(1);
+    let topics = p.take_string("topics");
+    let topics_regex = p.take_string("topics.regex");
+    let format = p.take_format("protocol.type", true);
+    let precision = p.take_precision("timestamp.precision", format.as_deref());
+    let batch_size = p.take_positive("batch.size");
+
+    let mut source = toml::Table::new();
+    source.insert("type".into(), "kafka".into());
+    source.insert("bootstrap_servers".into(), bootstrap(opts).into());
+    // Kafka Connect names a sink connector's consumer group `connect-<name>`;
+    // keeping it lets kwpipe resume from the offsets the connector committed.
+    source.insert("group_id".into(), format!("connect-{name}").into());
+    match (topics, topics_regex) {
+        (Some(t), None) => {
+            let list: Vec<toml::Value> = t
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect();
+            if list.is_empty() {
+                p.error("topics: empty; list at least one topic".into());
+            }
+            source.insert("topics".into(), toml::Value::Array(list));
+        }
+        (None, Some(r)) => {
+            let r = if r.starts_with('^') {
+                r
+            } else {
+                format!("^{r}")
+            };
+            source.insert("topics".into(), toml::Value::Array(vec![r.into()]));
+        }
+        (Some(_), Some(_)) => p.error("topics and topics.regex: set only one".into()),
+        (None, None) => p.error("topics: missing; the topics to consume, comma-separated".into()),
+    }
+    source.insert("concurrency".into(), toml::Value::Integer(tasks));
+
+    let mut decode = toml::Table::new();
+    decode.insert("type".into(), "decode".into());
+    decode.insert("inputs".into(), inputs(&format!("{id}_kafka")));
+    if let Some(f) = &format {
+        decode.insert("format".into(), f.clone().into());
+    }
+    if let Some(pr) = &precision {
+        decode.insert("timestamp_precision".into(), pr.clone().into());
+    }
+
+    let mut batch = toml::Table::new();
+    batch.insert("type".into(), "batch".into());
+    batch.insert("inputs".into(), inputs(&format!("{id}_decode")));
+    batch.insert(
+        "max_rows".into(),
+        toml::Value::Integer(batch_size.unwrap_or(1000)),
+    );
+
+    let mut kwdb = toml::Table::new();
+    kwdb.insert("type".into(), "kwdb".into());
+    kwdb.insert("inputs".into(), inputs(&format!("{id}_batch")));
+    p.connection(&mut kwdb);
+    if let Some(n) = p.take_nonnegative("max.retries") {
+        kwdb.insert("max_retries".into(), toml::Value::Integer(n));
+    }
+    if let Some(ms) = p.take_nonnegative("retry.backoff.ms") {
+        kwdb.insert("retry_backoff".into(), format!("{ms}ms").into());
+    }
+    if let Some(n) = batch_size {
+        kwdb.insert("batch_size".into(), toml::Value::Integer(n));
+    }
+    kwdb.insert("concurrency".into(), toml::Value::Integer(tasks));
+    if format.as_deref() == Some("line_influxdb") {
+        // The connector never creates tables for line protocol: it carries no types.
+        kwdb.insert("auto_create".into(), "never".into());
+    }
+
+    out.add("sources", format!("{id}_kafka"), source);
+    out.add("transforms", format!("{id}_decode"), decode);
+    out.add("transforms", format!("{id}_batch"), batch);
+    out.add("sinks", format!("{id}_kwdb"), kwdb);
+}
+
+fn source(id: &str, p: &mut Params, opts: &ConvertOptions, out: &mut Converted) {
+    let tasks = p.take_positive("tasks.max").unwrap_or(1);
+    let mut poll = toml::Table::new();
+    poll.insert("type".into(), "kwdb-poll".into());
+    p.connection(&mut poll);
+    let database = poll
+        .get("database")
+        .and_then(|d| d.as_str())
+        .map(str::to_string);
+    if database.is_none() {
+        p.error("connection.database: missing; the time-series database to export".into());
+    }
+    if let Some(ms) = p.take_positive("poll.interval.ms") {
+        poll.insert("discover_interval".into(), format!("{ms}ms").into());
+    }
+    if let Some(ms) = p.take_positive("query.interval.ms") {
+        poll.insert("query_interval".into(), format!("{ms}ms").into());
+    }
+    if let Some(n) = p.take_positive("fetch.max.rows") {
+        poll.insert("fetch_max_rows".into(), toml::Value::Integer(n));
+    }
+    if let Some(t) = p.take_string("timestamp.initial") {
+        if !looks_like_datetime(&t) {
+            p.error(format!(
+                "timestamp.initial: \"{t}\" is not a time; expected yyyy-MM-dd HH:mm:ss"
+            ));
+        }
+        poll.insert("start_at".into(), t.into());
+    }
+    poll.insert("concurrency".into(), toml::Value::Integer(tasks));
+    match p.take_string("read.method").as_deref() {
+        None | Some("query") => {}
+        Some(other) => p.error(format!(
+            "read.method: \"{other}\" is not supported; the connector and kwpipe only know \"query\""
+        )),
+    }
+
+    let format = p
+        .take_format("out.format", false)
+        .unwrap_or_else(|| "json_kaiwudb".into());
+    let mut encode = toml::Table::new();
+    encode.insert("type".into(), "encode".into());
+    encode.insert("inputs".into(), inputs(id));
+    encode.insert("format".into(), format.into());
+
+    let prefix = p.take_string("topic.prefix");
+    let delimiter = p
+        .take_string("topic.delimiter")
+        .unwrap_or_else(|| "-".into());
+    let per_table = p.take_bool("topic.per.stable").unwrap_or(true);
+    let ignore_db = p.take_bool("topic.ignore.db").unwrap_or(false);
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(prefix) = prefix.filter(|s| !s.is_empty()) {
+        parts.push(escape_template(&prefix));
+    }
+    if !ignore_db {
+        parts.push("{database}".into());
+    }
+    if per_table {
+        parts.push("{table}".into());
+    }
+    if parts.is_empty() {
+        p.error("topic.per.stable=false with topic.ignore.db=true and no topic.prefix leaves no topic name".into());
+    }
+    let topic = parts.join(&escape_template(&delimiter));
+
+    let mut kafka = toml::Table::new();
+    kafka.insert("type".into(), "kafka".into());
+    kafka.insert("inputs".into(), inputs(&format!("{id}_encode")));
+    kafka.insert("bootstrap_servers".into(), bootstrap(opts).into());
+    kafka.insert("topic".into(), topic.into());
+
+    out.add("sources", id.to_string(), poll);
+    out.add("transforms", format!("{id}_encode"), encode);
+    out.add("sinks", format!("{id}_kafka"), kafka);
+}
+
+/// Braces in literal topic parts must not read as template fields.
+fn escape_template(s: &str) -> String {
+    s.replace('{', "{{").replace('}', "}}")
+}
+
+fn looks_like_datetime(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 19
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b' ',
+            13 | 16 => *c == b':',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+fn bootstrap(opts: &ConvertOptions) -> String {
+    opts.bootstrap_servers
+        .clone()
+        .unwrap_or_else(|| "${KAFKA_BOOTSTRAP_SERVERS}".into())
+}
+
+fn inputs(id: &str) -> toml::Value {
+    toml::Value::Array(vec![toml::Value::String(id.to_string())])
+}
+
+/// Component ids keep to letters, digits, `_` and `-`.
+fn sanitize_id(name: &str) -> String {
+    let id: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if id.is_empty() {
+        "connector".into()
+    } else {
+        id
+    }
+}
+
+impl Converted {
+    fn add(&mut self, section: &'static str, id: String, table: toml::Table) {
+        self.sections.entry(section).or_default().insert(id, table);
+    }
+
+    /// Merges another connector's components (ids are distinct by construction
+    /// unless two configs share a name, which is reported).
+    pub fn merge(&mut self, other: Converted) -> Result<(), String> {
+        for (section, tables) in other.sections {
+            let mine = self.sections.entry(section).or_default();
+            for (id, t) in tables {
+                if mine.contains_key(&id) {
+                    return Err(format!(
+                        "{section}.{id}: two connector configs share the name behind this id"
+                    ));
+                }
+                mine.insert(id, t);
+            }
+        }
+        self.warnings.extend(other.warnings);
+        Ok(())
+    }
+
+    /// The topology as TOML text.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::from(
+            "# Converted from KaiwuDB Kafka Connector configs by `kwpipe connect convert`.\n",
+        );
+        for section in ["sources", "transforms", "sinks"] {
+            let Some(tables) = self.sections.get(section) else {
+                continue;
+            };
+            for (id, table) in tables {
+                let _ = writeln!(out, "\n[{section}.{id}]");
+                // `type` and `inputs` first, as people write them.
+                for key in ["type", "inputs"] {
+                    if let Some(v) = table.get(key) {
+                        let _ = writeln!(out, "{key} = {}", escape_dollars(v));
+                    }
+                }
+                for (key, v) in table {
+                    if key != "type" && key != "inputs" {
+                        let _ = writeln!(out, "{key} = {}", escape_dollars(v));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A `$` in a connector value is meant literally; in a topology it would start a
+/// `${VAR}`. Only the bootstrap placeholder kwpipe itself writes stays live.
+fn escape_dollars(v: &toml::Value) -> toml::Value {
+    match v {
+        toml::Value::String(s) if s != "${KAFKA_BOOTSTRAP_SERVERS}" => {
+            toml::Value::String(s.replace('$', "$$"))
+        }
+        toml::Value::Array(a) => toml::Value::Array(a.iter().map(escape_dollars).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The connector's parameters, taken one by one so what is left over is unknown.
+struct Params {
+    map: serde_json::Map<String, Json>,
+    errors: Vec<String>,
+}
+
+impl Params {
+    fn new(map: serde_json::Map<String, Json>) -> Self {
+        Params {
+            map,
+            errors: Vec::new(),
+        }
+    }
+
+    fn error(&mut self, message: String) {
+        self.errors.push(message);
+    }
+
+    /// Connect accepts numbers and booleans written as strings; so do we.
+    fn take_string(&mut self, key: &str) -> Option<String> {
+        match self.map.remove(key)? {
+            Json::String(s) => Some(s),
+            Json::Number(n) => Some(n.to_string()),
+            Json::Bool(b) => Some(b.to_string()),
+            Json::Null => None,
+            other => {
+                self.error(format!("{key}: expected a string, found {other}"));
+                None
+            }
+        }
+    }
+
+    fn take_int(&mut self, key: &str) -> Option<i64> {
+        let v = self.map.get(key)?.clone();
+        let text = self.take_string(key)?;
+        match text.trim().parse::<i64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.error(format!("{key}: expected an integer, found {v}"));
+                None
+            }
+        }
+    }
+
+    fn take_positive(&mut self, key: &str) -> Option<i64> {
+        let n = self.take_int(key)?;
+        if n < 1 {
+            self.error(format!(
+                "{key}: {n} is not allowed; expected a positive integer"
+            ));
+            return None;
+        }
+        Some(n)
+    }
+
+    fn take_nonnegative(&mut self, key: &str) -> Option<i64> {
+        let n = self.take_int(key)?;
+        if n < 0 {
+            self.error(format!("{key}: {n} is not allowed; expected 0 or more"));
+            return None;
+        }
+        Some(n)
+    }
+
+    fn take_bool(&mut self, key: &str) -> Option<bool> {
+        let text = self.take_string(key)?;
+        match text.trim().to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => {
+                self.error(format!(
+                    "{key}: \"{text}\" is not a boolean; expected true or false"
+                ));
+                None
+            }
+        }
+    }
+
+    fn take_format(&mut self, key: &str, required: bool) -> Option<String> {
+        match self.take_string(key) {
+            Some(f) if FORMATS.contains(&f.as_str()) => Some(f),
+            Some(f) => {
+                self.error(format!(
+                    "{key}: unknown format \"{f}\"; expected one of {}",
+                    FORMATS.join(", ")
+                ));
+                None
+            }
+            None => {
+                if required {
+                    self.error(format!("{key}: missing; one of {}", FORMATS.join(", ")));
+                }
+                None
+            }
+        }
+    }
+
+    /// The precisions the connector allows per format.
+    fn take_precision(&mut self, key: &str, format: Option<&str>) -> Option<String> {
+        let p = self.take_string(key)?;
+        let allowed: &[&str] = match format {
+            Some("json_opentsdb") | Some("line_opentsdb") => &["s", "ms"],
+            Some("json_kaiwudb") | Some("line_influxdb") => &["ms", "us", "ns"],
+            _ => &["s", "ms", "us", "ns"],
+        };
+        if allowed.contains(&p.as_str()) {
+            Some(p)
+        } else {
+            self.error(format!(
+                "{key}: \"{p}\" is not allowed{}; expected one of {}",
+                format.map(|f| format!(" for {f}")).unwrap_or_default(),
+                allowed.join(", ")
+            ));
+            None
+        }
+    }
+
+    /// `connection.*` into the `kwdb` connection options.
+    fn connection(&mut self, t: &mut toml::Table) {
+        match self.take_string("connection.url") {
+            Some(url) => {
+                if !(url.starts_with("jdbc:kaiwudb://")
+                    || url.starts_with("jdbc:postgresql://")
+                    || url.starts_with("postgresql://")
+                    || url.starts_with("postgres://"))
+                {
+                    self.error(format!(
+                        "connection.url: \"{url}\" is not a KWDB URL; expected jdbc:kaiwudb://host:port[/db]"
+                    ));
+                }
+                t.insert("url".into(), url.into());
+            }
+            None => {
+                self.error("connection.url: missing; e.g. jdbc:kaiwudb://localhost:26257".into())
+            }
+        }
+        if let Some(u) = self.take_string("connection.user") {
+            t.insert("user".into(), u.into());
+        }
+        if let Some(pw) = self.take_string("connection.password") {
+            t.insert("password".into(), pw.into());
+        }
+        if let Some(db) = self.take_string("connection.database") {
+            t.insert("database".into(), db.into());
+        }
+        if let Some(n) = self.take_positive("connection.attempts") {
+            t.insert("connection_attempts".into(), toml::Value::Integer(n));
+        }
+        if let Some(ms) = self.take_nonnegative("connection.backoff.ms") {
+            t.insert("connection_backoff".into(), format!("{ms}ms").into());
+        }
+    }
+
+    fn converters(&mut self, warnings: &mut Vec<String>) {
+        for key in ["key.converter", "value.converter"] {
+            match self.take_string(key) {
+                Some(c) if PASS_THROUGH_CONVERTERS.contains(&c.as_str()) => warnings.push(format!(
+                    "{key}: ignored; kwpipe reads message bytes as they are, as {c} does"
+                )),
+                Some(c) => self.error(format!(
+                    "{key}: \"{c}\" is not supported; kwpipe reads message bytes as they are (StringConverter)"
+                )),
+                None => {}
+            }
+        }
+        let converter_options: Vec<String> = self
+            .map
+            .keys()
+            .filter(|k| k.starts_with("key.converter.") || k.starts_with("value.converter."))
+            .cloned()
+            .collect();
+        for k in converter_options {
+            self.map.remove(&k);
+            warnings.push(format!("{k}: ignored with the converter"));
+        }
+    }
+
+    fn finish(mut self, file: &str, out: Converted) -> Result<Converted, ConnectError> {
+        let leftover: Vec<String> = self.map.keys().cloned().collect();
+        for k in leftover {
+            self.errors
+                .push(format!("{k}: unknown or unsupported parameter"));
+        }
+        if self.errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(ConnectError::Config {
+                file: file.to_string(),
+                errors: self.errors,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

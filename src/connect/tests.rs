@@ -1,0 +1,209 @@
+use super::*;
+
+fn seed(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/data/connect/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn opts() -> ConvertOptions {
+    ConvertOptions {
+        bootstrap_servers: Some("127.0.0.1:9092".into()),
+    }
+}
+
+fn convert(text: &str) -> Result<Converted, ConnectError> {
+    convert_text("c.json", text, &opts())
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match convert(text).unwrap_err() {
+        ConnectError::Config { errors, .. } => errors,
+        ConnectError::Invalid { message, .. } => vec![message],
+    }
+}
+
+fn table<'a>(c: &'a Converted, section: &str, id: &str) -> &'a toml::Table {
+    &c.sections[section][id]
+}
+
+#[test]
+fn the_seed_sink_config_carries_every_value() {
+    let c = convert(&seed("kw-json-kaiwudb-sink.json")).unwrap();
+    let src = table(&c, "sources", "KwdbSinkConnector_kafka");
+    assert_eq!(src["type"].as_str(), Some("kafka"));
+    assert_eq!(src["bootstrap_servers"].as_str(), Some("127.0.0.1:9092"));
+    assert_eq!(src["group_id"].as_str(), Some("connect-KwdbSinkConnector"));
+    assert_eq!(
+        src["topics"].as_array().unwrap()[0].as_str(),
+        Some("kw-tsdb-json_kaiwudb_with_tag_tb")
+    );
+    assert_eq!(src["concurrency"].as_integer(), Some(5));
+
+    let decode = table(&c, "transforms", "KwdbSinkConnector_decode");
+    assert_eq!(decode["format"].as_str(), Some("json_kaiwudb"));
+    assert_eq!(decode["timestamp_precision"].as_str(), Some("ms"));
+    assert_eq!(
+        decode["inputs"].as_array().unwrap()[0].as_str(),
+        Some("KwdbSinkConnector_kafka")
+    );
+
+    let batch = table(&c, "transforms", "KwdbSinkConnector_batch");
+    assert_eq!(batch["max_rows"].as_integer(), Some(1000));
+
+    let sink = table(&c, "sinks", "KwdbSinkConnector_kwdb");
+    assert_eq!(sink["url"].as_str(), Some("jdbc:kaiwudb://localhost:26257"));
+    assert_eq!(sink["user"].as_str(), Some("test"));
+    assert_eq!(sink["password"].as_str(), Some("<password>"));
+    assert_eq!(sink["database"].as_str(), Some("tsdb"));
+    assert_eq!(sink["connection_attempts"].as_integer(), Some(3));
+    assert_eq!(sink["connection_backoff"].as_str(), Some("5000ms"));
+    assert_eq!(sink["max_retries"].as_integer(), Some(3));
+    assert_eq!(sink["retry_backoff"].as_str(), Some("3000ms"));
+    assert_eq!(sink["batch_size"].as_integer(), Some(1000));
+    assert_eq!(sink["concurrency"].as_integer(), Some(5));
+    assert_eq!(
+        sink["inputs"].as_array().unwrap()[0].as_str(),
+        Some("KwdbSinkConnector_batch")
+    );
+
+    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].starts_with("c.json: key.converter: ignored"),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn the_seed_source_config_carries_every_value() {
+    let c = convert(&seed("kw-json-kaiwudb-source.json")).unwrap();
+    let poll = table(&c, "sources", "KwdbSourceConnector");
+    assert_eq!(poll["type"].as_str(), Some("kwdb-poll"));
+    assert_eq!(poll["url"].as_str(), Some("jdbc:kaiwudb://localhost:26257"));
+    assert_eq!(poll["user"].as_str(), Some("test"));
+    assert_eq!(poll["password"].as_str(), Some("<password>"));
+    assert_eq!(poll["database"].as_str(), Some("benchmark"));
+    assert_eq!(poll["connection_attempts"].as_integer(), Some(3));
+    assert_eq!(poll["connection_backoff"].as_str(), Some("5000ms"));
+    assert_eq!(poll["discover_interval"].as_str(), Some("5000ms"));
+    assert_eq!(poll["query_interval"].as_str(), Some("1000ms"));
+    assert_eq!(poll["fetch_max_rows"].as_integer(), Some(100));
+    assert_eq!(poll["concurrency"].as_integer(), Some(1));
+
+    let encode = table(&c, "transforms", "KwdbSourceConnector_encode");
+    assert_eq!(encode["format"].as_str(), Some("json_kaiwudb"));
+
+    let kafka = table(&c, "sinks", "KwdbSourceConnector_kafka");
+    assert_eq!(kafka["topic"].as_str(), Some("kw-{database}-{table}"));
+    assert_eq!(kafka["bootstrap_servers"].as_str(), Some("127.0.0.1:9092"));
+}
+
+#[test]
+fn topic_naming_follows_the_connector_switches() {
+    let base = r#"{"connector.class":"com.kaiwudb.kafka.connect.source.KwdbSourceConnector","connection.url":"jdbc:kaiwudb://h:26257","connection.database":"db""#;
+    let topic = |extra: &str| {
+        let c = convert(&format!("{base}{extra}}}")).unwrap();
+        c.sections["sinks"]["c_kafka"]["topic"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(topic(""), "{database}-{table}");
+    assert_eq!(
+        topic(r#","topic.prefix":"kw","topic.delimiter":"_""#),
+        "kw_{database}_{table}"
+    );
+    assert_eq!(
+        topic(r#","topic.prefix":"kw","topic.ignore.db":"true""#),
+        "kw-{table}"
+    );
+    assert_eq!(
+        topic(r#","topic.prefix":"kw","topic.per.stable":false"#),
+        "kw-{database}"
+    );
+    assert_eq!(
+        topic(r#","topic.prefix":"a{b}""#),
+        "a{{b}}-{database}-{table}"
+    );
+}
+
+#[test]
+fn a_bare_config_object_is_accepted() {
+    let c = convert(r#"{"name":"s","connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","topics":"a, b","connection.url":"jdbc:kaiwudb://h:26257","protocol.type":"line_influxdb"}"#).unwrap();
+    let src = table(&c, "sources", "s_kafka");
+    let topics: Vec<&str> = src["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(topics, vec!["a", "b"]);
+    assert_eq!(
+        table(&c, "sinks", "s_kwdb")["auto_create"].as_str(),
+        Some("never")
+    );
+}
+
+#[test]
+fn impossible_values_and_unknown_keys_are_errors_naming_them() {
+    let errs = errors(
+        r#"{"name":"x","config":{"connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","tasks.max":"0","topics":"t","connection.url":"jdbc:kaiwudb://h:1","protocol.type":"csv","batch.size":"many","errors.tolerance":"all","value.converter":"io.confluent.connect.avro.AvroConverter"}}"#,
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "tasks.max: 0 is not allowed; expected a positive integer",
+            "protocol.type: unknown format \"csv\"; expected one of json_kaiwudb, json_opentsdb, line_opentsdb, line_influxdb",
+            "batch.size: expected an integer, found \"many\"",
+            "value.converter: \"io.confluent.connect.avro.AvroConverter\" is not supported; kwpipe reads message bytes as they are (StringConverter)",
+            "errors.tolerance: unknown or unsupported parameter",
+        ]
+    );
+}
+
+#[test]
+fn precision_must_suit_the_format() {
+    let errs = errors(
+        r#"{"connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","topics":"t","connection.url":"jdbc:kaiwudb://h:1","protocol.type":"json_opentsdb","timestamp.precision":"ns"}"#,
+    );
+    assert_eq!(
+        errs,
+        vec!["timestamp.precision: \"ns\" is not allowed for json_opentsdb; expected one of s, ms"]
+    );
+}
+
+#[test]
+fn wrong_class_and_bad_json_are_errors() {
+    assert_eq!(
+        errors(r#"{"connector.class":"io.confluent.connect.jdbc.JdbcSinkConnector"}"#),
+        vec![format!("connector.class: \"io.confluent.connect.jdbc.JdbcSinkConnector\" is not a KaiwuDB connector; expected {SINK_CLASS} or {SOURCE_CLASS}")]
+    );
+    let e = convert("{nope").unwrap_err().to_string();
+    assert!(
+        e.starts_with("c.json: not valid JSON: line 1, column 2"),
+        "{e}"
+    );
+    assert_eq!(
+        errors(r#"{"connector.class":"com.kaiwudb.kafka.connect.source.KwdbSourceConnector","connection.url":"jdbc:kaiwudb://h:1","connection.database":"d","read.method":"stream","timestamp.initial":"yesterday"}"#),
+        vec![
+            "timestamp.initial: \"yesterday\" is not a time; expected yyyy-MM-dd HH:mm:ss",
+            "read.method: \"stream\" is not supported; the connector and kwpipe only know \"query\"",
+        ]
+    );
+}
+
+#[test]
+fn the_toml_output_parses_back_to_the_same_tables() {
+    let c = convert(&seed("kw-json-kaiwudb-sink.json")).unwrap();
+    let text = c.to_toml();
+    let parsed: toml::Table = toml::from_str(&text).unwrap();
+    let sink = &parsed["sinks"]["KwdbSinkConnector_kwdb"];
+    assert_eq!(
+        sink.as_table().unwrap(),
+        table(&c, "sinks", "KwdbSinkConnector_kwdb")
+    );
+    assert!(text.contains("[sinks.KwdbSinkConnector_kwdb]\ntype = \"kwdb\"\ninputs = [\"KwdbSinkConnector_batch\"]\n"), "{text}");
+}

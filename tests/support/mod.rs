@@ -1,0 +1,63 @@
+//! Shared helpers for the integration tests.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The kwpipe binary under test.
+pub fn kwpipe() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kwpipe"));
+    cmd.env_remove("KWPIPE_LOG");
+    cmd
+}
+
+/// Runs kwpipe to completion with a time limit; panics if it hangs.
+pub fn run_kwpipe(args: &[&str], limit: Duration) -> Output {
+    let mut child = kwpipe()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kwpipe");
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "kwpipe {args:?} did not finish within {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The repository root (where `topologies/` lives).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Writes a topology file into `dir` and returns its path.
+pub fn write_topology(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write topology");
+    path
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub mod broker;
