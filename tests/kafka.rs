@@ -657,3 +657,277 @@ async fn source_consumes_through_a_broker_outage() {
     .await;
     src.stop().await.unwrap();
 }
+
+// ------------------------------------------------- kwpipe as a separate process
+
+/// A kwpipe process running a kafka -> file topology.
+struct Agent {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+fn spawn_agent(
+    dir: &std::path::Path,
+    name: &str,
+    kafka: &TestKafka,
+    group: &str,
+    topic: &str,
+) -> Agent {
+    let out = dir.join(format!("{name}.out"));
+    let topology = crate::support::write_topology(
+        dir,
+        &format!("{name}.toml"),
+        &format!(
+            r#"
+            data_dir = "{data}"
+
+            [sources.in]
+            type = "kafka"
+            bootstrap_servers = "{bootstrap}"
+            group_id = "{group}"
+            topics = ["{topic}"]
+            commit_interval = "200ms"
+            session_timeout = "6s"
+            drain_timeout = "5s"
+
+            [sinks.out]
+            type = "file"
+            inputs = ["in"]
+            path = "{out}"
+            "#,
+            data = dir.join(format!("{name}.data")).display(),
+            bootstrap = kafka.bootstrap,
+            out = out.display(),
+        ),
+    );
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .unwrap();
+    let child = crate::support::kwpipe()
+        .arg("run")
+        .arg(&topology)
+        .env("KWPIPE_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("kwpipe starts");
+    Agent { child, out }
+}
+
+impl Agent {
+    fn kill9(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL: no drain, no commit, no leave-group
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then the exit status within a deadline.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "kwpipe ignored SIGTERM for 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Complete lines written so far (a line cut by kill -9 does not count).
+fn lines_of(path: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |i| &text[..i]);
+    complete
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+async fn wait_lines(
+    paths: &[&std::path::Path],
+    at_least: usize,
+    within: Duration,
+    dir: &std::path::Path,
+) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let n: usize = paths.iter().map(|p| lines_of(p).len()).sum();
+        if n >= at_least {
+            return n;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .collect();
+            panic!(
+                "{n} of {at_least} lines after {within:?}; logs:\n{}",
+                logs.join("\n---\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until every expected line is in one of the files (replays may come first).
+async fn wait_all_present(
+    expected: &BTreeSet<String>,
+    files: &[&std::path::Path],
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got: BTreeSet<String> = files.iter().flat_map(|p| lines_of(p)).collect();
+        if got.is_superset(expected) || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn assert_all_present(expected: &BTreeSet<String>, files: &[&std::path::Path]) -> usize {
+    let mut got = BTreeSet::new();
+    let mut total = 0;
+    for f in files {
+        for l in lines_of(f) {
+            assert!(expected.contains(&l), "unexpected line {l:?}");
+            got.insert(l);
+            total += 1;
+        }
+    }
+    let missing: Vec<_> = expected.difference(&got).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "{} missing, e.g. {missing:?}",
+        expected.len() - got.len()
+    );
+    total - got.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_consume_then_restart_skips_nothing() {
+    let kafka = TestKafka::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("crash");
+    let group = unique("g");
+    kafka.create_topic(&topic, 3);
+    let per = 20_000;
+    let mut recs = Vec::new();
+    for p in 0..3 {
+        recs.extend(records(p, 0..per));
+    }
+    let expected: BTreeSet<String> = recs.iter().map(|r| r.2.clone()).collect();
+    produce(&kafka, &topic, &recs).await;
+
+    // Three kill -9 rounds, each further along, then a clean run to the end.
+    let mut agent = spawn_agent(dir.path(), "a", &kafka, &group, &topic);
+    let out = agent.out.clone();
+    for round in 1..=3 {
+        let target = round * 3 * per / 5;
+        let n = wait_lines(&[&out], target, Duration::from_secs(90), dir.path()).await;
+        agent.kill9();
+        eprintln!("round {round}: killed with {n} lines written");
+        agent = spawn_agent(dir.path(), "a", &kafka, &group, &topic);
+    }
+    wait_all_present(&expected, &[&out], Duration::from_secs(120)).await;
+    let duplicates = assert_all_present(&expected, &[&out]);
+    // Give the last commits time, then stop cleanly: exit 0.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(agent.terminate().success(), "kwpipe exits 0 on SIGTERM");
+    eprintln!(
+        "kill -9 x3: all {} present, {duplicates} replayed",
+        expected.len()
+    );
+    wait_committed(
+        &kafka,
+        &group,
+        &topic,
+        3,
+        &[per as i64; 3],
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_share_a_group_and_survive_one_being_killed() {
+    let kafka = TestKafka::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("group");
+    let group = unique("g");
+    kafka.create_topic(&topic, 6);
+    let per = 8_000;
+    let mut first = Vec::new();
+    let mut second = Vec::new();
+    for p in 0..6 {
+        first.extend(records(p, 0..per / 2));
+        second.extend(records(p, per / 2..per));
+    }
+    let expected: BTreeSet<String> = first.iter().chain(&second).map(|r| r.2.clone()).collect();
+    produce(&kafka, &topic, &first).await;
+
+    let mut a = spawn_agent(dir.path(), "a", &kafka, &group, &topic);
+    let mut b = spawn_agent(dir.path(), "b", &kafka, &group, &topic);
+    let (out_a, out_b) = (a.out.clone(), b.out.clone());
+    wait_lines(
+        &[&out_a, &out_b],
+        6 * per / 2,
+        Duration::from_secs(90),
+        dir.path(),
+    )
+    .await;
+    // Both members had partitions.
+    assert!(
+        !lines_of(&out_a).is_empty() && !lines_of(&out_b).is_empty(),
+        "both agents consumed"
+    );
+
+    // Kill A while more arrives; B takes A's partitions after A's session expires;
+    // A comes back and the group splits the partitions again.
+    a.kill9();
+    produce(&kafka, &topic, &second).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut a2 = spawn_agent(dir.path(), "a2", &kafka, &group, &topic);
+    let out_a2 = a2.out.clone();
+    wait_lines(
+        &[&out_a, &out_b, &out_a2],
+        6 * per,
+        Duration::from_secs(120),
+        dir.path(),
+    )
+    .await;
+    wait_all_present(
+        &expected,
+        &[&out_a, &out_b, &out_a2],
+        Duration::from_secs(60),
+    )
+    .await;
+    let duplicates = assert_all_present(&expected, &[&out_a, &out_b, &out_a2]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(b.terminate().success());
+    assert!(a2.terminate().success());
+    eprintln!(
+        "group of two, one killed: all {} present, {duplicates} replayed",
+        expected.len()
+    );
+    wait_committed(
+        &kafka,
+        &group,
+        &topic,
+        6,
+        &[per as i64; 6],
+        Duration::from_secs(10),
+    )
+    .await;
+}
