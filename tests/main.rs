@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod kafka;
 mod kwdb_poll;
 mod kwdb_sink;
 mod support;

@@ -6,10 +6,12 @@ pub mod api;
 pub mod durations;
 pub mod event;
 pub mod formats;
+pub mod kafka;
 pub mod kwdb;
 pub mod registry;
 pub mod sinks;
 pub mod sources;
+pub mod template;
 pub mod transforms;
 
 pub use ack::{BatchNotifier, BatchStatusReceiver, EventFinalizers, EventStatus};

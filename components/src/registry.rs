@@ -43,11 +43,13 @@ use ComponentClass::{Sink, Source, Transform};
 pub static COMPONENTS: &[Registration] = &[
     entry::<crate::sources::stdin::StdinConfig>(Source, "stdin"),
     entry::<crate::sources::file::FileSourceConfig>(Source, "file"),
+    entry::<crate::sources::kafka::KafkaSourceConfig>(Source, "kafka"),
     entry::<crate::sources::kwdb_poll::KwdbPollConfig>(Source, "kwdb-poll"),
+    entry::<crate::transforms::batch::BatchConfig>(Transform, "batch"),
     entry::<crate::sinks::console::ConsoleConfig>(Sink, "console"),
     entry::<crate::sinks::file::FileSinkConfig>(Sink, "file"),
     entry::<crate::sinks::blackhole::BlackholeConfig>(Sink, "blackhole"),
-    entry::<crate::transforms::batch::BatchConfig>(Transform, "batch"),
+    entry::<crate::sinks::kafka::KafkaSinkConfig>(Sink, "kafka"),
     entry::<crate::sinks::kwdb::KwdbSinkConfig>(Sink, "kwdb"),
 ];
 

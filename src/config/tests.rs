@@ -100,7 +100,7 @@ inputs = ["other"]
     let expect = [
         "unknown top-level key \"bogus\"",
         "sources.readings: sources take no \"inputs\"",
-        "sources.other: unknown source type \"fiel\"; known types: stdin, file; did you mean \"file\"?",
+        "sources.other: unknown source type \"fiel\"; known types: stdin, file, kafka, kwdb-poll; did you mean \"file\"?",
         "transforms.decode: unknown transform type \"nope\"",
         "sinks.out: unknown field `pth`, expected",
         "sinks.noinputs: missing \"inputs\"",

@@ -61,3 +61,5 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+pub mod broker;

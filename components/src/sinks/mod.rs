@@ -4,4 +4,5 @@ pub mod blackhole;
 pub mod console;
 pub mod file;
 pub mod kwdb;
+pub mod kafka;
 mod lines;

@@ -2,5 +2,6 @@
 
 pub mod file;
 pub mod kwdb_poll;
+pub mod kafka;
 mod lines;
 pub mod stdin;
