@@ -3,6 +3,6 @@
 pub mod blackhole;
 pub mod console;
 pub mod file;
-pub mod kwdb;
 pub mod kafka;
+pub mod kwdb;
 mod lines;

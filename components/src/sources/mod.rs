@@ -1,7 +1,7 @@
 //! Sources: where events enter a topology.
 
 pub mod file;
-pub mod kwdb_poll;
 pub mod kafka;
+pub mod kwdb_poll;
 mod lines;
 pub mod stdin;
