@@ -22,9 +22,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!(
+        _ => {
+            return Err(format!(
             "invalid duration \"{text}\"; expected a form like \"500ms\", \"5s\", \"2m\" or \"1h\""
-        )),
+        ))
+        }
     };
     n.checked_mul(unit_ms)
         .map(Duration::from_millis)
