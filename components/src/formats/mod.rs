@@ -296,7 +296,7 @@ pub enum RowEncodeError {
         format: Format,
         what: &'static str,
     },
-    #[error("line protocol needs at least one non-null field")]
+    #[error("nothing to write: every column of the row is null")]
     NoFields,
     #[error("{what} \"{name}\" cannot be written in {format}: {why}")]
     BadName {
