@@ -37,12 +37,15 @@ where
     Ok(Box::new(config))
 }
 
-use ComponentClass::{Sink, Source};
+use ComponentClass::{Sink, Source, Transform};
 
 /// Every component type kwpipe knows.
 pub static COMPONENTS: &[Registration] = &[
     entry::<crate::sources::stdin::StdinConfig>(Source, "stdin"),
     entry::<crate::sources::file::FileSourceConfig>(Source, "file"),
+    entry::<crate::transforms::decode::DecodeConfig>(Transform, "decode"),
+    entry::<crate::transforms::encode::EncodeConfig>(Transform, "encode"),
+    entry::<crate::transforms::schema_infer::SchemaInferConfig>(Transform, "schema-infer"),
     entry::<crate::sinks::console::ConsoleConfig>(Sink, "console"),
     entry::<crate::sinks::file::FileSinkConfig>(Sink, "file"),
     entry::<crate::sinks::blackhole::BlackholeConfig>(Sink, "blackhole"),
