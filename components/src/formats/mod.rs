@@ -437,4 +437,6 @@ pub(crate) fn now(precision: Precision) -> Timestamp {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -197,11 +197,12 @@ pub fn parse_timestamp(text: &str, precision: Precision) -> Result<Timestamp, Ti
             precision,
         });
     }
-    let out_of_range = || TimeError::Syntax(text.to_string());
-    let value = secs
-        .checked_mul(per)
-        .and_then(|v| v.checked_add(nanos / unit_nanos))
-        .ok_or_else(out_of_range)?;
+    // In i128: near i64::MIN the seconds overflow before the fraction is added.
+    let value = i128::from(secs) * i128::from(per) + i128::from(nanos / unit_nanos);
+    let value = i64::try_from(value).map_err(|_| TimeError::OutOfRange {
+        value: if value < 0 { i64::MIN } else { i64::MAX },
+        precision,
+    })?;
     check_range(Timestamp::new(value, precision))
 }
 

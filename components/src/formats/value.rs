@@ -83,10 +83,13 @@ pub fn float_value(v: f64, ty: DataType) -> Result<Value, ValueError> {
     match ty {
         DataType::Float8 => Ok(Value::Float8(v)),
         DataType::Float4 => {
-            if v.is_finite() && v.abs() > f64::from(f32::MAX) {
+            // Rounding decides, not f32::MAX itself: the shortest text of f32::MAX
+            // reads as an f64 slightly above it.
+            let f = v as f32;
+            if f.is_infinite() && v.is_finite() {
                 Err(ValueError::out_of_range(v, ty))
             } else {
-                Ok(Value::Float4(v as f32))
+                Ok(Value::Float4(f))
             }
         }
         _ => Err(ValueError::expected(expectation(ty), v)),
