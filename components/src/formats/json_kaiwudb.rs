@@ -537,7 +537,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                 Ok(v) => row[i] = v,
                 Err(e) => {
                     if error.is_none() {
-                        error = Some((Some(field.name.clone()), e.into()));
+                        error = Some((Some(field.name.clone()), e));
                     }
                 }
             }

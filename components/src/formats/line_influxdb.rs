@@ -156,13 +156,10 @@ fn json_unescape(line: &str) -> String {
     let mut chars = line.chars().peekable();
     while let Some(c) = chars.next() {
         if c == '\\' {
-            match chars.peek() {
-                Some(&n @ ('\\' | '"')) => {
-                    out.push(n);
-                    chars.next();
-                    continue;
-                }
-                _ => {}
+            if let Some(&n @ ('\\' | '"')) = chars.peek() {
+                out.push(n);
+                chars.next();
+                continue;
             }
         }
         out.push(c);

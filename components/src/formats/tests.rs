@@ -77,7 +77,7 @@ fn seed_json_kaiwudb_decodes_to_the_values_shown() {
     assert_eq!(*b.schema, seed_sink_schema());
     assert_eq!(b.rows.len(), 10);
     let t = s("tianjin");
-    let expected = vec![
+    let expected = [
         vec![
             ms(1690855924005),
             Value::Int2(11),
