@@ -8,3 +8,4 @@ pub mod graph;
 pub mod runtime;
 pub mod telemetry;
 pub mod top;
+pub mod transcode;

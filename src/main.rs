@@ -36,6 +36,9 @@ enum Command {
         #[arg(required = true, value_name = "CONFIG")]
         configs: Vec<PathBuf>,
     },
+    /// Decode a file in one format and write it in another (or as rows), to check
+    /// data before pointing a pipeline at a database.
+    Transcode(kwpipe::transcode::TranscodeArgs),
     /// A live view of a running agent's components, from its admin API.
     Top {
         /// The agent's topology files (their [api] address is used) or http://host:port.
@@ -132,6 +135,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Connect { command } => connect_command(command).await,
+        Command::Transcode(args) => {
+            let code = tokio::task::spawn_blocking(move || kwpipe::transcode::run(&args)).await?;
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        }
         Command::Top {
             target,
             interval,

@@ -7,3 +7,4 @@ mod kafka;
 mod kwdb_poll;
 mod kwdb_sink;
 mod support;
+mod transcode;

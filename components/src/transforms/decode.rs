@@ -1,0 +1,307 @@
+//! `decode`: Raw messages to Rows in one of the wire formats.
+//!
+//! Each message's good rows go out as batches (one per target table); each bad
+//! record goes to the `dropped` output when something reads it (the record's bytes
+//! as payload, the reason in header `kwpipe.error`, the message's own headers and
+//! metadata kept), otherwise it is logged and counted. A message counts as
+//! Delivered only once every batch made from it is: each batch carries a fork of
+//! the message's finalizers.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::ack::EventStatus;
+use crate::api::{
+    BuildContext, Component, ComponentConfig, ComponentContext, ComponentError, OutputDef, Outputs,
+    DROPPED_OUTPUT,
+};
+use crate::event::{Event, EventKind, Metadata, Precision, RawMessage, RowBatch};
+use crate::formats::{self, DecodeOptions, Format};
+
+/// The header naming why a record was rejected.
+pub const ERROR_HEADER: &str = "kwpipe.error";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodeConfig {
+    pub format: Format,
+    /// Unit of numeric timestamps (json_kaiwudb, line_influxdb); OpenTSDB tells
+    /// seconds from milliseconds by their digits.
+    #[serde(default, deserialize_with = "formats::deserialize_precision")]
+    pub timestamp_precision: Precision,
+    /// Database of the decoded rows; unset leaves it to the sink.
+    #[serde(default)]
+    pub database: Option<String>,
+}
+
+#[async_trait]
+impl ComponentConfig for DecodeConfig {
+    fn type_name(&self) -> &'static str {
+        "decode"
+    }
+
+    fn input_kinds(&self) -> Vec<EventKind> {
+        vec![EventKind::Raw]
+    }
+
+    fn outputs(&self) -> Vec<OutputDef> {
+        vec![
+            OutputDef::default(EventKind::Rows),
+            OutputDef::named(DROPPED_OUTPUT, EventKind::Raw),
+        ]
+    }
+
+    async fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError> {
+        Ok(Box::new(Decode {
+            format: self.format,
+            options: DecodeOptions {
+                precision: self.timestamp_precision,
+                now: None,
+                database: self.database.clone(),
+            },
+        }))
+    }
+}
+
+pub struct Decode {
+    format: Format,
+    options: DecodeOptions,
+}
+
+impl Decode {
+    pub fn new(format: Format, options: DecodeOptions) -> Self {
+        Decode { format, options }
+    }
+
+    /// Decodes one message and sends what came of it.
+    pub async fn handle(
+        &self,
+        id: &str,
+        msg: RawMessage,
+        outputs: &mut Outputs,
+    ) -> Result<(), ComponentError> {
+        let decoded = formats::decode(self.format, &msg.payload, &self.options);
+        let RawMessage {
+            payload,
+            key,
+            headers,
+            meta,
+            finalizers,
+        } = msg;
+        for batch in decoded.batches {
+            let mut m = (*meta).clone();
+            m.table = Some(batch.target.table.clone());
+            if batch.target.database.is_some() {
+                m.database = batch.target.database.clone();
+            }
+            let rows = RowBatch {
+                target: batch.target,
+                schema: batch.schema,
+                rows: batch.rows,
+                meta: Arc::new(m),
+                finalizers: finalizers.fork(),
+            };
+            outputs.send(Event::Rows(rows)).await?;
+        }
+        let rejected = decoded.errors.len();
+        let connected = outputs.is_connected(DROPPED_OUTPUT);
+        for err in decoded.errors {
+            if connected {
+                let span = if err.span.start <= err.span.end && err.span.end <= payload.len() {
+                    err.span.clone()
+                } else {
+                    0..payload.len()
+                };
+                let mut h = headers.clone();
+                h.push((ERROR_HEADER.to_string(), Bytes::from(err.to_string())));
+                let fin = finalizers.fork();
+                fin.update_status(EventStatus::Rejected);
+                let dropped = RawMessage {
+                    payload: payload.slice(span),
+                    key: key.clone(),
+                    headers: h,
+                    meta: meta.clone(),
+                    finalizers: fin,
+                };
+                outputs.send_to(DROPPED_OUTPUT, Event::Raw(dropped)).await?;
+            } else {
+                log_rejected(id, &meta, &err.to_string());
+                outputs.metrics().error("decode");
+            }
+        }
+        if rejected > 0 {
+            outputs.metrics().rejected(rejected as u64);
+        }
+        finalizers.finish(if rejected > 0 && !connected {
+            EventStatus::Rejected
+        } else {
+            EventStatus::Delivered
+        });
+        Ok(())
+    }
+}
+
+pub(crate) fn log_rejected(id: &str, meta: &Metadata, reason: &str) {
+    tracing::warn!(
+        component = id,
+        topic = meta.topic.as_deref().unwrap_or(""),
+        partition = meta.partition.unwrap_or(-1),
+        offset = meta.offset.unwrap_or(-1),
+        reason,
+        "record rejected"
+    );
+}
+
+#[async_trait]
+impl Component for Decode {
+    async fn run(self: Box<Self>, mut cx: ComponentContext) -> Result<(), ComponentError> {
+        let mut input = cx.take_input();
+        while let Some(event) = input.recv().await {
+            match event {
+                Event::Raw(msg) => self.handle(&cx.id, msg, &mut cx.outputs).await?,
+                Event::Rows(b) => {
+                    // The graph's type check keeps Rows away; refuse rather than drop.
+                    tracing::error!(component = %cx.id, "decode got Rows; rejected");
+                    b.finalizers.finish(EventStatus::Rejected);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::ack::BatchNotifier;
+    use crate::api::{ComponentMetrics, Output};
+
+    fn outputs(dropped: bool) -> (Outputs, mpsc::Receiver<Event>, mpsc::Receiver<Event>) {
+        let m = ComponentMetrics::new("d", "decode");
+        let (tx, rx) = mpsc::channel(64);
+        let (dtx, drx) = mpsc::channel(64);
+        let mut named = BTreeMap::new();
+        if dropped {
+            named.insert(
+                DROPPED_OUTPUT.to_string(),
+                Output::new(vec![dtx], m.clone()),
+            );
+        }
+        (
+            Outputs::new(Output::new(vec![tx], m.clone()), named, m),
+            rx,
+            drx,
+        )
+    }
+
+    fn message(payload: &str) -> (RawMessage, crate::ack::BatchStatusReceiver) {
+        let (fin, rx) = BatchNotifier::pair();
+        let msg = RawMessage {
+            payload: Bytes::from(payload.to_string()),
+            key: Some(Bytes::from_static(b"k")),
+            headers: vec![("h".into(), Bytes::from_static(b"v"))],
+            meta: Arc::new(Metadata {
+                topic: Some("in".into()),
+                partition: Some(3),
+                offset: Some(42),
+                ..Default::default()
+            }),
+            finalizers: fin,
+        };
+        (msg, rx)
+    }
+
+    fn decoder() -> Decode {
+        Decode::new(Format::LineInfluxdb, DecodeOptions::new(Precision::Ms))
+    }
+
+    #[tokio::test]
+    async fn delivered_only_when_every_batch_is() {
+        let (mut out, mut rx, _drx) = outputs(false);
+        let (msg, mut status) = message("a v=1i 1\nb v=2i 2\n");
+        decoder().handle("d", msg, &mut out).await.unwrap();
+        let Some(Event::Rows(a)) = rx.recv().await else {
+            panic!()
+        };
+        let Some(Event::Rows(b)) = rx.recv().await else {
+            panic!()
+        };
+        assert_eq!(a.meta.table.as_deref(), Some("a"));
+        assert_eq!(a.meta.offset, Some(42));
+        a.finalizers.finish(EventStatus::Delivered);
+        assert_eq!(status.try_recv(), None);
+        b.finalizers.finish(EventStatus::Delivered);
+        assert_eq!(status.await, EventStatus::Delivered);
+    }
+
+    #[tokio::test]
+    async fn rejected_records_go_to_dropped_with_reason_and_origin() {
+        let (mut out, mut rx, mut drx) = outputs(true);
+        let (msg, status) = message("a v=1i 1\na v=70000i16 2\n");
+        decoder().handle("d", msg, &mut out).await.unwrap();
+        let Some(Event::Rows(a)) = rx.recv().await else {
+            panic!()
+        };
+        assert_eq!(a.rows.len(), 1);
+        let Some(Event::Raw(bad)) = drx.recv().await else {
+            panic!()
+        };
+        assert_eq!(&bad.payload[..], b"a v=70000i16 2");
+        assert_eq!(bad.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(bad.headers[0], ("h".to_string(), Bytes::from_static(b"v")));
+        assert_eq!(bad.headers[1].0, ERROR_HEADER);
+        assert_eq!(
+            &bad.headers[1].1[..],
+            b"line 2, field \"v\": 70000 is out of range for INT2"
+        );
+        assert_eq!(bad.meta.offset, Some(42));
+        a.finalizers.finish(EventStatus::Delivered);
+        bad.finalizers.finish(EventStatus::Delivered);
+        // Rejected is final: the source may move past it.
+        assert_eq!(status.await, EventStatus::Rejected);
+    }
+
+    #[tokio::test]
+    async fn a_failed_dead_letter_blocks_the_message() {
+        let (mut out, mut rx, mut drx) = outputs(true);
+        let (msg, status) = message("a v=x 1\n");
+        decoder().handle("d", msg, &mut out).await.unwrap();
+        assert!(rx.try_recv().is_err());
+        let Some(Event::Raw(bad)) = drx.recv().await else {
+            panic!()
+        };
+        bad.finalizers.finish(EventStatus::Failed);
+        assert_eq!(status.await, EventStatus::Failed);
+    }
+
+    #[tokio::test]
+    async fn without_dropped_output_rejects_are_logged_and_final() {
+        let (mut out, mut rx, _drx) = outputs(false);
+        let (msg, status) = message("bad\n");
+        decoder().handle("d", msg, &mut out).await.unwrap();
+        assert!(rx.try_recv().is_err());
+        assert_eq!(status.await, EventStatus::Rejected);
+    }
+
+    #[test]
+    fn config_is_strict() {
+        let ok: DecodeConfig =
+            toml::from_str("format = \"json_kaiwudb\"\ntimestamp_precision = \"us\"").unwrap();
+        assert_eq!(ok.timestamp_precision, Precision::Us);
+        let err = toml::from_str::<DecodeConfig>("format = \"json\"").unwrap_err();
+        assert!(err.to_string().contains("unknown format \"json\""), "{err}");
+        let err = toml::from_str::<DecodeConfig>("format = \"json_kaiwudb\"\nprecision = \"ms\"")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `precision`"),
+            "{err}"
+        );
+    }
+}
