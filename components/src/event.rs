@@ -110,6 +110,13 @@ impl From<RowBatch> for Event {
     }
 }
 
+/// `meta.extra` key by which a batch tells how sure its schema is: `partial`
+/// (types guessed from values, line_influxdb: a sink creates tables from it only
+/// when told to) or `inferred` (widened over the data by `schema-infer`).
+pub const SCHEMA_HINT_KEY: &str = "schema";
+pub const SCHEMA_PARTIAL: &str = "partial";
+pub const SCHEMA_INFERRED: &str = "inferred";
+
 /// Where an event came from and what templates may refer to (`{topic}`, `{table}`...).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Metadata {

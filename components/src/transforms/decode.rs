@@ -19,6 +19,7 @@ use crate::api::{
     DROPPED_OUTPUT,
 };
 use crate::event::{Event, EventKind, Metadata, Precision, RawMessage, RowBatch};
+use crate::event::{SCHEMA_HINT_KEY, SCHEMA_PARTIAL};
 use crate::formats::{self, DecodeOptions, Format};
 
 /// The header naming why a record was rejected.
@@ -94,6 +95,12 @@ impl Decode {
         for batch in decoded.batches {
             let mut m = (*meta).clone();
             m.table = Some(batch.target.table.clone());
+            if self.format == Format::LineInfluxdb {
+                // Types guessed from suffixes: the sink creates tables from these
+                // only when told to (auto_create = "always"), as the seed says.
+                m.extra
+                    .insert(SCHEMA_HINT_KEY.to_string(), SCHEMA_PARTIAL.to_string());
+            }
             if batch.target.database.is_some() {
                 m.database = batch.target.database.clone();
             }

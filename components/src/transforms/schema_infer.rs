@@ -21,6 +21,7 @@ use crate::api::{
     BuildContext, Component, ComponentConfig, ComponentContext, ComponentError, OutputDef,
 };
 use crate::event::{Event, EventKind, Field, Precision, Row, RowBatch, TableSchema, Value};
+use crate::event::{SCHEMA_HINT_KEY, SCHEMA_INFERRED};
 use crate::formats::value::{coerce_value, string_len, widen_type};
 
 fn default_max_events() -> usize {
@@ -81,7 +82,12 @@ impl Component for SchemaInfer {
                     }
                 }
             }
-            for b in infer(batches) {
+            for mut b in infer(batches) {
+                // Whoever put schema-infer in the path asked for tables from
+                // inferred types.
+                Arc::make_mut(&mut b.meta)
+                    .extra
+                    .insert(SCHEMA_HINT_KEY.to_string(), SCHEMA_INFERRED.to_string());
                 cx.outputs.send(Event::Rows(b)).await?;
             }
         }

@@ -65,11 +65,7 @@ pub enum WriteMethod {
     Insert,
 }
 
-/// `meta.extra` key and value by which a decoder marks a batch whose schema was
-/// guessed from values (line_influxdb): such batches create tables only with
-/// `auto_create = "always"`. `format = "line_influxdb"` counts the same.
-pub const SCHEMA_HINT_KEY: &str = "schema";
-pub const SCHEMA_PARTIAL: &str = "partial";
+pub use crate::event::{SCHEMA_HINT_KEY, SCHEMA_INFERRED, SCHEMA_PARTIAL};
 
 fn default_batch_size() -> usize {
     1000

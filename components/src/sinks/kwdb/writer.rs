@@ -301,9 +301,8 @@ impl Worker {
         let info = match self.catalog.table(client, table).await? {
             Some(info) => info,
             None => {
-                let partial = meta.extra.get(SCHEMA_HINT_KEY).map(String::as_str)
-                    == Some(SCHEMA_PARTIAL)
-                    || meta.extra.get("format").map(String::as_str) == Some("line_influxdb");
+                let partial =
+                    meta.extra.get(SCHEMA_HINT_KEY).map(String::as_str) == Some(SCHEMA_PARTIAL);
                 match (self.options.auto_create, partial) {
                     (AutoCreate::Never, _) => {
                         return Err(Step::Reject(format!(
@@ -344,14 +343,14 @@ impl Worker {
         let mut fields = Vec::with_capacity(schema.width());
         let mut idents = Vec::with_capacity(schema.width());
         for (i, f) in schema.fields().enumerate() {
-            let (target, _) = info.field(&f.name).ok_or_else(|| {
+            let (target, _) = target_field(&info, schema, i).ok_or_else(|| {
                 Step::Reject(format!(
                     "table \"{table}\" has no column or tag \"{}\"",
                     f.name
                 ))
             })?;
+            idents.push(sql.ident(&target.name).map_err(reject)?);
             fields.push((i, target.clone()));
-            idents.push(sql.ident(&f.name).map_err(reject)?);
         }
         Ok(Plan {
             insert_prefix: sql.insert_prefix(&ident, &idents),
@@ -378,7 +377,7 @@ impl Worker {
         let mut new_tags = Vec::new();
         for (i, f) in schema.fields().enumerate() {
             let tag = schema.is_tag(i);
-            match info.field(&f.name) {
+            match target_field(info, schema, i) {
                 None => {
                     if self.options.evolution == SchemaEvolution::Reject {
                         return Err(Step::Reject(format!(
@@ -660,4 +659,21 @@ fn encode_copy(plan: &Plan, row: &Row, out: &mut Vec<u8>) -> Result<(), String> 
     }
     out.push(b'\n');
     Ok(())
+}
+
+/// The table's field that field `i` of a batch lands in: the one of the same name,
+/// or — for a leading timestamp the table has no column for, such as line
+/// protocol's `time` — the table's own leading timestamp column.
+fn target_field<'a>(
+    info: &'a TableInfo,
+    schema: &TableSchema,
+    i: usize,
+) -> Option<(&'a Field, bool)> {
+    let f = schema.field(i);
+    if let Some(found) = info.field(&f.name) {
+        return Some(found);
+    }
+    let first = info.schema.columns.first()?;
+    (i == 0 && !schema.is_tag(0) && f.ty.is_timestamp() && first.ty.is_timestamp())
+        .then_some((first, false))
 }
