@@ -20,6 +20,8 @@
 //! - Bad rows are rejected one by one; a bad schema or bad JSON rejects the object.
 //!   An object may also span several lines (pretty-printed).
 
+mod fast;
+
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
@@ -197,6 +199,9 @@ fn report(ctx: &mut Ctx, e: serde_json::Error) {
 
 /// Decodes one object; on error, every row it had added is taken back.
 fn decode_object(ctx: &mut Ctx, text: &[u8]) -> Result<(), serde_json::Error> {
+    if fast::enabled() && fast::decode_object(ctx, text) {
+        return Ok(());
+    }
     ctx.object_error = None;
     let errors_before = ctx.errors.len();
     let mut undo: Option<(usize, usize)> = None;

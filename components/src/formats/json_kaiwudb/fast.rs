@@ -1,0 +1,494 @@
+//! The fast path of the `json_kaiwudb` decoder: a hand-written scanner for objects
+//! in the shape real payloads have (plain keys, numbers, booleans, strings without
+//! escapes). It builds rows straight from the bytes and pushes them only when the
+//! whole object went well. Anything else — an escape, a value of the wrong type, a
+//! row in error, bad JSON — makes it give up without a trace, and the serde path
+//! decodes the object again and reports exactly what is wrong. So errors read the
+//! same whichever path met them, and the fast path only has to be right about
+//! what it accepts.
+
+use std::sync::Arc;
+
+use super::{batch_for, build_schema, Ctx, FieldSpec};
+use crate::event::{DataType, Field, Precision, Row, TableSchema, Timestamp, Value};
+use crate::formats::time;
+use crate::formats::value::{check_len, float_value, int_value, string_len};
+
+#[cfg(test)]
+thread_local! {
+    static DISABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Tests compare both paths on the same input.
+#[inline]
+pub(super) fn enabled() -> bool {
+    #[cfg(test)]
+    {
+        !DISABLED.with(|d| d.get())
+    }
+    #[cfg(not(test))]
+    {
+        true
+    }
+}
+
+/// Decodes one object; false (with nothing changed) when the serde path must.
+pub(super) fn decode_object(ctx: &mut Ctx, text: &[u8]) -> bool {
+    let mut s = Scanner { b: text, i: 0 };
+    let Some(parsed) = object(&mut s) else {
+        return false;
+    };
+    s.ws();
+    if s.i != s.b.len() {
+        return false;
+    }
+    let Ok(schema) = build_schema(ctx, &parsed.columns, &parsed.tags) else {
+        return false;
+    };
+    let rows = match parsed.data {
+        Data::None => Vec::new(),
+        Data::Raw(range) => {
+            let mut s = Scanner {
+                b: &text[..range.end],
+                i: range.start,
+            };
+            match rows(&mut s, &schema, ctx.options.precision) {
+                Some(r) => r,
+                None => return false,
+            }
+        }
+    };
+    let b = batch_for(ctx, parsed.table, parsed.database, schema);
+    ctx.batches[b].rows.extend(rows);
+    true
+}
+
+struct Parsed<'a> {
+    table: &'a str,
+    database: Option<&'a str>,
+    columns: Vec<FieldSpec<'a>>,
+    tags: Vec<FieldSpec<'a>>,
+    data: Data,
+}
+
+enum Data {
+    None,
+    /// Where the `data` array is; read once the schema is known.
+    Raw(std::ops::Range<usize>),
+}
+
+fn object<'a>(s: &mut Scanner<'a>) -> Option<Parsed<'a>> {
+    s.ws();
+    s.eat(b'{')?;
+    let mut table = None;
+    let mut database = None;
+    let mut columns = None;
+    let mut tags: Option<Vec<FieldSpec>> = None;
+    let mut data = Data::None;
+    s.ws();
+    if s.peek()? == b'}' {
+        return None;
+    }
+    loop {
+        s.ws();
+        let key = s.plain_str()?;
+        s.ws();
+        s.eat(b':')?;
+        s.ws();
+        match key {
+            "table" => table = Some(s.plain_str()?),
+            "database" => {
+                database = if s.literal(b"null") {
+                    None
+                } else {
+                    Some(s.plain_str()?)
+                }
+            }
+            // Schemas are small: serde reads them, borrowing the names.
+            "columns" => columns = Some(serde_json::from_slice(s.skip_value()?).ok()?),
+            "tags" => {
+                let raw = s.skip_value()?;
+                tags = serde_json::from_slice::<Option<Vec<FieldSpec>>>(raw).ok()?;
+                tags.get_or_insert_with(Vec::new);
+            }
+            "data" => {
+                let start = s.i;
+                s.skip_value()?;
+                data = Data::Raw(start..s.i);
+            }
+            _ => {
+                s.skip_value()?;
+            }
+        }
+        s.ws();
+        match s.next()? {
+            b',' => continue,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    Some(Parsed {
+        table: table?,
+        database,
+        columns: columns?,
+        tags: tags.unwrap_or_default(),
+        data,
+    })
+}
+
+fn rows(s: &mut Scanner, schema: &Arc<TableSchema>, precision: Precision) -> Option<Vec<Row>> {
+    s.ws();
+    if s.literal(b"null") {
+        return Some(Vec::new());
+    }
+    s.eat(b'[')?;
+    let width = schema.width();
+    let fields: Vec<&Field> = schema.fields().collect();
+    let mut out = Vec::new();
+    let mut seen = vec![false; width];
+    s.ws();
+    if s.peek()? == b']' {
+        s.i += 1;
+        return Some(out);
+    }
+    loop {
+        s.ws();
+        s.eat(b'{')?;
+        let mut row: Row = vec![Value::Null; width];
+        seen.iter_mut().for_each(|x| *x = false);
+        let mut expect = 0usize;
+        s.ws();
+        if s.peek()? != b'}' {
+            loop {
+                s.ws();
+                let key = s.plain_str()?;
+                let i = if expect < width && fields[expect].name == key {
+                    expect
+                } else {
+                    fields.iter().position(|f| f.name == key)?
+                };
+                if seen[i] {
+                    return None;
+                }
+                seen[i] = true;
+                expect = i + 1;
+                s.ws();
+                s.eat(b':')?;
+                s.ws();
+                row[i] = value(s, fields[i], precision)?;
+                s.ws();
+                match s.next()? {
+                    b',' => continue,
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+        } else {
+            s.i += 1;
+        }
+        if fields
+            .iter()
+            .zip(&seen)
+            .any(|(f, seen)| !seen && !f.nullable)
+        {
+            return None;
+        }
+        out.push(row);
+        s.ws();
+        match s.next()? {
+            b',' => continue,
+            b']' => break,
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// One value for `field`, as the serde path would make it; None to give up.
+fn value(s: &mut Scanner, field: &Field, precision: Precision) -> Option<Value> {
+    let ty = field.ty;
+    match s.peek()? {
+        b'n' => {
+            if s.literal(b"null") && field.nullable {
+                Some(Value::Null)
+            } else {
+                None
+            }
+        }
+        b't' | b'f' => {
+            let v = if s.literal(b"true") {
+                true
+            } else if s.literal(b"false") {
+                false
+            } else {
+                return None;
+            };
+            (ty == DataType::Bool).then_some(Value::Bool(v))
+        }
+        b'"' => {
+            let text = s.plain_str()?;
+            if !ty.is_string() {
+                return None;
+            }
+            check_len(field, string_len(ty, text)).ok()?;
+            Some(Value::String(text.to_string()))
+        }
+        b'-' | b'0'..=b'9' => {
+            let (token, integer) = s.number()?;
+            // serde_json reads `-0` as the float -0.0: leave that to it.
+            if integer && token == "-0" {
+                return None;
+            }
+            if integer {
+                let v: i64 = token.parse().ok()?;
+                match ty {
+                    DataType::Int2 | DataType::Int4 | DataType::Int8 => int_value(v, ty).ok(),
+                    DataType::Float4 | DataType::Float8 => float_value(v as f64, ty).ok(),
+                    DataType::Timestamp | DataType::TimestampTz => {
+                        time::check_range(Timestamp::new(v, precision))
+                            .ok()
+                            .map(Value::Timestamp)
+                    }
+                    _ => None,
+                }
+            } else {
+                let v: f64 = token.parse().ok()?;
+                match ty {
+                    DataType::Float4 | DataType::Float8 => float_value(v, ty).ok(),
+                    _ => None,
+                }
+            }
+        }
+        _ => None,
+    }
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scanner<'a> {
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(c) = self.b.get(self.i) {
+            if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    #[inline]
+    fn next(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.i += 1;
+        Some(c)
+    }
+
+    #[inline]
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.next()? == c).then_some(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> bool {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A string without escapes or control characters, borrowed; None otherwise.
+    #[inline]
+    fn plain_str(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let rest = &self.b[start..];
+        let len = rest
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        if rest[len] != b'"' {
+            return None;
+        }
+        self.i = start + len + 1;
+        std::str::from_utf8(&rest[..len]).ok()
+    }
+
+    /// A JSON number token and whether it is a plain integer.
+    fn number(&mut self) -> Option<(&'a str, bool)> {
+        let start = self.i;
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        let digits = self.b[self.i..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        if digits == 0 || (digits > 1 && self.b[self.i] == b'0') {
+            return None;
+        }
+        self.i += digits;
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            integer = false;
+            self.i += 1;
+            let d = self.b[self.i..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            if d == 0 {
+                return None;
+            }
+            self.i += d;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            integer = false;
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            let d = self.b[self.i..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            if d == 0 {
+                return None;
+            }
+            self.i += d;
+        }
+        // Integers beyond i64 are the serde path's business (it has rules for them).
+        if integer && digits > 18 {
+            let t = std::str::from_utf8(&self.b[start..self.i]).ok()?;
+            t.parse::<i64>().ok()?;
+            return Some((t, true));
+        }
+        Some((std::str::from_utf8(&self.b[start..self.i]).ok()?, integer))
+    }
+
+    /// Skips one JSON value and returns its bytes (strings with escapes included).
+    fn skip_value(&mut self) -> Option<&'a [u8]> {
+        let start = self.i;
+        let mut depth = 0usize;
+        loop {
+            self.ws();
+            match self.peek()? {
+                b'{' | b'[' => {
+                    depth += 1;
+                    self.i += 1;
+                    continue;
+                }
+                b'}' | b']' => {
+                    depth = depth.checked_sub(1)?;
+                    self.i += 1;
+                }
+                b'"' => {
+                    self.i += 1;
+                    loop {
+                        match self.next()? {
+                            b'\\' => {
+                                self.next()?;
+                            }
+                            b'"' => break,
+                            _ => {}
+                        }
+                    }
+                }
+                b',' | b':' if depth > 0 => {
+                    self.i += 1;
+                    continue;
+                }
+                _ => {
+                    let n = self.b[self.i..]
+                        .iter()
+                        .take_while(|c| {
+                            !matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r' | b':')
+                        })
+                        .count();
+                    if n == 0 {
+                        return None;
+                    }
+                    self.i += n;
+                }
+            }
+            if depth == 0 {
+                return Some(&self.b[start..self.i]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::{decode as decode_any, DecodeOptions, Format};
+
+    const SEED: &str = r#"{"table":"ts_json_kaiwudb_tb","columns":[{"name":"ts","type":"TIMESTAMPTZ","length":64},{"name":"c1","type":"INT2","length":16},{"name":"c2","type":"INT4","length":32},{"name":"c3","type":"INT8","length":64},{"name":"c4","type":"FLOAT4","length":32},{"name":"c5","type":"FLOAT8","length":64},{"name":"c6","type":"BOOL","length":1}],"tags":[{"name":"location","type":"VARCHAR","length":64,"primary":true,"nullable":false},{"name":"temperature","type":"FLOAT4","length":64,"primary":false,"nullable":true}],"data":[{"ts":1690855924005,"c1":11,"c2":21,"c3":2535208944865431245,"c4":6.14545,"c5":5.15656,"c6":true,"location":"tianjin","temperature":35.5},{"ts":1691853703011,"c1":12,"c2":22,"c3":6422208944865124578,"c4":1.01635,"c5":0.53533,"c6":false,"location":"tianjin","temperature":35.5}]}"#;
+
+    fn both(payload: &str) -> (String, String) {
+        let opts = DecodeOptions::default();
+        let fast = format!(
+            "{:?}",
+            decode_any(Format::JsonKaiwudb, payload.as_bytes(), &opts)
+        );
+        DISABLED.with(|d| d.set(true));
+        let slow = format!(
+            "{:?}",
+            decode_any(Format::JsonKaiwudb, payload.as_bytes(), &opts)
+        );
+        DISABLED.with(|d| d.set(false));
+        (fast, slow)
+    }
+
+    #[test]
+    fn the_seed_example_takes_the_fast_path() {
+        let opts = DecodeOptions::default();
+        let mut ctx = Ctx {
+            options: &opts,
+            batches: Vec::new(),
+            errors: Vec::new(),
+            last_schema: None,
+            object_error: None,
+            line: 1,
+            span: 0..SEED.len(),
+            seen: Vec::new(),
+        };
+        assert!(decode_object(&mut ctx, SEED.as_bytes()));
+        assert_eq!(ctx.batches[0].rows.len(), 2);
+        assert_eq!(ctx.batches[0].rows[0][3], Value::Int8(2535208944865431245));
+    }
+
+    #[test]
+    fn both_paths_agree_on_good_and_bad_input() {
+        let cases = [
+            SEED.to_string(),
+            // tags last, data first, as the source connector writes it
+            r#"{"table":"t","data":[{"ts":1,"v":1.5,"id":7,"h":null}],"columns":[{"name":"ts","type":"TIMESTAMP"},{"name":"v","type":"FLOAT8"}],"tags":[{"name":"id","type":"INT8","isPrimary":true},{"name":"h","type":"VARCHAR","length":4,"nullable":true}]}"#.to_string(),
+            // relational, no tags, string timestamp (serde path for the string)
+            r#"{"table":"r","columns":[{"name":"ts","type":"timestamp"},{"name":"n","type":"int4"}],"data":[{"ts":"2024-01-22 22:22:22.224","n":1}]}"#.to_string(),
+            // out of range, too long, wrong type, unknown field, missing NOT NULL, escapes, -0
+            SEED.replace("\"c1\":11", "\"c1\":70000"),
+            SEED.replace("tianjin", "a-very-long-location-name-longer-than-sixty-four-bytes-for-sure-yes"),
+            SEED.replace("\"c6\":true", "\"c6\":1"),
+            SEED.replace("\"c6\":true", "\"c6\":true,\"zz\":1"),
+            SEED.replace("\"location\":\"tianjin\",", ""),
+            SEED.replace("tianjin", "tian\\njin"),
+            SEED.replace("\"c4\":6.14545", "\"c4\":-0"),
+            SEED.replace("\"c3\":2535208944865431245", "\"c3\":92233720368547758070"),
+            SEED.replace("\"c4\":6.14545", "\"c4\":1e39"),
+            "{\"table\":\"t\"".to_string(),
+            "[1,2]".to_string(),
+        ];
+        for case in cases {
+            let (fast, slow) = both(&case);
+            assert_eq!(fast, slow, "paths disagree on {case}");
+        }
+    }
+}
