@@ -35,18 +35,23 @@ pub(super) fn enabled() -> bool {
 /// Decodes one object; false (with nothing changed) when the serde path must.
 pub(super) fn decode_object(ctx: &mut Ctx, text: &[u8]) -> bool {
     let mut s = Scanner { b: text, i: 0 };
-    let Some(parsed) = object(&mut s) else {
+    let Some(parsed) = object(&mut s, ctx) else {
         return false;
     };
     s.ws();
     if s.i != s.b.len() {
         return false;
     }
-    let Ok(schema) = build_schema(ctx, &parsed.columns, &parsed.tags) else {
-        return false;
+    let schema = match parsed.schema {
+        Some(schema) => schema,
+        None => match build_schema(ctx, &parsed.columns, &parsed.tags) {
+            Ok(schema) => schema,
+            Err(_) => return false,
+        },
     };
     let rows = match parsed.data {
         Data::None => Vec::new(),
+        Data::Rows(rows) => rows,
         Data::Raw(range) => {
             let mut s = Scanner {
                 b: &text[..range.end],
@@ -68,23 +73,28 @@ struct Parsed<'a> {
     database: Option<&'a str>,
     columns: Vec<FieldSpec<'a>>,
     tags: Vec<FieldSpec<'a>>,
+    /// Built already when the schema came before the data.
+    schema: Option<Arc<TableSchema>>,
     data: Data,
 }
 
 enum Data {
     None,
+    /// Read in the same pass, the schema having come first (the usual order).
+    Rows(Vec<Row>),
     /// Where the `data` array is; read once the schema is known.
     Raw(std::ops::Range<usize>),
 }
 
-fn object<'a>(s: &mut Scanner<'a>) -> Option<Parsed<'a>> {
+fn object<'a>(s: &mut Scanner<'a>, ctx: &mut Ctx) -> Option<Parsed<'a>> {
     s.ws();
     s.eat(b'{')?;
     let mut table = None;
     let mut database = None;
-    let mut columns = None;
+    let mut columns: Option<Vec<FieldSpec>> = None;
     let mut tags: Option<Vec<FieldSpec>> = None;
     let mut data = Data::None;
+    let mut schema = None;
     s.ws();
     if s.peek()? == b'}' {
         return None;
@@ -111,11 +121,18 @@ fn object<'a>(s: &mut Scanner<'a>) -> Option<Parsed<'a>> {
                 tags = serde_json::from_slice::<Option<Vec<FieldSpec>>>(raw).ok()?;
                 tags.get_or_insert_with(Vec::new);
             }
-            "data" => {
-                let start = s.i;
-                s.skip_value()?;
-                data = Data::Raw(start..s.i);
-            }
+            "data" => match (&columns, &tags) {
+                (Some(c), Some(t)) if schema.is_none() => {
+                    let built = build_schema(ctx, c, t).ok()?;
+                    data = Data::Rows(rows(s, &built, ctx.options.precision)?);
+                    schema = Some(built);
+                }
+                _ => {
+                    let start = s.i;
+                    s.skip_value()?;
+                    data = Data::Raw(start..s.i);
+                }
+            },
             _ => {
                 s.skip_value()?;
             }
@@ -132,6 +149,7 @@ fn object<'a>(s: &mut Scanner<'a>) -> Option<Parsed<'a>> {
         database,
         columns: columns?,
         tags: tags.unwrap_or_default(),
+        schema,
         data,
     })
 }
