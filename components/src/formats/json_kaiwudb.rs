@@ -139,10 +139,7 @@ pub fn decode(payload: &[u8], options: &DecodeOptions) -> Decoded {
             line += 1;
         }
         mid_line = false;
-        let end = payload[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(payload.len(), |i| pos + i);
+        let end = memchr::memchr(b'\n', &payload[pos..]).map_or(payload.len(), |i| pos + i);
         let next = (end + 1).min(payload.len().max(end));
         let text = &payload[pos..end];
         if text.iter().all(u8::is_ascii_whitespace) {

@@ -162,8 +162,7 @@ fn rows(s: &mut Scanner, schema: &Arc<TableSchema>, precision: Precision) -> Opt
     s.eat(b'[')?;
     let width = schema.width();
     let fields: Vec<&Field> = schema.fields().collect();
-    let mut out = Vec::new();
-    let mut seen = vec![false; width];
+    let mut out = Vec::with_capacity(64);
     s.ws();
     if s.peek()? == b']' {
         s.i += 1;
@@ -172,46 +171,7 @@ fn rows(s: &mut Scanner, schema: &Arc<TableSchema>, precision: Precision) -> Opt
     loop {
         s.ws();
         s.eat(b'{')?;
-        let mut row: Row = vec![Value::Null; width];
-        seen.iter_mut().for_each(|x| *x = false);
-        let mut expect = 0usize;
-        s.ws();
-        if s.peek()? != b'}' {
-            loop {
-                s.ws();
-                let key = s.plain_str()?;
-                let i = if expect < width && fields[expect].name == key {
-                    expect
-                } else {
-                    fields.iter().position(|f| f.name == key)?
-                };
-                if seen[i] {
-                    return None;
-                }
-                seen[i] = true;
-                expect = i + 1;
-                s.ws();
-                s.eat(b':')?;
-                s.ws();
-                row[i] = value(s, fields[i], precision)?;
-                s.ws();
-                match s.next()? {
-                    b',' => continue,
-                    b'}' => break,
-                    _ => return None,
-                }
-            }
-        } else {
-            s.i += 1;
-        }
-        if fields
-            .iter()
-            .zip(&seen)
-            .any(|(f, seen)| !seen && !f.nullable)
-        {
-            return None;
-        }
-        out.push(row);
+        out.push(row(s, &fields, width, precision)?);
         s.ws();
         match s.next()? {
             b',' => continue,
@@ -220,6 +180,69 @@ fn rows(s: &mut Scanner, schema: &Arc<TableSchema>, precision: Precision) -> Opt
         }
     }
     Some(out)
+}
+
+/// One data row. Keys usually come in schema order, and then each value is
+/// pushed as it comes; keys in another order (or missing) are handled by
+/// position, the row first widened to its full width.
+fn row(s: &mut Scanner, fields: &[&Field], width: usize, precision: Precision) -> Option<Row> {
+    let mut row: Row = Vec::with_capacity(width);
+    // None while in order; the fields set so far once out of order.
+    let mut seen: Option<Vec<bool>> = None;
+    s.ws();
+    if s.peek()? == b'}' {
+        s.i += 1;
+    } else {
+        loop {
+            s.ws();
+            let key = s.plain_str()?;
+            s.ws();
+            s.eat(b':')?;
+            s.ws();
+            let next = row.len();
+            if seen.is_none() && next < width && fields[next].name == key {
+                row.push(value(s, fields[next], precision)?);
+            } else {
+                let set = seen.get_or_insert_with(|| {
+                    let mut set = vec![true; row.len()];
+                    set.resize(width, false);
+                    row.resize(width, Value::Null);
+                    set
+                });
+                let i = fields.iter().position(|f| f.name == key)?;
+                if set[i] {
+                    return None;
+                }
+                set[i] = true;
+                row[i] = value(s, fields[i], precision)?;
+            }
+            s.ws();
+            match s.next()? {
+                b',' => continue,
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    match seen {
+        None => {
+            // Fields after the last one given must be nullable.
+            if fields[row.len()..].iter().any(|f| !f.nullable) {
+                return None;
+            }
+            row.resize(width, Value::Null);
+        }
+        Some(set) => {
+            if fields
+                .iter()
+                .zip(&set)
+                .any(|(f, seen)| !seen && !f.nullable)
+            {
+                return None;
+            }
+        }
+    }
+    Some(row)
 }
 
 /// One value for `field`, as the serde path would make it; None to give up.
@@ -251,34 +274,29 @@ fn value(s: &mut Scanner, field: &Field, precision: Precision) -> Option<Value> 
             check_len(field, string_len(ty, text)).ok()?;
             Some(Value::String(text.to_string()))
         }
-        b'-' | b'0'..=b'9' => {
-            let (token, integer) = s.number()?;
-            // serde_json reads `-0` as the float -0.0: leave that to it.
-            if integer && token == "-0" {
-                return None;
-            }
-            if integer {
-                let v: i64 = token.parse().ok()?;
-                match ty {
-                    DataType::Int2 | DataType::Int4 | DataType::Int8 => int_value(v, ty).ok(),
-                    DataType::Float4 | DataType::Float8 => float_value(v as f64, ty).ok(),
-                    DataType::Timestamp | DataType::TimestampTz => {
-                        time::check_range(Timestamp::new(v, precision))
-                            .ok()
-                            .map(Value::Timestamp)
-                    }
-                    _ => None,
+        b'-' | b'0'..=b'9' => match s.number()? {
+            Number::Int(v) => match ty {
+                DataType::Int2 | DataType::Int4 | DataType::Int8 => int_value(v, ty).ok(),
+                DataType::Float4 | DataType::Float8 => float_value(v as f64, ty).ok(),
+                DataType::Timestamp | DataType::TimestampTz => {
+                    time::check_range(Timestamp::new(v, precision))
+                        .ok()
+                        .map(Value::Timestamp)
                 }
-            } else {
-                let v: f64 = token.parse().ok()?;
-                match ty {
-                    DataType::Float4 | DataType::Float8 => float_value(v, ty).ok(),
-                    _ => None,
-                }
-            }
-        }
+                _ => None,
+            },
+            Number::Other(token) => match ty {
+                DataType::Float4 | DataType::Float8 => float_value(token.parse().ok()?, ty).ok(),
+                _ => None,
+            },
+        },
         _ => None,
     }
+}
+
+enum Number<'a> {
+    Int(i64),
+    Other(&'a str),
 }
 
 struct Scanner<'a> {
@@ -330,42 +348,60 @@ impl<'a> Scanner<'a> {
         self.eat(b'"')?;
         let start = self.i;
         let rest = &self.b[start..];
-        let len = rest
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        let mut ascii = true;
+        let len = rest.iter().position(|&c| {
+            ascii &= c < 0x80;
+            c == b'"' || c == b'\\' || c < 0x20
+        })?;
         if rest[len] != b'"' {
             return None;
         }
         self.i = start + len + 1;
-        std::str::from_utf8(&rest[..len]).ok()
+        if ascii {
+            // SAFETY: every byte is below 0x80: ASCII, hence UTF-8.
+            Some(unsafe { std::str::from_utf8_unchecked(&rest[..len]) })
+        } else {
+            std::str::from_utf8(&rest[..len]).ok()
+        }
     }
 
-    /// A JSON number token and whether it is a plain integer.
-    fn number(&mut self) -> Option<(&'a str, bool)> {
+    /// A JSON number: an integer that fits i64 (accumulated while scanning), or
+    /// the text of any other number. None for what is not a JSON number, for
+    /// integers beyond i64 and for `-0` (serde_json has rules of its own for those).
+    fn number(&mut self) -> Option<Number<'a>> {
         let start = self.i;
-        if self.peek() == Some(b'-') {
+        let negative = self.peek() == Some(b'-');
+        if negative {
             self.i += 1;
         }
-        let digits = self.b[self.i..]
-            .iter()
-            .take_while(|c| c.is_ascii_digit())
-            .count();
-        if digits == 0 || (digits > 1 && self.b[self.i] == b'0') {
+        let first = self.i;
+        let mut magnitude: u64 = 0;
+        let mut overflow = false;
+        while let Some(&c) = self.b.get(self.i) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            match magnitude
+                .checked_mul(10)
+                .and_then(|m| m.checked_add(u64::from(c - b'0')))
+            {
+                Some(m) => magnitude = m,
+                None => overflow = true,
+            }
+            self.i += 1;
+        }
+        let digits = self.i - first;
+        if digits == 0 || (digits > 1 && self.b[first] == b'0') {
             return None;
         }
-        self.i += digits;
         let mut integer = true;
         if self.peek() == Some(b'.') {
             integer = false;
             self.i += 1;
-            let d = self.b[self.i..]
-                .iter()
-                .take_while(|c| c.is_ascii_digit())
-                .count();
+            let d = self.digits();
             if d == 0 {
                 return None;
             }
-            self.i += d;
         }
         if matches!(self.peek(), Some(b'e' | b'E')) {
             integer = false;
@@ -373,22 +409,34 @@ impl<'a> Scanner<'a> {
             if matches!(self.peek(), Some(b'+' | b'-')) {
                 self.i += 1;
             }
-            let d = self.b[self.i..]
-                .iter()
-                .take_while(|c| c.is_ascii_digit())
-                .count();
-            if d == 0 {
+            if self.digits() == 0 {
                 return None;
             }
-            self.i += d;
         }
-        // Integers beyond i64 are the serde path's business (it has rules for them).
-        if integer && digits > 18 {
-            let t = std::str::from_utf8(&self.b[start..self.i]).ok()?;
-            t.parse::<i64>().ok()?;
-            return Some((t, true));
+        if integer {
+            if overflow || (negative && magnitude == 0) {
+                return None;
+            }
+            let v = if negative {
+                0i64.checked_sub_unsigned(magnitude)?
+            } else {
+                i64::try_from(magnitude).ok()?
+            };
+            return Some(Number::Int(v));
         }
-        Some((std::str::from_utf8(&self.b[start..self.i]).ok()?, integer))
+        // SAFETY: the token holds only the ASCII bytes `-+.eE0-9` checked above.
+        Some(Number::Other(unsafe {
+            std::str::from_utf8_unchecked(&self.b[start..self.i])
+        }))
+    }
+
+    fn digits(&mut self) -> usize {
+        let n = self.b[self.i..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        self.i += n;
+        n
     }
 
     /// Skips one JSON value and returns its bytes (strings with escapes included).
@@ -501,6 +549,11 @@ mod tests {
             SEED.replace("\"c4\":6.14545", "\"c4\":-0"),
             SEED.replace("\"c3\":2535208944865431245", "\"c3\":92233720368547758070"),
             SEED.replace("\"c4\":6.14545", "\"c4\":1e39"),
+            // keys out of order, a nullable tag left out, a key given twice
+            SEED.replace("{\"ts\":1690855924005,\"c1\":11,", "{\"c1\":11,\"ts\":1690855924005,"),
+            SEED.replace(",\"temperature\":35.5}", "}"),
+            SEED.replace("\"c2\":21,", "\"c2\":21,\"c1\":11,"),
+            SEED.replace("\"c2\":21,", "\"c2\":21,\"c2\":21,"),
             "{\"table\":\"t\"".to_string(),
             "[1,2]".to_string(),
         ];
