@@ -16,7 +16,7 @@ use crate::api::{Backoff, ComponentMetrics, Outputs, ShutdownSignal};
 use crate::event::{
     Event, Metadata, Row, RowBatch, TableKind, TableSchema, Target, Timestamp, Value,
 };
-use crate::kwdb::{catalog, ErrorClass, KwdbError};
+use crate::kwdb::{catalog, Dialect, ErrorClass, KwdbError};
 
 pub(crate) struct Poller {
     pub settings: Arc<Settings>,
@@ -68,6 +68,7 @@ impl Poller {
         let mut rows_at_last_progress = exported;
         let mut last_ts: Option<Timestamp> = None;
         let mut schema_read_at = Instant::now();
+        let mut index_checked = false;
 
         loop {
             // Settle what came back, in order.
@@ -93,6 +94,10 @@ impl Poller {
                         if let Some(cp) = loaded.take() {
                             position = Some(self.position_from(&cp, &sq.1)?);
                             committed = position.clone();
+                        }
+                        if !index_checked {
+                            index_checked = true;
+                            self.check_index(&sq.1).await;
                         }
                         schema = Some(sq);
                         schema_read_at = Instant::now();
@@ -350,6 +355,41 @@ impl Poller {
         };
         let q = TableQuery::new(dialect, &self.table, &schema, &ts, &keys)?;
         Ok(Some((Arc::new(schema), q)))
+    }
+
+    /// postgres: warns when no index leads with the read order (timestamp, keys),
+    /// since then every page sorts the rest of the table (tables kwpipe creates
+    /// have one; see `Sql::pg_poll_index`). KWDB has no indexes to check.
+    async fn check_index(&self, q: &TableQuery) {
+        if self.settings.params.dialect != Dialect::Postgres {
+            return;
+        }
+        let want: Vec<String> = std::iter::once(q.ts)
+            .chain(q.keys.iter().copied())
+            .map(|i| q.fields[i].as_str().to_string())
+            .collect();
+        let indexes = match self.slot.get().await {
+            Ok(client) => catalog::pg_index_columns(&client, &self.table).await,
+            Err(e) => Err(e),
+        };
+        match indexes {
+            Ok(indexes) if indexes.iter().any(|cols| cols.starts_with(&want)) => {}
+            Ok(_) => {
+                let cols: Vec<String> = std::iter::once(q.ts)
+                    .chain(q.keys.iter().copied())
+                    .map(|i| q.fields[i].to_string())
+                    .collect();
+                tracing::warn!(
+                    table = %self.table,
+                    "no index on ({}): every page sorts the rest of the table; \
+                     CREATE INDEX ON {} ({}) makes each page an index range scan",
+                    want.join(", "),
+                    q.table,
+                    cols.join(", ")
+                );
+            }
+            Err(e) => tracing::debug!(table = %self.table, error = %e, "cannot read indexes"),
+        }
     }
 
     async fn read_page(
