@@ -628,7 +628,9 @@ async fn relational_tables_export_by_their_named_timestamp_or_incrementing_colum
         dir.path(),
         &db.url,
         &db.name,
-        "fetch_max_rows = 7\nrelational = [\
+        // start_at and delay apply to `orders` (old rows: no effect) and not at all
+        // to `events`, ordered by a number.
+        "fetch_max_rows = 7\nstart_at = \"2023-12-31 00:00:00\"\ndelay = \"1s\"\nrelational = [\
          { table = \"orders\", timestamp_column = \"placed_at\", key_columns = [\"id\"] },\
          { table = \"events\", timestamp_column = \"seq\" }]",
         &kafka,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Semaphore};
 use tokio_postgres::SimpleQueryMessage;
 
-use futures::FutureExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use tokio::task::JoinHandle;
 
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, KeyValue};
@@ -454,13 +454,14 @@ impl Poller {
         sql: &str,
         schema: &TableSchema,
     ) -> Result<Vec<Row>, KwdbError> {
-        let messages = client
-            .simple_query(sql)
-            .await
-            .map_err(|e| KwdbError::db(format!("cannot read table {}", self.table), e))?;
-        let mut rows = Vec::new();
-        for m in messages {
-            if let SimpleQueryMessage::Row(r) = m {
+        let err = |e| KwdbError::db(format!("cannot read table {}", self.table), e);
+        // Rows are parsed as they arrive, while the server is still sending the
+        // rest of the page.
+        let stream = client.simple_query_raw(sql).await.map_err(err)?;
+        futures::pin_mut!(stream);
+        let mut rows = Vec::with_capacity(self.settings.fetch_max_rows);
+        while let Some(m) = stream.next().await {
+            if let SimpleQueryMessage::Row(r) = m.map_err(err)? {
                 let mut row = Vec::with_capacity(schema.width());
                 for (i, field) in schema.fields().enumerate() {
                     row.push(parse_text(r.get(i), field).map_err(KwdbError::Schema)?);
