@@ -1,13 +1,19 @@
 //! The `kwdb-poll` source against a real PostgreSQL (postgres dialect), with the
-//! agent as its own process writing what it exports to a file.
+//! agent as its own process writing what it exports to a file, or (the product's
+//! main job) encoding it as `json_kaiwudb` into Kafka topics named like the
+//! connector's, `kw-{database}-{table}`, read back here with a real consumer.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::pg::TestDb;
-use crate::support::{kwpipe, write_topology};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+use crate::support::broker::TestKafka;
+use crate::support::pg::{self, TestDb};
+use crate::support::{free_port, kwpipe, write_topology};
 
 /// A running agent exporting `db` into `out`.
 struct Agent {
@@ -16,18 +22,33 @@ struct Agent {
 
 impl Agent {
     fn start(dir: &Path, db: &TestDb, extra: &str) -> Agent {
+        let sink = format!(
+            "[sinks.out]\ntype = \"file\"\ninputs = [\"db\"]\npath = \"{}\"\n",
+            out_path(dir).display()
+        );
+        Agent::start_with(dir, &db.url, &db.name, extra, &sink)
+    }
+
+    /// kwdb-poll -> encode (json_kaiwudb) -> kafka, topics `kw-{database}-{table}`.
+    fn start_kafka(dir: &Path, url: &str, database: &str, extra: &str, kafka: &TestKafka) -> Agent {
+        let rest = format!(
+            "[transforms.enc]\ntype = \"encode\"\ninputs = [\"db\"]\nformat = \"json_kaiwudb\"\n\
+             [sinks.out]\ntype = \"kafka\"\ninputs = [\"enc\"]\nbootstrap_servers = \"{}\"\n\
+             topic = \"kw-{{database}}-{{table}}\"\n",
+            kafka.bootstrap
+        );
+        Agent::start_with(dir, url, database, extra, &rest)
+    }
+
+    fn start_with(dir: &Path, url: &str, database: &str, extra: &str, rest: &str) -> Agent {
         let topo = write_topology(
             dir,
             "poll.toml",
             &format!(
                 "data_dir = \"{data}\"\nshutdown_timeout = \"20s\"\n\
-                 [sources.db]\ntype = \"kwdb-poll\"\nurl = \"{url}\"\ndatabase = \"{name}\"\n\
-                 discover_interval = \"300ms\"\nquery_interval = \"100ms\"\n{extra}\n\
-                 [sinks.out]\ntype = \"file\"\ninputs = [\"db\"]\npath = \"{out}\"\n",
+                 [sources.db]\ntype = \"kwdb-poll\"\nurl = \"{url}\"\ndatabase = \"{database}\"\n\
+                 discover_interval = \"300ms\"\nquery_interval = \"100ms\"\n{extra}\n{rest}",
                 data = dir.join("data").display(),
-                url = db.url,
-                name = db.name,
-                out = out_path(dir).display(),
             ),
         );
         let child = kwpipe()
@@ -38,16 +59,15 @@ impl Agent {
         Agent { child }
     }
 
-    fn stop(self) {
+    /// SIGTERM; the agent must exit 0. Returns its log.
+    fn stop(self) -> String {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let out = self.child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "agent failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "agent failed: {log}");
+        log
     }
 
     fn kill9(mut self) {
@@ -247,5 +267,426 @@ async fn delay_catches_a_row_that_arrives_late() {
         devs,
         vec![2, 1],
         "exported in time order, the late row included"
+    );
+}
+
+// ---- through a real broker ---------------------------------------------------
+
+/// The high watermark of every partition of `topic` (0 for a topic not there yet).
+fn watermarks(kafka: &TestKafka, topic: &str, partitions: i32) -> Vec<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map_or(0, |(_, high)| high)
+        })
+        .collect()
+}
+
+/// Every message of `topic` from offsets `from` up to the high watermarks as they
+/// are now, payloads as text.
+fn read_topic(kafka: &TestKafka, topic: &str, from: &[i64]) -> Vec<String> {
+    let partitions = from.len() as i32;
+    let high = watermarks(kafka, topic, partitions);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .set("group.id", "kwdb-poll-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(from[p as usize]))
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut next = from.to_vec();
+    let mut out = Vec::new();
+    let started = Instant::now();
+    while next.iter().zip(&high).any(|(n, h)| n < h) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "reading {topic}: at {next:?} of {high:?}"
+        );
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let p = m.partition() as usize;
+                if m.offset() >= high[p] {
+                    continue;
+                }
+                next[p] = m.offset() + 1;
+                out.push(String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap());
+            }
+            Some(Err(e)) => panic!("consuming {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// The rows of `json_kaiwudb` messages, each checked to carry the table's schema.
+fn message_rows(messages: &[String], table: &str) -> Vec<serde_json::Value> {
+    let mut rows = Vec::new();
+    for m in messages {
+        for line in m.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("message is not JSON ({e}): {line}"));
+            assert_eq!(v["table"], table, "{line}");
+            rows.extend(v["data"].as_array().unwrap().iter().cloned());
+        }
+    }
+    rows
+}
+
+fn row_counts(rows: &[serde_json::Value]) -> HashMap<(i64, i64), usize> {
+    let mut m = HashMap::new();
+    for v in rows {
+        let key = (v["ts"].as_i64().unwrap(), v["dev"].as_i64().unwrap());
+        *m.entry(key).or_default() += 1;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_row_reaches_kafka_exactly_once_with_1000_rows_per_timestamp() {
+    let db = TestDb::new("pollk_once").await;
+    readings(&db, "readings", 100, 1000).await;
+    let kafka = TestKafka::start();
+    let topic = format!("kw-{}-readings", db.name);
+    // ~5.5 MB of messages: spread so the mock broker (5 MB per partition) keeps all.
+    tokio::task::block_in_place(|| kafka.create_topic(&topic, 4));
+    let from = watermarks(&kafka, &topic, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let agent = Agent::start_kafka(
+        dir.path(),
+        &db.url,
+        &db.name,
+        &format!("fetch_max_rows = 100\nprogress_interval = \"1s\"\n[api]\naddress = \"127.0.0.1:{api}\"\n"),
+        &kafka,
+    );
+    // Progress as metrics while the export runs.
+    let base = format!("http://127.0.0.1:{api}");
+    let started = Instant::now();
+    let metrics = loop {
+        if let Ok((200, body)) = kwpipe::top::fetch(&base, "/metrics").await {
+            if body.contains("kwdb_poll_rows_total") && body.contains("kwdb_poll_lag_seconds") {
+                break body;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no kwdb_poll metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(metrics.contains("table=\"readings\""), "{metrics}");
+    let mut rows = Vec::new();
+    let started = Instant::now();
+    while rows.len() < 100_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "{} rows in Kafka after 180 s",
+            rows.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (k, t) = (&kafka, topic.clone());
+        let from = from.clone();
+        rows = message_rows(
+            &tokio::task::block_in_place(|| read_topic(k, &t, &from)),
+            "readings",
+        );
+    }
+    // Let a stray repeat show up before the final count.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let log = agent.stop();
+    let messages = tokio::task::block_in_place(|| read_topic(&kafka, &topic, &from));
+    let rows = message_rows(&messages, "readings");
+    let c = row_counts(&rows);
+    assert_eq!(c.len(), 100_000, "distinct rows");
+    assert_eq!(rows.len(), 100_000, "no row twice");
+    assert_eq!(messages.len(), 1000, "one message per 100-row page");
+    for v in rows.iter().take(2000) {
+        let t = (v["ts"].as_i64().unwrap() - 1_704_067_200_000) / 1000;
+        assert_eq!(
+            v["v"].as_i64().unwrap(),
+            t * 1000 + v["dev"].as_i64().unwrap()
+        );
+    }
+    // The final metric and checkpoint agree with what arrived.
+    let cp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("data/db/readings.json")).unwrap())
+            .unwrap();
+    assert_eq!(cp["rows"], 100_000, "{cp}");
+    assert!(
+        log.contains("export progress"),
+        "no progress line in:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_export_to_kafka_loses_nothing_and_repeats_at_most_the_unacknowledged_pages() {
+    let db = TestDb::new("pollk_kill").await;
+    readings(&db, "big", 200, 1000).await;
+    let kafka = TestKafka::start();
+    let topic = format!("kw-{}-big", db.name);
+    tokio::task::block_in_place(|| kafka.create_topic(&topic, 8));
+    let from = watermarks(&kafka, &topic, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let (fetch, in_flight) = (500, 4);
+    let settings = format!("fetch_max_rows = {fetch}\nmax_in_flight = {in_flight}");
+    let read = |kafka: &TestKafka| {
+        message_rows(
+            &tokio::task::block_in_place(|| read_topic(kafka, &topic, &from)),
+            "big",
+        )
+    };
+    let agent = Agent::start_kafka(dir.path(), &db.url, &db.name, &settings, &kafka);
+    let started = Instant::now();
+    loop {
+        // Cheap: messages (full pages of 500 rows) by the watermarks.
+        let messages: i64 = tokio::task::block_in_place(|| watermarks(&kafka, &topic, 8))
+            .iter()
+            .zip(&from)
+            .map(|(h, f)| h - f)
+            .sum();
+        if messages >= 120 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "{messages} messages after 180 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    agent.kill9();
+    let before = read(&kafka).len();
+    assert!(before < 200_000, "killed too late to prove anything");
+    let agent = Agent::start_kafka(dir.path(), &db.url, &db.name, &settings, &kafka);
+    let started = Instant::now();
+    loop {
+        let n = row_counts(&read(&kafka)).len();
+        if n >= 200_000 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "{n} distinct rows after 180 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    agent.stop();
+    let rows = read(&kafka);
+    let c = row_counts(&rows);
+    assert_eq!(c.len(), 200_000, "every row present");
+    let repeated = rows.len() - c.len();
+    eprintln!("killed after {before} rows had reached Kafka; {repeated} rows repeated");
+    assert!(
+        repeated <= in_flight * fetch,
+        "{repeated} rows repeated; at most {in_flight} pages of {fetch} were unacknowledged"
+    );
+}
+
+/// The seed's source-output example, from the seed's own INSERT.
+const SEED_OUTPUT: &str =
+    include_str!("../components/src/formats/testdata/seed_source_output.json");
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_seed_example_row_reaches_kw_benchmark_cpu_kaiwudb_tb_as_the_seed_shows_it() {
+    use components::event::{DataType, Field, TableKind, TableSchema};
+    use components::kwdb::{Dialect, Sql};
+
+    // The topic is named after the database, so this one must be called
+    // `benchmark`: shared by every run on this server, hence the advisory lock.
+    let admin = pg::connect(&format!("{}/postgres", pg::server_url())).await;
+    admin
+        .execute("SELECT pg_advisory_lock(610001)", &[])
+        .await
+        .unwrap();
+    if let Err(e) = admin.batch_execute("CREATE DATABASE benchmark").await {
+        assert_eq!(e.code().map(|c| c.code()), Some("42P04"), "{e}");
+    }
+    let url = format!("{}/benchmark", pg::server_url());
+    let c = pg::connect(&url).await;
+    c.batch_execute("DROP TABLE IF EXISTS cpu_kaiwudb_tb")
+        .await
+        .unwrap();
+
+    // The table as the `kwdb` sink creates it from the seed's schema (same code).
+    let mut columns = vec![Field::column("k_timestamp", DataType::Timestamp).not_null()];
+    for u in [
+        "user",
+        "system",
+        "idle",
+        "nice",
+        "iowait",
+        "irq",
+        "softirq",
+        "steal",
+        "guest",
+        "guest_nice",
+    ] {
+        columns.push(Field::column(format!("usage_{u}"), DataType::Int8));
+    }
+    let mut tags = vec![Field::tag("id", DataType::Int8, true)];
+    for (t, nullable) in [
+        ("hostname", false),
+        ("region", false),
+        ("datacenter", false),
+        ("rack", true),
+        ("os", true),
+        ("arch", true),
+        ("team", true),
+        ("service", true),
+        ("service_version", true),
+        ("service_environment", true),
+    ] {
+        let f = Field::tag(t, DataType::Varchar, false).with_length(254);
+        tags.push(if nullable { f } else { f.not_null() });
+    }
+    let schema = TableSchema::new(TableKind::TimeSeries, columns, tags);
+    let sql = Sql(Dialect::Postgres);
+    let t = sql.ident("cpu_kaiwudb_tb").unwrap();
+    let ddl = sql
+        .create_table(&t, &schema, components::event::Precision::Ms)
+        .unwrap();
+    c.batch_execute(&ddl.join("; ")).await.unwrap();
+    // The seed's INSERT, without the `benchmark.` qualifier (in PostgreSQL that
+    // would name a schema; here the database is the connection's).
+    c.batch_execute(
+        "INSERT INTO cpu_kaiwudb_tb (k_timestamp, usage_user, usage_system, usage_idle, usage_nice, usage_iowait, usage_irq, usage_softirq, usage_steal, usage_guest, usage_guest_nice, id, hostname, region, datacenter) VALUES ('2024-01-22 22:22:22.224',1,2,3,4,5,6,7,8,9,10,647470401348904608,'locahost','beijing','center');",
+    )
+    .await
+    .unwrap();
+
+    let kafka = TestKafka::start();
+    let topic = "kw-benchmark-cpu_kaiwudb_tb";
+    tokio::task::block_in_place(|| kafka.create_topic(topic, 1));
+    let from = watermarks(&kafka, topic, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start_kafka(
+        dir.path(),
+        &url,
+        "benchmark",
+        "tables = [\"cpu_kaiwudb_tb\"]",
+        &kafka,
+    );
+    let started = Instant::now();
+    let messages = loop {
+        let m = tokio::task::block_in_place(|| read_topic(&kafka, topic, &from));
+        if !m.is_empty() {
+            break m;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing in {topic}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    agent.stop();
+    c.batch_execute("DROP TABLE cpu_kaiwudb_tb").await.unwrap();
+    drop(admin);
+    assert_eq!(messages.len(), 1);
+    // Byte for byte: keys, their order, values, lengths, nulls for unset tags.
+    assert_eq!(messages[0].trim_end(), SEED_OUTPUT.trim_end());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relational_tables_export_by_their_named_timestamp_or_incrementing_column() {
+    let db = TestDb::new("pollk_rel").await;
+    let c = db.client().await;
+    // 1,000 orders, 10 per timestamp, read in pages of 7 that split timestamps;
+    // 500 events ordered by an incrementing id alone.
+    c.batch_execute(
+        "CREATE TABLE orders (id bigint PRIMARY KEY, placed_at timestamptz NOT NULL, amount double precision, note varchar(32));
+         INSERT INTO orders SELECT i, timestamptz '2024-01-01 00:00:00+00' + make_interval(secs => i / 10), i * 1.5, 'order ' || i
+         FROM generate_series(0, 999) i;
+         CREATE TABLE events (seq bigint PRIMARY KEY, what varchar(16));
+         INSERT INTO events SELECT i, 'e' || i FROM generate_series(1, 500) i;
+         CREATE TABLE ignored (id bigint PRIMARY KEY);
+         INSERT INTO ignored VALUES (1);",
+    )
+    .await
+    .unwrap();
+    let kafka = TestKafka::start();
+    let (t_orders, t_events) = (
+        format!("kw-{}-orders", db.name),
+        format!("kw-{}-events", db.name),
+    );
+    tokio::task::block_in_place(|| kafka.create_topic(&t_orders, 1));
+    tokio::task::block_in_place(|| kafka.create_topic(&t_events, 1));
+    let (f_orders, f_events) = (
+        watermarks(&kafka, &t_orders, 1),
+        watermarks(&kafka, &t_events, 1),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start_kafka(
+        dir.path(),
+        &db.url,
+        &db.name,
+        // start_at and delay apply to `orders` (old rows: no effect) and not at all
+        // to `events`, ordered by a number.
+        "fetch_max_rows = 7\nstart_at = \"2023-12-31 00:00:00\"\ndelay = \"1s\"\nrelational = [\
+         { table = \"orders\", timestamp_column = \"placed_at\", key_columns = [\"id\"] },\
+         { table = \"events\", timestamp_column = \"seq\" }]",
+        &kafka,
+    );
+    let read = |t: &str, f: &[i64], table: &str| {
+        message_rows(
+            &tokio::task::block_in_place(|| read_topic(&kafka, t, f)),
+            table,
+        )
+    };
+    let started = Instant::now();
+    loop {
+        let (o, e) = (
+            read(&t_orders, &f_orders, "orders").len(),
+            read(&t_events, &f_events, "events").len(),
+        );
+        if o >= 1000 && e >= 500 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{o} orders, {e} events"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A row added later is picked up after the checkpointed position.
+    c.batch_execute("INSERT INTO events VALUES (501, 'late'); INSERT INTO orders VALUES (1000, '2024-01-01 00:01:40+00', 1.0, 'late')")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while read(&t_events, &f_events, "events").len() < 501
+        || read(&t_orders, &f_orders, "orders").len() < 1001
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "late rows not exported"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    agent.stop();
+    let orders = read(&t_orders, &f_orders, "orders");
+    let mut ids: Vec<i64> = orders.iter().map(|v| v["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), 1001, "no order twice");
+    let ordered = ids.clone();
+    ids.sort_unstable();
+    assert_eq!(ordered, ids, "exported in (placed_at, id) order");
+    assert_eq!(ids, (0..=1000).collect::<Vec<_>>());
+    let o7 = orders.iter().find(|v| v["id"] == 7).unwrap();
+    assert_eq!(o7["note"], "order 7");
+    assert_eq!(o7["amount"], 10.5);
+    let events = read(&t_events, &f_events, "events");
+    let seqs: Vec<i64> = events.iter().map(|v| v["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=501).collect::<Vec<_>>());
+    assert_eq!(events[500]["what"], "late");
+    assert!(
+        watermarks(&kafka, &format!("kw-{}-ignored", db.name), 1) == vec![0],
+        "a relational table not named is not exported"
     );
 }

@@ -220,6 +220,26 @@ async fn read_pg(client: &Client, name: &str) -> Result<Option<TableInfo>, KwdbE
     }))
 }
 
+/// postgres only: the plain (non-partial, non-expression) indexes of a table as
+/// their column names in index order.
+pub async fn pg_index_columns(client: &Client, name: &str) -> Result<Vec<Vec<String>>, KwdbError> {
+    let rows = client
+        .query(
+            "SELECT ARRAY(SELECT a.attname::text \
+                          FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, n) \
+                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                          ORDER BY k.n) \
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
+             JOIN pg_namespace ns ON ns.oid = c.relnamespace \
+             WHERE ns.nspname = current_schema() AND c.relname = $1 \
+             AND i.indpred IS NULL AND i.indexprs IS NULL",
+            &[&name],
+        )
+        .await
+        .map_err(|e| KwdbError::db(format!("cannot read the indexes of table \"{name}\""), e))?;
+    Ok(rows.iter().map(|r| r.get::<_, Vec<String>>(0)).collect())
+}
+
 async fn simple_rows(
     client: &Client,
     sql: &str,

@@ -4,7 +4,9 @@
 //! `kwdb` follows KWDB's own SQL (time-series databases, TAGS / PRIMARY TAGS, one
 //! ALTER per added column or tag, SHOW statements for the catalog). `postgres`
 //! maps a time-series table onto a plain table whose primary key is (primary tags,
-//! timestamp) and records which columns are tags in the table comment.
+//! timestamp), with a second index on (timestamp, primary tags) for the
+//! `kwdb-poll` source's reads, and records which columns are tags in the table
+//! comment.
 
 use std::fmt::{self, Write as _};
 use std::str::FromStr;
@@ -305,10 +307,34 @@ impl Sql {
                 stmts.push(sql);
                 if ts {
                     stmts.push(self.pg_comment(table, &PgTagComment::of(schema)));
+                    stmts.push(self.pg_poll_index(table, schema)?);
                 }
             }
         }
         Ok(stmts)
+    }
+
+    /// postgres only: the index the `kwdb-poll` source reads a time-series table
+    /// by. The primary key is (primary tags, timestamp), the order KWDB keeps a
+    /// device's rows in and the one per-device queries want; the source pages in
+    /// (timestamp, primary tags) order — the only order in which rows that arrive
+    /// later always sort after the resume position — and without an index that
+    /// leads with the timestamp every page would sort the whole rest of the table.
+    /// Unnamed, so PostgreSQL picks a free name (`<table>_<ts>_<tag>_idx`).
+    pub fn pg_poll_index(&self, table: &Ident, schema: &TableSchema) -> Result<String, KwdbError> {
+        let mut cols = vec![self
+            .ident(
+                &schema
+                    .columns
+                    .first()
+                    .ok_or_else(|| KwdbError::Schema("a table needs a column".into()))?
+                    .name,
+            )?
+            .to_string()];
+        for t in schema.primary_tags() {
+            cols.push(self.ident(&t.name)?.to_string());
+        }
+        Ok(format!("CREATE INDEX ON {table} ({})", cols.join(", ")))
     }
 
     pub fn pg_comment(&self, table: &Ident, comment: &PgTagComment) -> String {
@@ -429,5 +455,57 @@ pub fn parse_pg_type(data_type: &str) -> DataType {
         "timestamp without time zone" => DataType::Timestamp,
         "timestamp with time zone" => DataType::TimestampTz,
         _ => DataType::Text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu() -> TableSchema {
+        TableSchema::new(
+            TableKind::TimeSeries,
+            vec![
+                Field::column("k_timestamp", DataType::Timestamp).not_null(),
+                Field::column("usage_user", DataType::Int8),
+            ],
+            vec![
+                Field::tag("id", DataType::Int8, true),
+                Field::tag("hostname", DataType::Varchar, false).with_length(254),
+                Field::tag("region", DataType::Varchar, true).with_length(64),
+            ],
+        )
+    }
+
+    #[test]
+    fn postgres_time_series_tables_get_key_comment_and_poll_index() {
+        let sql = Sql(Dialect::Postgres);
+        let t = sql.ident("cpu_kaiwudb_tb").unwrap();
+        let stmts = sql.create_table(&t, &cpu(), Precision::Ms).unwrap();
+        assert_eq!(
+            stmts,
+            vec![
+                "CREATE TABLE \"cpu_kaiwudb_tb\" (\"k_timestamp\" TIMESTAMP NOT NULL, \"usage_user\" BIGINT, \"id\" BIGINT NOT NULL, \"hostname\" VARCHAR(254), \"region\" VARCHAR(64) NOT NULL, PRIMARY KEY (\"id\", \"region\", \"k_timestamp\"))".to_string(),
+                "COMMENT ON TABLE \"cpu_kaiwudb_tb\" IS 'kwpipe {\"tags\":[\"id\",\"hostname\",\"region\"],\"primary_tags\":[\"id\",\"region\"]}'".to_string(),
+                "CREATE INDEX ON \"cpu_kaiwudb_tb\" (\"k_timestamp\", \"id\", \"region\")".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn relational_and_kwdb_tables_get_no_poll_index() {
+        let rel = TableSchema::new(
+            TableKind::Relational,
+            vec![Field::column("id", DataType::Int8)],
+            Vec::new(),
+        );
+        let pg = Sql(Dialect::Postgres);
+        let t = pg.ident("r").unwrap();
+        assert_eq!(pg.create_table(&t, &rel, Precision::Ms).unwrap().len(), 1);
+        let kw = Sql(Dialect::Kwdb);
+        let t = kw.ident("cpu").unwrap();
+        let stmts = kw.create_table(&t, &cpu(), Precision::Ms).unwrap();
+        assert_eq!(stmts.len(), 1);
+        assert!(!stmts[0].contains("INDEX"));
     }
 }

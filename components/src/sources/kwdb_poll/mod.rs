@@ -96,17 +96,28 @@ pub struct KwdbPollConfig {
     )]
     pub connection_backoff: Duration,
 
-    /// Time-series tables to export, as names or patterns with `*` and `?`.
-    /// Empty: every time-series table.
+    /// Time-series tables to export, as names or patterns with `*` (any run of
+    /// characters) and `?` (one character). Empty: every time-series table of the
+    /// database (kwdb: `SHOW TABLES` says `TIME SERIES TABLE`; postgres: the first
+    /// column is a timestamp). Matching is decided anew at every discovery, so a
+    /// table created later that matches is exported too.
     #[serde(default)]
     pub tables: Vec<String>,
-    /// Patterns of tables to leave out.
+    /// Patterns of tables to leave out (they win over `tables`).
     #[serde(default)]
     pub exclude: Vec<String>,
-    /// Relational tables to export as well.
+    /// Relational tables to export as well, each named with the column that
+    /// orders it; relational tables are never exported unless listed here.
     #[serde(default)]
     pub relational: Vec<RelationalTable>,
-    /// How often to look for new and dropped tables (`poll.interval.ms`).
+    /// Discovery (`poll.interval.ms`): how often the database's tables are listed.
+    /// A matching table that appeared is exported from then on, within one
+    /// interval, from its first row (or `start_at`); a table that disappeared is
+    /// let go without an error (its pages in flight are still settled and its
+    /// checkpoint kept, so a table dropped and created again under the same name
+    /// resumes after the old position: delete `<data_dir>/<source id>/<table>.json`
+    /// to read it from the start). Each table's schema is read again at the same
+    /// interval, so columns and tags added later are exported too. Default 5s.
     #[serde(
         default = "default_discover_interval",
         deserialize_with = "durations::deserialize"
@@ -118,24 +129,44 @@ pub struct KwdbPollConfig {
         deserialize_with = "durations::deserialize"
     )]
     pub query_interval: Duration,
-    /// Rows per query (`fetch.max.rows`).
+    /// Rows per query (`fetch.max.rows`), and so per `RowBatch` and per message
+    /// an `encode` makes of it (keep a page's encoded size under the broker's
+    /// `message.max.bytes`, 1 MB by default: about 2,000 rows of the seed's
+    /// `cpu_kaiwudb_tb` as `json_kaiwudb`). Default 100, as the connector; raise it
+    /// for backfills: every page costs a query, and the checkpoint is written to
+    /// disk (fsync) once per window of `max_in_flight` pages at most.
     #[serde(default = "default_fetch_max_rows")]
     pub fetch_max_rows: usize,
-    /// Export rows from this time on, `yyyy-MM-dd HH:mm:ss` in UTC
-    /// (`timestamp.initial`). Unset: everything. Ignored once a table has a checkpoint.
+    /// Export only rows whose timestamp is at or after this time
+    /// (`timestamp.initial`): `yyyy-MM-dd HH:mm:ss`, optionally with fractional
+    /// seconds and a `+08:00`-style offset; without an offset it is UTC. Applies to
+    /// every table without a checkpoint, tables discovered later included; once a
+    /// table has a checkpoint the checkpoint wins. Unset: every row. For relational
+    /// tables ordered by a non-timestamp column it does not apply.
     #[serde(default)]
     pub start_at: Option<String>,
-    /// Read only rows older than now minus this, so rows that arrive a little late
-    /// (with a timestamp slightly in the past) are not passed by. Default 0.
+    /// Read only rows whose timestamp is at most now minus `delay` (now by the
+    /// agent's clock). The read position only moves forward, so a row that
+    /// becomes visible with a timestamp before rows already exported would be
+    /// passed by; `delay` should exceed how late rows arrive (writers' clock skew,
+    /// batching and transaction time). The price: the export trails real time by
+    /// `delay`. Default 0: read up to the newest row. Not applied to relational
+    /// tables ordered by a non-timestamp column.
     #[serde(default, deserialize_with = "durations::deserialize_opt")]
     pub delay: Option<Duration>,
     /// Tables queried at the same time (`tasks.max`), one connection each.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
-    /// Pages of a table handed on but not yet acknowledged.
+    /// Pages of a table handed on whose checkpoint is not yet on disk (not yet
+    /// acknowledged by every sink, or acknowledged and being written). After a
+    /// kill -9 at most `max_in_flight * fetch_max_rows` rows of a table are
+    /// exported again. Default 4.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// How often each table logs its progress.
+    /// How often each table logs an `export progress` line (rows exported and in
+    /// flight, rows/s since the last line, lag = now minus the last timestamp
+    /// read). The same figures are the metrics `kwdb_poll_rows_total` and
+    /// `kwdb_poll_lag_seconds` (label `table`). Default 10s.
     #[serde(
         default = "default_progress_interval",
         deserialize_with = "durations::deserialize"

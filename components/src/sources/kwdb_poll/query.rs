@@ -84,6 +84,10 @@ impl TableQuery {
         let _ = write!(q, " FROM {}", self.table);
         let ts = &self.fields[self.ts];
         let ts_field = schema.field(self.ts);
+        // `start_at` and `delay` are times: they do not apply to a table ordered
+        // by an incrementing number.
+        let timed = ts_field.ty.is_timestamp();
+        let (start_at, upper) = (start_at.filter(|_| timed), upper.filter(|_| timed));
         let mut conds = Vec::new();
         if let Some(p) = after {
             conds.push(self.after(schema, p)?);
@@ -430,6 +434,24 @@ mod tests {
         assert_eq!(
             pg.select(&schema, None, Some(start), Some(upper), 5).unwrap(),
             "SELECT \"k_timestamp\", \"usage_user\", \"id\", \"hostname\" FROM \"cpu\" WHERE \"k_timestamp\" >= '2023-11-14 22:13:20.000+00:00' AND \"k_timestamp\" <= '2027-01-15 08:00:00.000+00:00' ORDER BY \"k_timestamp\", \"id\", \"hostname\" LIMIT 5"
+        );
+    }
+
+    #[test]
+    fn start_at_and_delay_do_not_apply_to_an_incrementing_column() {
+        let schema = TableSchema::new(
+            TableKind::Relational,
+            vec![
+                Field::column("seq", DataType::Int8),
+                Field::column("what", DataType::Varchar),
+            ],
+            Vec::new(),
+        );
+        let q = TableQuery::new(Dialect::Postgres, "events", &schema, "seq", &[]).unwrap();
+        let t = Some(Timestamp::new(1_700_000_000_000, Precision::Ms));
+        assert_eq!(
+            q.select(&schema, None, t, t, 10).unwrap(),
+            "SELECT \"seq\", \"what\" FROM \"events\" ORDER BY \"seq\" LIMIT 10"
         );
     }
 

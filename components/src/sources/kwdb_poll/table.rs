@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Semaphore};
 use tokio_postgres::SimpleQueryMessage;
 
-use super::checkpoint::{Checkpoint, KeyValue};
+use futures::{FutureExt as _, StreamExt as _};
+use tokio::task::JoinHandle;
+
+use super::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, KeyValue};
 use super::query::{parse_text, Position, TableQuery};
 use super::{ClientSlot, PollError, RelationalTable, Settings};
 use crate::ack::{BatchNotifier, BatchStatusReceiver, EventStatus};
@@ -16,7 +19,7 @@ use crate::api::{Backoff, ComponentMetrics, Outputs, ShutdownSignal};
 use crate::event::{
     Event, Metadata, Row, RowBatch, TableKind, TableSchema, Target, Timestamp, Value,
 };
-use crate::kwdb::{catalog, ErrorClass, KwdbError};
+use crate::kwdb::{catalog, Dialect, ErrorClass, KwdbError};
 
 pub(crate) struct Poller {
     pub settings: Arc<Settings>,
@@ -68,10 +71,13 @@ impl Poller {
         let mut rows_at_last_progress = exported;
         let mut last_ts: Option<Timestamp> = None;
         let mut schema_read_at = Instant::now();
+        let mut index_checked = false;
+        let mut saver = Saver::new(s.store.clone(), self.table.clone());
 
         loop {
-            // Settle what came back, in order.
-            let rewound = self.settle(&mut in_flight, &mut committed, &mut exported)?;
+            // Settle what came back, in order, and write the checkpoint behind.
+            let rewound = self.settle(&mut in_flight, &mut committed, &mut exported, &mut saver)?;
+            saver.poll()?;
             if rewound {
                 position = committed.clone();
                 self.sleep(backoff.next_delay()).await;
@@ -80,8 +86,14 @@ impl Poller {
             if self.stop.is_triggered() {
                 break;
             }
-            if in_flight.len() >= s.max_in_flight {
-                self.wait_front(&mut in_flight).await;
+            // Pages acknowledged but not yet durably checkpointed still count: a
+            // kill -9 repeats at most `max_in_flight` pages.
+            if in_flight.len() + saver.pages() >= s.max_in_flight {
+                tokio::select! {
+                    _ = wait_front_status(&mut in_flight) => {}
+                    r = saver.done() => r?,
+                    _ = self.stop.cancelled() => {}
+                }
                 continue;
             }
 
@@ -93,6 +105,10 @@ impl Poller {
                         if let Some(cp) = loaded.take() {
                             position = Some(self.position_from(&cp, &sq.1)?);
                             committed = position.clone();
+                        }
+                        if !index_checked {
+                            index_checked = true;
+                            self.check_index(&sq.1).await;
                         }
                         schema = Some(sq);
                         schema_read_at = Instant::now();
@@ -222,11 +238,13 @@ impl Poller {
                     tokio::select! {
                         _ = tokio::time::sleep_until(until) => break,
                         _ = self.stop.cancelled() => break,
+                        r = saver.done() => r?,
                         _ = wait_front_status(&mut in_flight) => {
-                            if self.settle(&mut in_flight, &mut committed, &mut exported)? {
+                            if self.settle(&mut in_flight, &mut committed, &mut exported, &mut saver)? {
                                 position = committed.clone();
                                 break;
                             }
+                            saver.poll()?;
                         }
                     }
                 }
@@ -234,6 +252,7 @@ impl Poller {
         }
 
         // Stopping: what was handed on is still settled, so the checkpoint covers it.
+        saver.finish().await?;
         while let Some(front) = in_flight.pop_front() {
             if front.status.await.is_final_ok() {
                 exported += front.rows;
@@ -255,8 +274,14 @@ impl Poller {
         in_flight: &mut VecDeque<InFlight>,
         committed: &mut Option<Position>,
         exported: &mut u64,
+        saver: &mut Saver,
     ) -> Result<bool, PollError> {
-        let mut moved = false;
+        let mut moved = 0;
+        let save = |moved: usize, committed: &Option<Position>, rows: u64, saver: &mut Saver| {
+            if let (true, Some(p)) = (moved > 0, committed) {
+                saver.acknowledged(moved, self.checkpoint(p, rows));
+            }
+        };
         while let Some(front) = in_flight.front_mut() {
             let Some(status) = front.status.try_recv() else {
                 break;
@@ -265,21 +290,17 @@ impl Poller {
             if status.is_final_ok() {
                 *exported += done.rows;
                 *committed = Some(done.after);
-                moved = true;
+                moved += 1;
             } else {
                 // Later pages may have been written already; KWDB deduplicates
                 // the replayed rows, PostgreSQL's primary key does the same.
                 tracing::warn!(table = %self.table, "a page was not delivered; reading again from the checkpoint");
                 in_flight.clear();
-                if moved {
-                    self.save(committed.as_ref(), *exported)?;
-                }
+                save(moved, committed, *exported, saver);
                 return Ok(true);
             }
         }
-        if moved {
-            self.save(committed.as_ref(), *exported)?;
-        }
+        save(moved, committed, *exported, saver);
         Ok(false)
     }
 
@@ -287,9 +308,16 @@ impl Poller {
         let Some(p) = committed else {
             return Ok(());
         };
+        Ok(self
+            .settings
+            .store
+            .save(&self.table, &self.checkpoint(p, rows))?)
+    }
+
+    fn checkpoint(&self, p: &Position, rows: u64) -> Checkpoint {
         let Value::Timestamp(ts) = &p.ts else {
             // Incrementing (non-timestamp) columns are kept as key values.
-            let cp = Checkpoint {
+            return Checkpoint {
                 ts: 0,
                 precision: "ms".into(),
                 keys: std::iter::once(&p.ts)
@@ -298,15 +326,13 @@ impl Poller {
                     .collect(),
                 rows,
             };
-            return Ok(self.settings.store.save(&self.table, &cp)?);
         };
-        let cp = Checkpoint {
+        Checkpoint {
             ts: ts.value,
             precision: ts.precision.as_str().into(),
             keys: p.keys.iter().map(KeyValue::from_value).collect(),
             rows,
-        };
-        Ok(self.settings.store.save(&self.table, &cp)?)
+        }
     }
 
     fn position_from(&self, cp: &Checkpoint, q: &TableQuery) -> Result<Position, PollError> {
@@ -352,6 +378,41 @@ impl Poller {
         Ok(Some((Arc::new(schema), q)))
     }
 
+    /// postgres: warns when no index leads with the read order (timestamp, keys),
+    /// since then every page sorts the rest of the table (tables kwpipe creates
+    /// have one; see `Sql::pg_poll_index`). KWDB has no indexes to check.
+    async fn check_index(&self, q: &TableQuery) {
+        if self.settings.params.dialect != Dialect::Postgres {
+            return;
+        }
+        let want: Vec<String> = std::iter::once(q.ts)
+            .chain(q.keys.iter().copied())
+            .map(|i| q.fields[i].as_str().to_string())
+            .collect();
+        let indexes = match self.slot.get().await {
+            Ok(client) => catalog::pg_index_columns(&client, &self.table).await,
+            Err(e) => Err(e),
+        };
+        match indexes {
+            Ok(indexes) if indexes.iter().any(|cols| cols.starts_with(&want)) => {}
+            Ok(_) => {
+                let cols: Vec<String> = std::iter::once(q.ts)
+                    .chain(q.keys.iter().copied())
+                    .map(|i| q.fields[i].to_string())
+                    .collect();
+                tracing::warn!(
+                    table = %self.table,
+                    "no index on ({}): every page sorts the rest of the table; \
+                     CREATE INDEX ON {} ({}) makes each page an index range scan",
+                    want.join(", "),
+                    q.table,
+                    cols.join(", ")
+                );
+            }
+            Err(e) => tracing::debug!(table = %self.table, error = %e, "cannot read indexes"),
+        }
+    }
+
     async fn read_page(
         &self,
         schema: &TableSchema,
@@ -393,13 +454,14 @@ impl Poller {
         sql: &str,
         schema: &TableSchema,
     ) -> Result<Vec<Row>, KwdbError> {
-        let messages = client
-            .simple_query(sql)
-            .await
-            .map_err(|e| KwdbError::db(format!("cannot read table {}", self.table), e))?;
-        let mut rows = Vec::new();
-        for m in messages {
-            if let SimpleQueryMessage::Row(r) = m {
+        let err = |e| KwdbError::db(format!("cannot read table {}", self.table), e);
+        // Rows are parsed as they arrive, while the server is still sending the
+        // rest of the page.
+        let stream = client.simple_query_raw(sql).await.map_err(err)?;
+        futures::pin_mut!(stream);
+        let mut rows = Vec::with_capacity(self.settings.fetch_max_rows);
+        while let Some(m) = stream.next().await {
+            if let SimpleQueryMessage::Row(r) = m.map_err(err)? {
                 let mut row = Vec::with_capacity(schema.width());
                 for (i, field) in schema.fields().enumerate() {
                     row.push(parse_text(r.get(i), field).map_err(KwdbError::Schema)?);
@@ -410,18 +472,105 @@ impl Poller {
         Ok(rows)
     }
 
-    async fn wait_front(&self, in_flight: &mut VecDeque<InFlight>) {
-        tokio::select! {
-            _ = wait_front_status(in_flight) => {}
-            _ = self.stop.cancelled() => {}
-        }
-    }
-
     async fn sleep(&self, d: Duration) {
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
             _ = self.stop.cancelled() => {}
         }
+    }
+}
+
+/// Writes a table's checkpoints on a blocking thread, one at a time, so the next
+/// pages are read while the disk syncs (a durable write takes milliseconds to tens
+/// of milliseconds). While one write runs, newer acknowledgements coalesce into
+/// the next. The caller counts `pages()` against `max_in_flight`: a page is only
+/// out of the window once a checkpoint covering it is on disk.
+struct Saver {
+    store: CheckpointStore,
+    table: String,
+    running: Option<JoinHandle<Result<(), CheckpointError>>>,
+    /// Pages the running write covers.
+    saving_pages: usize,
+    /// Pages acknowledged since the running write started, and their checkpoint.
+    unsaved_pages: usize,
+    next: Option<Checkpoint>,
+}
+
+impl Saver {
+    fn new(store: CheckpointStore, table: String) -> Self {
+        Saver {
+            store,
+            table,
+            running: None,
+            saving_pages: 0,
+            unsaved_pages: 0,
+            next: None,
+        }
+    }
+
+    /// Pages acknowledged whose checkpoint is not yet durable.
+    fn pages(&self) -> usize {
+        self.saving_pages + self.unsaved_pages
+    }
+
+    /// `pages` more were acknowledged; `cp` is the checkpoint after them.
+    fn acknowledged(&mut self, pages: usize, cp: Checkpoint) {
+        self.unsaved_pages += pages;
+        self.next = Some(cp);
+        self.start();
+    }
+
+    fn start(&mut self) {
+        if self.running.is_some() {
+            return;
+        }
+        let Some(cp) = self.next.take() else {
+            return;
+        };
+        let (store, table) = (self.store.clone(), self.table.clone());
+        self.running = Some(tokio::task::spawn_blocking(move || store.save(&table, &cp)));
+        self.saving_pages = std::mem::take(&mut self.unsaved_pages);
+    }
+
+    fn ended(
+        &mut self,
+        r: Result<Result<(), CheckpointError>, tokio::task::JoinError>,
+    ) -> Result<(), PollError> {
+        self.running = None;
+        self.saving_pages = 0;
+        match r {
+            Ok(r) => r?,
+            Err(e) => return Err(PollError::Config(format!("checkpoint writer failed: {e}"))),
+        }
+        self.start();
+        Ok(())
+    }
+
+    /// Takes the result of a write that ended, without waiting.
+    fn poll(&mut self) -> Result<(), PollError> {
+        match self.running.as_mut().and_then(|h| h.now_or_never()) {
+            Some(r) => self.ended(r),
+            None => Ok(()),
+        }
+    }
+
+    /// Resolves when the running write ends (never when none runs). Cancel-safe:
+    /// the write stays where it is if this is dropped.
+    async fn done(&mut self) -> Result<(), PollError> {
+        let Some(h) = self.running.as_mut() else {
+            return std::future::pending().await;
+        };
+        let r = h.await;
+        self.ended(r)
+    }
+
+    /// Waits until every write started or queued has ended.
+    async fn finish(&mut self) -> Result<(), PollError> {
+        while let Some(h) = self.running.take() {
+            let r = h.await;
+            self.ended(r)?;
+        }
+        Ok(())
     }
 }
 
