@@ -133,18 +133,39 @@ async fn edge_to_center_through_the_broker_with_the_example_topologies() {
     let mut edge = start(dir.path(), "edge", "edge-kwdb-to-kafka.toml", &edge_env);
 
     // What was there before the agents started.
-    wait_rows(&center_db, TABLE, 1000, Duration::from_secs(120), &mut center).await;
+    wait_rows(
+        &center_db,
+        TABLE,
+        1000,
+        Duration::from_secs(120),
+        &mut center,
+    )
+    .await;
     edge.assert_running();
     // What arrives while both run.
     insert_readings(&edge_db, 100, 50).await;
-    wait_rows(&center_db, TABLE, 1500, Duration::from_secs(60), &mut center).await;
+    wait_rows(
+        &center_db,
+        TABLE,
+        1500,
+        Duration::from_secs(60),
+        &mut center,
+    )
+    .await;
 
     // The edge agent stops (an uplink or box outage); rows keep arriving locally and
     // go out when it is back, from its checkpoint.
     edge.stop();
     insert_readings(&edge_db, 150, 30).await;
-    let mut edge = start(dir.path(), "edge", "edge-kwdb-to-kafka.toml", &edge_env);
-    wait_rows(&center_db, TABLE, 1800, Duration::from_secs(60), &mut center).await;
+    let edge = start(dir.path(), "edge", "edge-kwdb-to-kafka.toml", &edge_env);
+    wait_rows(
+        &center_db,
+        TABLE,
+        1800,
+        Duration::from_secs(60),
+        &mut center,
+    )
+    .await;
 
     // Same rows, same values, at both ends.
     assert_eq!(contents(&center_db).await, contents(&edge_db).await);

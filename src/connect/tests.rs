@@ -217,7 +217,9 @@ fn what_kafka_connect_returns_for_a_connector_is_accepted() {
         Some("connect-s")
     );
     assert_eq!(
-        errors(r#"{"name":"s","config":{"name":"t","connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","topics":"t","connection.url":"jdbc:kaiwudb://h:26257","protocol.type":"json_kaiwudb"},"type":"source"}"#),
+        errors(
+            r#"{"name":"s","config":{"name":"t","connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","topics":"t","connection.url":"jdbc:kaiwudb://h:26257","protocol.type":"json_kaiwudb"},"type":"source"}"#
+        ),
         vec![
             "name: \"t\" inside \"config\" differs from \"s\" beside it",
             "type: \"source\" does not match connector.class, a sink connector",
