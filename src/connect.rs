@@ -83,7 +83,9 @@ pub fn convert_text(
     let Json::Object(mut top) = json else {
         return Err(invalid("expected a JSON object".into()));
     };
-    let (name, config) = match top.remove("config") {
+    // `{"name":..,"config":{..}}` as posted to Kafka Connect; `GET /connectors/NAME`
+    // returns the same with "tasks" and "type" beside it, so those are accepted too.
+    let (outer_name, config, kind) = match top.remove("config") {
         Some(Json::Object(config)) => {
             let name = match top.remove("name") {
                 Some(Json::String(n)) => Some(n),
@@ -94,40 +96,77 @@ pub fn convert_text(
                     )))
                 }
             };
+            let kind = match top.remove("type") {
+                None => None,
+                Some(Json::String(t)) if t == "sink" || t == "source" => Some(t),
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "\"type\": expected \"sink\" or \"source\", found {other}"
+                    )))
+                }
+            };
+            top.remove("tasks");
             if let Some(k) = top.keys().next() {
                 return Err(invalid(format!(
-                    "unknown key \"{k}\" beside \"config\"; expected \"name\""
+                    "unknown key \"{k}\" beside \"config\"; expected \"name\" (or \"tasks\" and \"type\", as Kafka Connect returns them)"
                 )));
             }
-            (name, config)
+            (name, config, kind)
         }
         Some(other) => {
             return Err(invalid(format!(
                 "\"config\": expected an object, found {other}"
             )))
         }
-        None => (None, top),
+        None => (None, top, None),
     };
     let mut params = Params::new(config);
-    let name = name
-        .or_else(|| params.take_string("name"))
-        .unwrap_or_else(|| {
-            Path::new(file)
-                .file_stem()
-                .map_or("connector".into(), |s| s.to_string_lossy().into_owned())
-        });
+    // Kafka Connect repeats the name inside "config" (`GET /connectors/NAME/config`).
+    let inner_name = params.take_string("name");
+    if let (Some(outer), Some(inner)) = (&outer_name, &inner_name) {
+        if outer != inner {
+            params.error(format!(
+                "name: \"{inner}\" inside \"config\" differs from \"{outer}\" beside it"
+            ));
+        }
+    }
+    let name = outer_name.or(inner_name).unwrap_or_else(|| {
+        Path::new(file)
+            .file_stem()
+            .map_or("connector".into(), |s| s.to_string_lossy().into_owned())
+    });
     let id = sanitize_id(&name);
     let class = params.take_string("connector.class");
     let mut out = Converted::default();
-    match class.as_deref() {
-        Some(SINK_CLASS) => sink(&id, &name, &mut params, opts, &mut out),
-        Some(SOURCE_CLASS) => source(&id, &mut params, opts, &mut out),
-        Some(other) => params.error(format!(
-            "connector.class: \"{other}\" is not a KaiwuDB connector; expected {SINK_CLASS} or {SOURCE_CLASS}"
+    let class_kind = match class.as_deref() {
+        Some(SINK_CLASS) => {
+            sink(&id, &name, &mut params, opts, &mut out);
+            Some("sink")
+        }
+        Some(SOURCE_CLASS) => {
+            source(&id, &mut params, opts, &mut out);
+            Some("source")
+        }
+        Some(other) => {
+            params.error(format!(
+                "connector.class: \"{other}\" is not a KaiwuDB connector; expected {SINK_CLASS} or {SOURCE_CLASS}"
+            ));
+            None
+        }
+        None => {
+            params.error(format!(
+                "connector.class: missing; expected {SINK_CLASS} or {SOURCE_CLASS}"
+            ));
+            None
+        }
+    };
+    match (class_kind, kind.as_deref()) {
+        (Some(c), Some(k)) if c != k => params.error(format!(
+            "type: \"{k}\" does not match connector.class, a {c} connector"
         )),
-        None => params.error(format!(
-            "connector.class: missing; expected {SINK_CLASS} or {SOURCE_CLASS}"
-        )),
+        // Without a known class the other parameters cannot be judged: say only that.
+        (None, _) => params.map.clear(),
+        _ => {}
     }
     params.converters(&mut out.warnings);
     for w in &mut out.warnings {

@@ -3,8 +3,10 @@
 
 mod api;
 mod cli;
+mod connect;
 mod kafka;
 mod kwdb_poll;
 mod kwdb_sink;
+mod multihop;
 mod support;
 mod transcode;

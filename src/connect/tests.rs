@@ -207,3 +207,32 @@ fn the_toml_output_parses_back_to_the_same_tables() {
     );
     assert!(text.contains("[sinks.KwdbSinkConnector_kwdb]\ntype = \"kwdb\"\ninputs = [\"KwdbSinkConnector_batch\"]\n"), "{text}");
 }
+
+#[test]
+fn what_kafka_connect_returns_for_a_connector_is_accepted() {
+    // `GET /connectors/NAME`: the name again inside "config", plus "tasks" and "type".
+    let c = convert(r#"{"name":"s","config":{"name":"s","connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","topics":"t","connection.url":"jdbc:kaiwudb://h:26257","protocol.type":"json_kaiwudb"},"tasks":[{"connector":"s","task":0}],"type":"sink"}"#).unwrap();
+    assert_eq!(
+        table(&c, "sources", "s_kafka")["group_id"].as_str(),
+        Some("connect-s")
+    );
+    assert_eq!(
+        errors(
+            r#"{"name":"s","config":{"name":"t","connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","topics":"t","connection.url":"jdbc:kaiwudb://h:26257","protocol.type":"json_kaiwudb"},"type":"source"}"#
+        ),
+        vec![
+            "name: \"t\" inside \"config\" differs from \"s\" beside it",
+            "type: \"source\" does not match connector.class, a sink connector",
+        ]
+    );
+}
+
+#[test]
+fn without_a_known_class_only_the_class_is_reported() {
+    assert_eq!(
+        errors(r#"{"topics":"t","whatever":1}"#),
+        vec![format!(
+            "connector.class: missing; expected {SINK_CLASS} or {SOURCE_CLASS}"
+        )]
+    );
+}

@@ -144,8 +144,9 @@ impl TestKafka {
     }
 
     pub fn create_topic(&self, name: &str, partitions: i32) {
-        let mock = !matches!(*self.control.lock().unwrap(), Control::None)
-            && std::env::var("KWPIPE_TEST_KAFKA").is_err();
+        // A control port means the test broker (per test, or `scripts/test-broker`'s
+        // through KWPIPE_TEST_KAFKA_CONTROL), which has no Admin API.
+        let mock = !matches!(*self.control.lock().unwrap(), Control::None);
         if mock {
             self.command(&format!("create-topic {name} {partitions}"));
             return;
@@ -155,17 +156,24 @@ impl TestKafka {
             .set("bootstrap.servers", &self.bootstrap)
             .create()
             .expect("admin client");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-        let results = rt
-            .block_on(admin.create_topics(
+        let create = || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(admin.create_topics(
                 [&topic],
                 &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
             ))
-            .expect("create_topics");
+            .expect("create_topics")
+        };
+        // Called from async tests too: a runtime of its own, off the test's.
+        let results = if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::task::block_in_place(create)
+        } else {
+            create()
+        };
         for r in results {
             r.map_err(|(t, e)| format!("{t}: {e}"))
                 .expect("topic created");
