@@ -1,5 +1,7 @@
-//! 1,000,000 rows shaped like the seed's `ts_json_kaiwudb_tb` through batch -> kwdb
-//! sink (postgres dialect: the default COPY path and the INSERT path KWDB uses),
+//! 1,000,000 rows shaped like the seed's `ts_json_kaiwudb_tb` as json_kaiwudb
+//! messages of 100 rows through decode -> batch -> kwdb sink (postgres dialect: the
+//! default COPY path and the INSERT path KWDB uses), and as already-decoded batches
+//! through batch -> kwdb (the database leg alone),
 //! side by side with `psql` loading the same rows by `COPY ... FROM STDIN` and by
 //! 1000-row multi-row INSERTs. Each kwpipe run is a child process, so its peak RSS
 //! is its own. Prints a Markdown table for benches/README.md.
@@ -17,10 +19,12 @@ use components::kwdb::tokio_postgres::{self, NoTls};
 use components::kwdb::values::{render_insert, write_value, CopyText};
 use components::kwdb::{Dialect, Sql};
 use components::sinks::kwdb::{KwdbSinkConfig, WriteMethod};
+use components::formats::{encode, EncodeOptions, Format};
 use components::transforms::batch::BatchConfig;
+use components::transforms::decode::DecodeConfig;
 use components::{
     BatchNotifier, BuildContext, ComponentConfig, ComponentContext, DataType, Event, EventStatus,
-    Field, Precision, Row, RowBatch, TableKind, TableSchema, Target, Timestamp, Value,
+    Field, Precision, RawMessage, Row, RowBatch, TableKind, TableSchema, Target, Timestamp, Value,
 };
 use tokio::sync::mpsc;
 
@@ -85,17 +89,46 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Child mode: source -> batch -> kwdb sink into `table`; prints "secs rss_kib".
-async fn run_kwpipe(db_url: &str, table: &str, method: WriteMethod) {
+/// Child mode: source -> [decode ->] batch -> kwdb sink into `table`; prints
+/// "secs rss_kib". With `decode`, the source emits json_kaiwudb messages (encoded
+/// as it goes, as a Kafka source would hand them on) and the decode transform
+/// turns them into rows.
+async fn run_kwpipe(db_url: &str, table: &str, method: WriteMethod, decode: bool) {
     let total = rows_total();
     let s = schema();
     let m = ComponentMetrics::new("bench", "x");
-    let (src_tx, src_rx) = mpsc::channel::<Event>(64);
+    let (src_tx, first_rx) = mpsc::channel::<Event>(64);
     let (mid_tx, mid_rx) = mpsc::channel::<Event>(8);
     let globals = Arc::new(GlobalOptions::default());
     let bcx = BuildContext {
         id: "b".into(),
         globals: globals.clone(),
+    };
+    // With decode: source -> decode -> (dec_rx) -> batch; else source -> batch.
+    let (src_rx, decoder) = if decode {
+        let (dec_tx, dec_rx) = mpsc::channel::<Event>(64);
+        let d = DecodeConfig {
+            format: Format::JsonKaiwudb,
+            timestamp_precision: Precision::Ms,
+            database: None,
+        }
+        .build(&bcx)
+        .await
+        .unwrap();
+        let dcx = ComponentContext {
+            id: "decode".into(),
+            input: Some(Input::new(first_rx, m.clone())),
+            outputs: Outputs::new(
+                Output::new(vec![dec_tx], m.clone()),
+                BTreeMap::new(),
+                m.clone(),
+            ),
+            shutdown: ShutdownSignal::new(),
+            globals: globals.clone(),
+        };
+        (dec_rx, Some((d, dcx)))
+    } else {
+        (first_rx, None)
     };
     let batch = BatchConfig {
         max_rows: 1000,
@@ -127,6 +160,7 @@ async fn run_kwpipe(db_url: &str, table: &str, method: WriteMethod) {
         globals,
     };
     let started = Instant::now();
+    let d = decoder.map(|(d, dcx)| tokio::spawn(d.run(dcx)));
     let b = tokio::spawn(batch.run(bcx_));
     let k = tokio::spawn(sink.run(scx));
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
@@ -144,13 +178,23 @@ async fn run_kwpipe(db_url: &str, table: &str, method: WriteMethod) {
         let rows = (n..n + k).map(row).collect();
         let (fin, rx) = BatchNotifier::pair();
         let mut rb = RowBatch::new(Target::table(table), s.clone(), rows);
-        rb.finalizers = fin;
-        src_tx.send(Event::Rows(rb)).await.unwrap();
+        let event = if decode {
+            let mut payload = Vec::with_capacity(MSG_ROWS * 220);
+            encode(Format::JsonKaiwudb, &rb, &EncodeOptions::default(), &mut payload).unwrap();
+            Event::Raw(RawMessage::new(payload).with_finalizers(fin))
+        } else {
+            rb.finalizers = fin;
+            Event::Rows(rb)
+        };
+        src_tx.send(event).await.unwrap();
         ack_tx.send(rx).unwrap();
         n += k;
     }
     drop(src_tx);
     drop(ack_tx);
+    if let Some(d) = d {
+        d.await.unwrap().unwrap();
+    }
     b.await.unwrap().unwrap();
     k.await.unwrap().unwrap();
     checker.await.unwrap();
@@ -190,7 +234,7 @@ async fn main() {
         } else {
             WriteMethod::Insert
         };
-        run_kwpipe(&args[2], &args[3], method).await;
+        run_kwpipe(&args[2], &args[3], method, args[5] == "decode").await;
         return;
     }
     if args.iter().any(|a| a == "--list") {
@@ -271,20 +315,34 @@ async fn main() {
     let t = psql(&db_url, &insert_file);
     assert_eq!(count(&db_url, "psql_insert").await, total as i64);
     results.push(("psql 1000-row INSERTs".into(), t, None));
-    for (table, method, label) in [
+    for (table, method, input, label) in [
         (
             "kw_copy",
             "copy",
-            "kwpipe batch -> kwdb (postgres default: COPY)",
+            "decode",
+            "kwpipe decode -> batch -> kwdb (postgres default: COPY)",
         ),
         (
             "kw_insert",
             "insert",
-            "kwpipe batch -> kwdb (write_method = insert)",
+            "decode",
+            "kwpipe decode -> batch -> kwdb (write_method = insert)",
+        ),
+        (
+            "kw_copy_rows",
+            "copy",
+            "rows",
+            "kwpipe batch -> kwdb, rows already decoded (COPY)",
+        ),
+        (
+            "kw_insert_rows",
+            "insert",
+            "rows",
+            "kwpipe batch -> kwdb, rows already decoded (insert)",
         ),
     ] {
         let out = Command::new(std::env::current_exe().unwrap())
-            .args(["child", &db_url, table, method])
+            .args(["child", &db_url, table, method, input])
             .output()
             .unwrap();
         assert!(
