@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod e2e;
 mod kafka;
 mod kwdb_poll;
 mod kwdb_sink;
