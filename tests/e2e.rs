@@ -332,7 +332,7 @@ fn seed_shaped(table: &str, device: &str, n: u64) -> String {
         c1 = n % 30_000,
         n = n,
         c3 = n.wrapping_mul(2_535_208_944_865),
-        c6 = n % 2 == 0,
+        c6 = n.is_multiple_of(2),
         device = device,
     )
 }
@@ -611,7 +611,8 @@ async fn seed_json_opentsdb_example_lands_exactly() {
         &[&agent],
     )
     .await;
-    let got: Vec<(i64, Option<f64>, Option<f64>, String, String)> = c
+    type OpenTsdbRow = (i64, Option<f64>, Option<f64>, String, String);
+    let got: Vec<OpenTsdbRow> = c
         .query(
             "SELECT (extract(epoch FROM \"timestamp\") * 1000)::int8, c1, c2, primary_tag, \
              tag_name FROM ts_json_opentsdb_tb ORDER BY \"timestamp\"",
