@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod connect;
+mod e2e;
 mod kafka;
 mod kwdb_poll;
 mod kwdb_sink;

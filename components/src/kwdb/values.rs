@@ -209,10 +209,12 @@ pub fn write_value(value: &Value, target: &Field, out: &mut impl ValueOut) -> Re
         (v, DataType::Timestamp | DataType::TimestampTz) => {
             match v {
                 Value::Timestamp(t) => write_timestamp(&mut tok, *t, ty == DataType::TimestampTz)?,
-                // Bare integers are epoch milliseconds, as in every seed format.
-                Value::Int8(_) | Value::Int4(_) => write_timestamp(
+                // Bare integers are epoch milliseconds, as in every seed format. Line
+                // protocol types an unsuffixed number as FLOAT8 (the seed's
+                // `c13=1648432611249`): a whole one counts as an integer here.
+                Value::Int8(_) | Value::Int4(_) | Value::Float8(_) => write_timestamp(
                     &mut tok,
-                    Timestamp::new(as_i64(v).unwrap_or_default(), Precision::Ms),
+                    Timestamp::new(as_i64(v).ok_or_else(|| mismatch(v, target))?, Precision::Ms),
                     ty == DataType::TimestampTz,
                 )?,
                 Value::Date(d) => write_date(&mut tok, *d)?,
@@ -426,6 +428,18 @@ mod tests {
             "'1969-12-31 23:59:59.999999+00:00'"
         );
         assert!(ts(i64::MAX, Precision::Ms).is_err());
+        // Bare numbers are epoch milliseconds; line protocol's unsuffixed numbers
+        // arrive as FLOAT8 (the seed's `c13=1648432611249`).
+        let want = "'2022-03-28 01:56:51.249+00:00'";
+        assert_eq!(
+            lit(Value::Int8(1_648_432_611_249), DataType::TimestampTz).unwrap(),
+            want
+        );
+        assert_eq!(
+            lit(Value::Float8(1_648_432_611_249.0), DataType::TimestampTz).unwrap(),
+            want
+        );
+        assert!(lit(Value::Float8(1.5), DataType::TimestampTz).is_err());
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! Each message's good rows go out as batches (one per target table); each bad
 //! record goes to the `dropped` output when something reads it (the record's bytes
-//! as payload, the reason in header `kwpipe.error`, the message's own headers and
-//! metadata kept), otherwise it is logged and counted. A message counts as
+//! as payload, the message's own headers and metadata kept, then the reason in
+//! header `kwpipe.error` and where the message came from in `kwpipe.topic`,
+//! `kwpipe.partition` and `kwpipe.offset`), otherwise it is logged and counted. A message counts as
 //! Delivered only once every batch made from it is: each batch carries a fork of
 //! the message's finalizers.
 
@@ -24,6 +25,24 @@ use crate::formats::{self, DecodeOptions, Format};
 
 /// The header naming why a record was rejected.
 pub const ERROR_HEADER: &str = "kwpipe.error";
+/// Headers naming the rejected record's origin (a dead-letter topic keeps them, so
+/// the record can be found and replayed): the source topic, partition and offset.
+pub const TOPIC_HEADER: &str = "kwpipe.topic";
+pub const PARTITION_HEADER: &str = "kwpipe.partition";
+pub const OFFSET_HEADER: &str = "kwpipe.offset";
+
+/// Appends the origin headers for what `meta` knows of the message's origin.
+pub(crate) fn push_origin_headers(meta: &Metadata, headers: &mut Vec<(String, Bytes)>) {
+    if let Some(t) = &meta.topic {
+        headers.push((TOPIC_HEADER.to_string(), Bytes::from(t.clone())));
+    }
+    if let Some(p) = meta.partition {
+        headers.push((PARTITION_HEADER.to_string(), Bytes::from(p.to_string())));
+    }
+    if let Some(o) = meta.offset {
+        headers.push((OFFSET_HEADER.to_string(), Bytes::from(o.to_string())));
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +143,7 @@ impl Decode {
                 };
                 let mut h = headers.clone();
                 h.push((ERROR_HEADER.to_string(), Bytes::from(err.to_string())));
+                push_origin_headers(&meta, &mut h);
                 let fin = finalizers.fork();
                 fin.update_status(EventStatus::Rejected);
                 let dropped = RawMessage {
@@ -267,6 +287,18 @@ mod tests {
         assert_eq!(
             &bad.headers[1].1[..],
             b"line 2, field \"v\": 70000 is out of range for INT2"
+        );
+        let origin: Vec<(&str, &[u8])> = bad.headers[2..]
+            .iter()
+            .map(|(k, v)| (k.as_str(), &v[..]))
+            .collect();
+        assert_eq!(
+            origin,
+            [
+                ("kwpipe.topic", &b"in"[..]),
+                ("kwpipe.partition", b"3"),
+                ("kwpipe.offset", b"42")
+            ]
         );
         assert_eq!(bad.meta.offset, Some(42));
         a.finalizers.finish(EventStatus::Delivered);

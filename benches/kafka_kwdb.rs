@@ -1,0 +1,315 @@
+//! Kafka -> kwpipe -> PostgreSQL throughput: 1,000,000 messages of the seed's
+//! `json_kaiwudb` shape, preloaded into a topic of the test broker, consumed by the
+//! release `kwpipe` binary running kafka -> decode -> batch -> kwdb (postgres
+//! dialect, COPY) as a process of its own. Prints rows/s and the kwpipe process's
+//! peak RSS (VmHWM). `scripts/bench-kafka-kwdb` runs it next to the database-only
+//! `kwdb_sink` bench.
+//!
+//! Env: KWPIPE_TEST_PG (server URL), KWPIPE_BENCH_MESSAGES (default 1000000),
+//! KWPIPE_BENCH_ROWS_PER_MESSAGE (default 1), KWPIPE_BENCH_PARTITIONS (default 24),
+//! KWPIPE_BENCH_CONCURRENCY (the source's `concurrency`, default 2),
+//! KWPIPE_BENCH_MAX_IN_FLIGHT (the source's `max_in_flight`, default 20000),
+//! KWPIPE_BENCH_BATCH_ROWS (`batch.max_rows` and the sink's `batch_size`, default 1000).
+//!
+//! The test broker (librdkafka's mock cluster) keeps at most 5 MB per partition and
+//! silently drops older data beyond it, so the producer compresses (lz4, as a real
+//! deployment would) and the topic is spread over enough partitions; the bench
+//! checks every partition still starts at offset 0 before kwpipe starts.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use components::kwdb::tokio_postgres::{self, NoTls};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn server() -> String {
+    std::env::var("KWPIPE_TEST_PG")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432".into())
+}
+
+/// A message of the seed's `ts_json_kaiwudb_tb` shape holding rows first..first+k.
+fn message(first: u64, k: u64, out: &mut String) {
+    use std::fmt::Write as _;
+    out.clear();
+    out.push_str(concat!(
+        r#"{"table":"ts_json_kaiwudb_tb","columns":[{"name":"ts","type":"TIMESTAMPTZ","length":64},"#,
+        r#"{"name":"c1","type":"INT2","length":16},{"name":"c2","type":"INT4","length":32},"#,
+        r#"{"name":"c3","type":"INT8","length":64},{"name":"c4","type":"FLOAT4","length":32},"#,
+        r#"{"name":"c5","type":"FLOAT8","length":64},{"name":"c6","type":"BOOL","length":1}],"#,
+        r#""tags":[{"name":"location","type":"VARCHAR","length":64,"primary":true,"nullable":false},"#,
+        r#"{"name":"temperature","type":"FLOAT4","length":64,"primary":false,"nullable":true}],"#,
+        r#""data":["#
+    ));
+    for n in first..first + k {
+        if n > first {
+            out.push(',');
+        }
+        // The same values as benches/kwdb_sink.rs generates.
+        let _ = write!(
+            out,
+            r#"{{"ts":{},"c1":{},"c2":{},"c3":{},"c4":{:?},"c5":{:?},"c6":{},"location":"loc{}","temperature":35.5}}"#,
+            1_690_855_924_005 + (n / 10) as i64,
+            n % 30_000,
+            n as i32,
+            (n as i64).wrapping_mul(2_535_208_944_865),
+            n as f32 * 0.25 + 0.14545,
+            n as f64 * 0.5 + 0.15656,
+            n % 2 == 0,
+            n % 10,
+        );
+    }
+    out.push_str("]}");
+}
+
+/// The workspace's target directory, from this bench binary's path
+/// (`target/release/deps/kafka_kwdb-...`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// The broker, its bootstrap address, and its stdout (which must stay open: the
+/// broker answers commands there).
+fn start_broker(topic: &str, partitions: u64) -> (Child, String, BufReader<ChildStdout>) {
+    let path = profile_dir().join("kwpipe-test-broker");
+    if !path.exists() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "-p", "kwpipe-test-broker"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let mut child = Command::new(&path)
+        .args(["--topic", &format!("{topic}:{partitions}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("test broker starts");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let bootstrap = line.trim().strip_prefix("bootstrap=").unwrap().to_string();
+    line.clear();
+    out.read_line(&mut line).unwrap(); // control=...
+    (child, bootstrap, out)
+}
+
+fn preload(bootstrap: &str, topic: &str, messages: u64, rows_per: u64, partitions: u64) -> u64 {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("compression.type", "lz4")
+        .set("linger.ms", "50")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "500000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()
+        .unwrap();
+    let mut payload = String::new();
+    let mut bytes = 0u64;
+    for m in 0..messages {
+        message(m * rows_per, rows_per, &mut payload);
+        bytes += payload.len() as u64;
+        let partition = (m % partitions) as i32;
+        loop {
+            match producer.send(
+                BaseRecord::<(), str>::to(topic)
+                    .partition(partition)
+                    .payload(&payload),
+            ) {
+                Ok(()) => break,
+                Err((e, _)) => {
+                    assert!(e.to_string().contains("Queue full"), "{e}");
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(300)).unwrap();
+    // Nothing may have been dropped by the broker's 5 MB/100,000-set retention.
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let mut total = 0;
+    for p in 0..partitions as i32 {
+        let (low, high) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(low, 0, "the broker dropped data of partition {p}");
+        total += high;
+    }
+    assert_eq!(total as u64, messages);
+    bytes
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let messages = env_or("KWPIPE_BENCH_MESSAGES", 1_000_000);
+    let rows_per = env_or("KWPIPE_BENCH_ROWS_PER_MESSAGE", 1);
+    let partitions = env_or("KWPIPE_BENCH_PARTITIONS", 24);
+    let concurrency = env_or("KWPIPE_BENCH_CONCURRENCY", 2);
+    let max_in_flight = env_or("KWPIPE_BENCH_MAX_IN_FLIGHT", 20_000);
+    let batch_rows = env_or("KWPIPE_BENCH_BATCH_ROWS", 1000);
+    let rows = messages * rows_per;
+    let topic = "kw-tsdb-json_kaiwudb_with_tag_tb";
+
+    let (mut broker, bootstrap, _broker_out) = start_broker(topic, partitions);
+    let t = Instant::now();
+    let bytes = preload(&bootstrap, topic, messages, rows_per, partitions);
+    eprintln!(
+        "preloaded {messages} messages ({:.0} MB) in {:.1} s",
+        bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+
+    let dbname = format!("kwbench_kafka_{}", std::process::id());
+    let (admin, conn) = tokio_postgres::connect(&format!("{}/postgres", server()), NoTls)
+        .await
+        .expect("PostgreSQL reachable (eval \"$(scripts/test-env)\")");
+    tokio::spawn(conn);
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{dbname}\""))
+        .await
+        .unwrap();
+    let db_url = format!("{}/{dbname}", server());
+
+    let dir = std::env::temp_dir().join(&dbname);
+    std::fs::create_dir_all(&dir).unwrap();
+    let topology = dir.join("bench.toml");
+    std::fs::write(
+        &topology,
+        format!(
+            r#"
+[sources.kafka]
+type = "kafka"
+bootstrap_servers = "{bootstrap}"
+group_id = "bench"
+topics = ["{topic}"]
+concurrency = {concurrency}
+max_in_flight = {max_in_flight}
+
+[transforms.decode]
+type = "decode"
+inputs = ["kafka"]
+format = "json_kaiwudb"
+
+[transforms.batch]
+type = "batch"
+inputs = ["decode"]
+max_rows = {batch_rows}
+timeout = "1s"
+
+[sinks.kwdb]
+type = "kwdb"
+inputs = ["batch"]
+url = "{db_url}"
+batch_size = {batch_rows}
+"#
+        ),
+    )
+    .unwrap();
+    let kwpipe = env!("CARGO_BIN_EXE_kwpipe");
+    let started = Instant::now();
+    let mut child = Command::new(kwpipe)
+        .arg("run")
+        .arg(&topology)
+        .env("KWPIPE_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (c, conn) = tokio_postgres::connect(&db_url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let mut first_row = None;
+    let mut hwm = 0;
+    loop {
+        let n: i64 = match c
+            .query_one("SELECT count(*) FROM ts_json_kaiwudb_tb", &[])
+            .await
+        {
+            Ok(r) => r.get(0),
+            Err(_) => 0,
+        };
+        hwm = hwm.max(vm_hwm_kib(pid));
+        if n > 0 && first_row.is_none() {
+            first_row = Some(started.elapsed());
+        }
+        if n as u64 >= rows {
+            assert_eq!(n as u64, rows);
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "kwpipe exited early with {n} rows in the table"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "only {n} of {rows} rows after 30 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let total = started.elapsed();
+    let first = first_row.unwrap_or_default();
+    hwm = hwm.max(vm_hwm_kib(pid));
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "kwpipe exited with {status}");
+
+    let secs = total.as_secs_f64();
+    let steady = (total - first).as_secs_f64();
+    println!(
+        "messages: {messages} ({rows_per} row(s) each, {:.0} MB of JSON), partitions: {partitions}, \
+         source concurrency: {concurrency}\n",
+        bytes as f64 / 1e6
+    );
+    println!("| path | seconds | rows/s | peak RSS |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| kwpipe kafka -> decode -> batch -> kwdb (start to last row) | {secs:.2} | {:.0} | {:.1} MiB |",
+        rows as f64 / secs,
+        hwm as f64 / 1024.0
+    );
+    println!(
+        "| same, first row to last row (without start-up and group join, {:.2} s) | {steady:.2} | {:.0} | |",
+        first.as_secs_f64(),
+        rows as f64 / steady
+    );
+
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+    admin
+        .batch_execute(&format!("DROP DATABASE \"{dbname}\" WITH (FORCE)"))
+        .await
+        .unwrap();
+    let _ = writeln!(broker.stdin.as_mut().unwrap(), "shutdown");
+    let _ = broker.wait();
+}
