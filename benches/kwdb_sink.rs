@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use components::api::{ComponentMetrics, GlobalOptions, Input, Output, Outputs, ShutdownSignal};
+use components::formats::{encode, EncodeOptions, Format};
 use components::kwdb::tokio_postgres::{self, NoTls};
 use components::kwdb::values::{render_insert, write_value, CopyText};
 use components::kwdb::{Dialect, Sql};
 use components::sinks::kwdb::{KwdbSinkConfig, WriteMethod};
-use components::formats::{encode, EncodeOptions, Format};
 use components::transforms::batch::BatchConfig;
 use components::transforms::decode::DecodeConfig;
 use components::{
@@ -180,7 +180,13 @@ async fn run_kwpipe(db_url: &str, table: &str, method: WriteMethod, decode: bool
         let mut rb = RowBatch::new(Target::table(table), s.clone(), rows);
         let event = if decode {
             let mut payload = Vec::with_capacity(MSG_ROWS * 220);
-            encode(Format::JsonKaiwudb, &rb, &EncodeOptions::default(), &mut payload).unwrap();
+            encode(
+                Format::JsonKaiwudb,
+                &rb,
+                &EncodeOptions::default(),
+                &mut payload,
+            )
+            .unwrap();
             Event::Raw(RawMessage::new(payload).with_finalizers(fin))
         } else {
             rb.finalizers = fin;

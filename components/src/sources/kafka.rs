@@ -22,10 +22,11 @@
 //!   past a failed message.
 //! - On revoke (rebalance) and shutdown: wait up to `drain_timeout` for in-flight
 //!   acknowledgements, store what completed, commit synchronously.
-//! - Memory: at most `max_in_flight` messages polled and not yet acknowledged;
-//!   beyond that the polling threads pause their partitions (which also purges
-//!   librdkafka's prefetch queue, resuming from the last polled offset) but keep
-//!   polling, so group membership and rebalances are still served.
+//! - Memory: at most `max_in_flight` messages polled and not yet acknowledged
+//!   (plus librdkafka's bounded prefetch queue). Beyond that a polling thread stops
+//!   polling, which keeps what librdkafka prefetched; after 30 s of that (an outage
+//!   downstream) it pauses its partitions (purging the prefetch) and polls on, so
+//!   group membership and rebalances are still served.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -451,6 +452,10 @@ type Member = BaseConsumer<MemberContext>;
 
 /// How many messages one poll round gathers before handing them over.
 const POLL_BATCH: usize = 1024;
+/// How long a member may stop polling while downstream catches up before it
+/// pauses its partitions instead (well inside `max.poll.interval.ms`).
+const STALL_BEFORE_PAUSE: Duration = Duration::from_secs(30);
+const STALL_SLEEP: Duration = Duration::from_millis(2);
 const POLL_WAIT: Duration = Duration::from_millis(100);
 
 fn to_raw(m: &BorrowedMessage<'_>, topic: &str) -> RawMessage {
@@ -492,6 +497,7 @@ fn poll_member(
     max_in_flight: usize,
 ) {
     let mut paused = false;
+    let mut stalled_since: Option<Instant> = None;
     let mut seen_rebalances = u64::MAX;
     let mut epoch_cache: HashMap<(Arc<str>, i32), u64> = HashMap::new();
     while !stop.load(Ordering::Acquire) {
@@ -534,6 +540,20 @@ fn poll_member(
                     let _ = consumer.pause(&a);
                 }
             }
+        }
+        // Over the limit, stop taking messages first: librdkafka's own queue fills
+        // and its fetching stops, and nothing prefetched is thrown away (pausing
+        // purges that queue, and resuming fetches it all again). Only after a long
+        // stall (a database down for minutes) pause and go on polling, so the
+        // group keeps this member instead of evicting it for not polling.
+        if flow >= max_in_flight && !paused {
+            let since = *stalled_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < STALL_BEFORE_PAUSE {
+                std::thread::sleep(STALL_SLEEP);
+                continue;
+            }
+        } else if flow < max_in_flight {
+            stalled_since = None;
         }
         if !paused && flow >= max_in_flight {
             if let Ok(a) = consumer.assignment() {
