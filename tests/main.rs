@@ -6,5 +6,6 @@ mod cli;
 mod kafka;
 mod kwdb_poll;
 mod kwdb_sink;
+mod mistakes;
 mod support;
 mod transcode;
