@@ -63,18 +63,6 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// Waits until `done` holds, polling; panics with `what` after `limit`.
-pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 // ---- kwpipe -------------------------------------------------------------------
 
 pub struct Agent {
@@ -84,13 +72,11 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Runs `topology` (which may use `{api}` for its admin address) in `dir`.
+    /// Runs `topology` in `dir`, with the admin API on a free port.
     pub fn start(dir: &Path, name: &str, topology: &str) -> Agent {
         let api = free_port();
-        let text = format!(
-            "[api]\naddress = \"127.0.0.1:{api}\"\n{}",
-            topology.replace("{api}", &api.to_string())
-        );
+        // Top-level keys must come before the first table: [api] goes last.
+        let text = format!("{topology}\n[api]\naddress = \"127.0.0.1:{api}\"\n");
         let path = write_topology(dir, &format!("{name}.toml"), &text);
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::OpenOptions::new()
@@ -135,6 +121,20 @@ impl Agent {
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `done` holds; panics with `what` and the agent's log after `limit`.
+    pub fn wait(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            if started.elapsed() > limit {
+                panic!(
+                    "timed out after {limit:?}: {what}; agent log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
