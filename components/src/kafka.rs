@@ -242,27 +242,16 @@ pub fn check_cluster(
         let metadata = client
             .fetch_metadata(Some(topic), left)
             .map_err(|e| unreachable(client.context().reason().or(Some(e.to_string()))))?;
-        let missing = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .map_or(true, |t| {
-                matches!(
-                    t.error(),
-                    Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
-                )
-            });
-        if missing {
-            return Err(format!("topic \"{topic}\" does not exist on {servers}"));
-        }
-        if let Some(e) = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .and_then(|t| t.error())
-        {
-            let e = RDKafkaErrorCode::from(e);
-            return Err(format!("topic \"{topic}\" on {servers}: {e}"));
+        let found = metadata.topics().iter().find(|t| t.name() == topic);
+        match found.map(|t| t.error()) {
+            None | Some(Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)) => {
+                return Err(format!("topic \"{topic}\" does not exist on {servers}"));
+            }
+            Some(Some(e)) => {
+                let e = RDKafkaErrorCode::from(e);
+                return Err(format!("topic \"{topic}\" on {servers}: {e}"));
+            }
+            Some(None) => {}
         }
     }
     Ok(())

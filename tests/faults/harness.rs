@@ -356,8 +356,8 @@ impl Feed {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    if rate > 0 {
-                        let due = started + Duration::from_micros(n * 1_000_000 / rate);
+                    if let Some(at) = (n * 1_000_000).checked_div(rate) {
+                        let due = started + Duration::from_micros(at);
                         while Instant::now() < due {
                             producer.poll(Duration::from_millis(1));
                         }

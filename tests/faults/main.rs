@@ -479,7 +479,7 @@ fn flood_record(format: &str, n: u64) -> String {
     let bad = n % 10 == 9;
     match (format, bad) {
         ("json_kaiwudb", false) => json_message("fl_json", n),
-        ("json_kaiwudb", true) => format!(r#"{{"table":"fl_json","columns":[{{"name":"ts""#),
+        ("json_kaiwudb", true) => r#"{"table":"fl_json","columns":[{"name":"ts""#.to_string(),
         ("line_influxdb", false) => format!("fl_influx,dev=d{} v={n}i64 {ts}", n % 4),
         ("line_influxdb", true) => format!("fl_influx,dev=d1 v={n}i64 notatime"),
         ("json_opentsdb", false) => format!(
