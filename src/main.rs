@@ -20,6 +20,10 @@ struct Cli {
 enum Command {
     /// Run a topology; several files merge into one.
     Run {
+        /// Run the components' health checks first and exit 1 when one fails
+        /// (without it they run beside the topology and only log what they find).
+        #[arg(long)]
+        require_healthy: bool,
         #[arg(required = true, value_name = "CONFIG")]
         configs: Vec<PathBuf>,
     },
@@ -110,8 +114,16 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { configs } => {
+        Command::Run {
+            require_healthy,
+            configs,
+        } => {
             let topology = load(&configs)?;
+            if require_healthy {
+                if let Err(errors) = runtime::healthcheck(&topology).await {
+                    anyhow::bail!(errors.join("\n"));
+                }
+            }
             api::install_recorder();
             runtime::run(topology, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)

@@ -8,6 +8,7 @@ mod e2e;
 mod kafka;
 mod kwdb_poll;
 mod kwdb_sink;
+mod mistakes;
 mod multihop;
 mod support;
 mod transcode;

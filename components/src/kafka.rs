@@ -4,9 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use rdkafka::client::Client;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::config::{ClientConfig, FromClientConfigAndContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 use serde::{Deserialize, Deserializer};
 
@@ -140,6 +146,115 @@ where
         }
         other => KafkaClientError::Create(other.to_string()),
     })
+}
+
+/// The context of a client made for a check (`kwpipe validate`): librdkafka's own
+/// log lines and error callbacks are kept, not printed, so a check says one thing;
+/// the last transport error explains why the broker did not answer.
+#[derive(Default)]
+pub struct CheckContext {
+    last_error: Mutex<Option<String>>,
+    all_down: AtomicBool,
+}
+
+impl ClientContext for CheckContext {
+    fn log(&self, _level: RDKafkaLogLevel, fac: &str, message: &str) {
+        tracing::trace!(fac, "librdkafka: {message}");
+    }
+
+    fn stats_raw(&self, _statistics: &[u8]) {}
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown) => self.all_down.store(true, Ordering::Release),
+            _ => {
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(reason.to_string());
+            }
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for CheckContext {}
+
+impl rdkafka::producer::ProducerContext for CheckContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
+impl CheckContext {
+    /// `connection refused` out of librdkafka's `127.0.0.1:1/bootstrap: Connect to
+    /// ipv4#127.0.0.1:1 failed: Connection refused (after 0ms in state CONNECT)`.
+    fn reason(&self) -> Option<String> {
+        let last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        let text = last.as_deref()?;
+        let short = match text.rfind("failed: ") {
+            Some(i) => &text[i + "failed: ".len()..],
+            None => text,
+        };
+        let short = short.split(" (after ").next().unwrap_or(short).trim();
+        let mut chars = short.chars();
+        Some(match chars.next() {
+            Some(c) => c.to_lowercase().chain(chars).collect(),
+            None => text.to_string(),
+        })
+    }
+}
+
+/// Asks the brokers for metadata (up to `timeout`) and checks that each of `topics`
+/// exists (names starting with `^` are patterns and are not checked). The error is
+/// one line that names the brokers or the topic. `serve_callbacks` polls the client
+/// (without taking messages) so its error callbacks run.
+pub fn check_cluster(
+    client: &Client<CheckContext>,
+    serve_callbacks: &dyn Fn(),
+    servers: &str,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let unreachable = |why: Option<String>| {
+        format!(
+            "cannot connect to Kafka at {servers}: {}",
+            why.unwrap_or_else(|| format!("no answer within {timeout:?}"))
+        )
+    };
+    // The brokers answer at all.
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match client.fetch_metadata(None, left.min(Duration::from_secs(1))) {
+            Ok(_) => break,
+            Err(e) => {
+                // Error callbacks arrive through the client's queue.
+                serve_callbacks();
+                let down = client.context().all_down.load(Ordering::Acquire);
+                if down || Instant::now() >= deadline {
+                    let why = client.context().reason().or_else(|| Some(e.to_string()));
+                    return Err(unreachable(why));
+                }
+            }
+        }
+    }
+    for topic in topics.iter().filter(|t| !t.starts_with('^')) {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        let metadata = client
+            .fetch_metadata(Some(topic), left)
+            .map_err(|e| unreachable(client.context().reason().or(Some(e.to_string()))))?;
+        let found = metadata.topics().iter().find(|t| t.name() == topic);
+        match found.map(|t| t.error()) {
+            None | Some(Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)) => {
+                return Err(format!("topic \"{topic}\" does not exist on {servers}"));
+            }
+            Some(Some(e)) => {
+                let e = RDKafkaErrorCode::from(e);
+                return Err(format!("topic \"{topic}\" on {servers}: {e}"));
+            }
+            Some(None) => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -133,14 +133,31 @@ pub async fn run(
     let source_shutdown = ShutdownSignal::new();
     let result = match start(&topology, &source_shutdown, &board).await {
         Ok(mut tasks) => {
-            supervise(
+            // The components' checks run beside the topology, so an operator sees at
+            // once what is misconfigured (wrong password, missing topic) while the
+            // components themselves retry what may heal.
+            let checks = async {
+                if let Err(errors) = healthcheck(&topology).await {
+                    for e in errors {
+                        tracing::error!("healthcheck failed: {e}");
+                    }
+                }
+            };
+            let supervised = supervise(
                 &mut tasks,
                 &source_shutdown,
                 shutdown,
                 topology.shutdown_timeout,
                 &board,
-            )
-            .await
+            );
+            tokio::pin!(checks, supervised);
+            let mut checked = false;
+            loop {
+                tokio::select! {
+                    r = &mut supervised => break r,
+                    _ = &mut checks, if !checked => checked = true,
+                }
+            }
         }
         Err(e) => Err(e),
     };

@@ -63,3 +63,12 @@ pub fn free_port() -> u16 {
 }
 
 pub mod broker;
+
+/// A throwaway database, made from synchronous tests.
+pub fn block_on_db(prefix: &str) -> pg::TestDb {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(pg::TestDb::new(prefix))
+}

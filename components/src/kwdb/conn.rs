@@ -257,20 +257,21 @@ impl ConnectParams {
                     let permanent = e
                         .code()
                         .is_some_and(|c| c.code().starts_with("28") || c.code() == "3D000");
+                    if permanent || attempt == self.attempts {
+                        // The caller reports the final error.
+                        last = Some(e);
+                        break;
+                    }
                     tracing::warn!(
                         hosts = %self.hosts_display(),
                         attempt,
                         attempts = self.attempts,
-                        error = %e,
-                        "cannot connect to the database"
+                        error = %super::connect_message(&e),
+                        retry_in = ?self.backoff,
+                        "cannot connect to the database; trying again"
                     );
                     last = Some(e);
-                    if permanent {
-                        break;
-                    }
-                    if attempt < self.attempts {
-                        tokio::time::sleep(self.backoff).await;
-                    }
+                    tokio::time::sleep(self.backoff).await;
                 }
             }
         }

@@ -25,7 +25,7 @@ pub enum KwdbError {
     Config(String),
     #[error("TLS: {0}")]
     Tls(String),
-    #[error("cannot connect to {hosts}: {source}")]
+    #[error("cannot connect to {hosts}: {}", connect_message(.source))]
     Connect {
         hosts: String,
         #[source]
@@ -116,6 +116,29 @@ pub fn classify(e: &tokio_postgres::Error) -> ErrorClass {
         }
         "54000" | "54001" | "54011" | "54023" => ErrorClass::Permanent,
         _ => ErrorClass::Retryable,
+    }
+}
+
+/// Why a connection failed, in a few words: the server's own message (`password
+/// authentication failed for user "x"`, `database "x" does not exist`) or the
+/// innermost I/O error (`connection refused`), never the connection string.
+pub fn connect_message(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_string();
+    }
+    let mut inner: &dyn std::error::Error = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    let text = inner.to_string();
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => e.to_string(),
     }
 }
 

@@ -40,8 +40,6 @@ pub const ERROR_HEADER: &str = "kwpipe.error";
 pub enum KafkaSinkError {
     #[error(transparent)]
     Client(#[from] KafkaClientError),
-    #[error("broker at {servers} did not answer a metadata request: {reason}")]
-    Unreachable { servers: String, reason: String },
     #[error("the idempotent producer hit a fatal error ({0}); restarting replays what was not acknowledged")]
     Fatal(String),
     #[error("invalid option: {0}")]
@@ -149,18 +147,27 @@ impl ComponentConfig for KafkaSinkConfig {
     async fn healthcheck(&self, cx: &BuildContext) -> Result<(), ComponentError> {
         let config = self.client_config(&cx.id)?;
         let servers = self.bootstrap_servers.clone();
+        // A fixed topic can be looked up (a cluster that creates topics on demand
+        // creates it then); a templated one is known only per event.
+        let topics: Vec<String> = if self.topic.is_static() {
+            self.topic.render_with(|_| None).into_iter().collect()
+        } else {
+            Vec::new()
+        };
         tokio::task::spawn_blocking(move || {
-            let producer: BaseProducer =
-                kafka::create(&config, rdkafka::producer::DefaultProducerContext)
-                    .map_err(KafkaSinkError::from)?;
-            producer
-                .client()
-                .fetch_metadata(None, Duration::from_secs(10))
-                .map(|_| ())
-                .map_err(|e| KafkaSinkError::Unreachable {
-                    servers,
-                    reason: e.to_string(),
-                })
+            let producer: BaseProducer<kafka::CheckContext> =
+                kafka::create(&config, kafka::CheckContext::default())
+                    .map_err(|e| ComponentError::msg(e.to_string()))?;
+            kafka::check_cluster(
+                producer.client(),
+                &|| {
+                    producer.poll(Duration::from_millis(100));
+                },
+                &servers,
+                &topics,
+                Duration::from_secs(10),
+            )
+            .map_err(ComponentError::msg)
         })
         .await
         .map_err(ComponentError::other)??;

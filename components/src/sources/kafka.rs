@@ -64,8 +64,6 @@ pub enum KafkaSourceError {
     Option(String),
     #[error("cannot subscribe to {topics:?}: {reason}")]
     Subscribe { topics: Vec<String>, reason: String },
-    #[error("broker at {servers} did not answer a metadata request: {reason}")]
-    Unreachable { servers: String, reason: String },
     #[error("the consumer hit a fatal error: {0}")]
     Fatal(String),
     #[error("a polling thread failed: {0}")]
@@ -247,6 +245,8 @@ impl KafkaSourceConfig {
             ),
             // Bounded prefetch: the default (64 MB per member) dwarfs max_in_flight.
             ("queued.max.messages.kbytes", "16384".to_string()),
+            // Consumer lag per partition for /metrics (`kafka_consumer_lag`).
+            ("statistics.interval.ms", "5000".to_string()),
         ];
         kafka::client_config(&base, &self.librdkafka_options)
     }
@@ -270,17 +270,22 @@ impl ComponentConfig for KafkaSourceConfig {
         self.validate()?;
         let config = self.client_config(&cx.id, 0);
         let servers = self.bootstrap_servers.clone();
+        let topics = self.topics.0.clone();
         tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer =
-                kafka::create(&config, rdkafka::consumer::DefaultConsumerContext)
-                    .map_err(KafkaSourceError::from)?;
-            consumer
-                .fetch_metadata(None, Duration::from_secs(10))
-                .map(|_| ())
-                .map_err(|e| KafkaSourceError::Unreachable {
-                    servers,
-                    reason: e.to_string(),
-                })
+            let consumer: BaseConsumer<kafka::CheckContext> =
+                kafka::create(&config, kafka::CheckContext::default())
+                    .map_err(|e| ComponentError::msg(e.to_string()))?;
+            kafka::check_cluster(
+                consumer.client(),
+                &|| {
+                    // Not subscribed: a poll serves callbacks and yields no message.
+                    let _ = consumer.poll(Duration::from_millis(100));
+                },
+                &servers,
+                &topics,
+                Duration::from_secs(10),
+            )
+            .map_err(ComponentError::msg)
         })
         .await
         .map_err(ComponentError::other)??;
@@ -356,6 +361,8 @@ enum ToMember {
 
 /// State shared by a member's thread, its rebalance callbacks and the driver.
 struct Shared {
+    /// The component id, for metric labels.
+    id: Arc<str>,
     member: usize,
     tx: mpsc::UnboundedSender<FromMember>,
     /// Epoch per partition, bumped by every assignment and every seek.
@@ -367,7 +374,26 @@ struct Shared {
 
 struct MemberContext(Arc<Shared>);
 
-impl ClientContext for MemberContext {}
+impl ClientContext for MemberContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): the consumer lag
+    /// of each assigned partition, high watermark minus committed offset.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 || p.consumer_lag < 0 || p.fetch_state == "none" {
+                    continue;
+                }
+                metrics::gauge!(
+                    "kafka_consumer_lag",
+                    "component_id" => self.0.id.to_string(),
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string(),
+                )
+                .set(p.consumer_lag as f64);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for MemberContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -902,6 +928,7 @@ impl Component for KafkaSource {
         let ComponentContext {
             mut outputs,
             shutdown,
+            id: cx_id,
             ..
         } = cx;
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -913,6 +940,7 @@ impl Component for KafkaSource {
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         for (index, config) in self.configs.iter().enumerate() {
             let shared = Arc::new(Shared {
+                id: cx_id.clone(),
                 member: index,
                 tx: tx.clone(),
                 epochs: Mutex::new(HashMap::new()),
@@ -996,8 +1024,13 @@ impl Component for KafkaSource {
                             break Err(KafkaSourceError::Fatal(error).into());
                         }
                         outputs.metrics().error("consume");
-                        // librdkafka logs connection trouble itself and retries it.
-                        tracing::debug!(member, %error, "consumer error");
+                        if error.contains("Unknown topic") {
+                            // A topic that does not exist: the operator must hear of it.
+                            tracing::warn!(member, "{error}");
+                        } else {
+                            // librdkafka logs connection trouble itself and retries it.
+                            tracing::debug!(member, %error, "consumer error");
+                        }
                     }
                     None => break Err(KafkaSourceError::Thread("every polling thread stopped".into()).into()),
                 },

@@ -135,6 +135,8 @@ impl Decode {
         let rejected = decoded.errors.len();
         let connected = outputs.is_connected(DROPPED_OUTPUT);
         for err in decoded.errors {
+            // Counted by kind whether dead-lettered or only logged.
+            outputs.metrics().error("decode");
             if connected {
                 let span = if err.span.start <= err.span.end && err.span.end <= payload.len() {
                     err.span.clone()
@@ -156,7 +158,6 @@ impl Decode {
                 outputs.send_to(DROPPED_OUTPUT, Event::Raw(dropped)).await?;
             } else {
                 log_rejected(id, &meta, &err.to_string());
-                outputs.metrics().error("decode");
             }
         }
         if rejected > 0 {

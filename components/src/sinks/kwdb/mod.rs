@@ -190,11 +190,13 @@ impl KwdbSinkConfig {
                 "batch_size and concurrency must be at least 1".into(),
             ));
         }
-        if params.database.is_none() {
+        let Some(database) = params.database.as_deref() else {
             return Err(KwdbError::Config(
                 "no database: set `database` or name it in the url".into(),
             ));
-        }
+        };
+        crate::kwdb::Ident::new(database, params.dialect)
+            .map_err(|e| KwdbError::Config(format!("database: {e}")))?;
         Ok((
             params,
             SinkOptions {
@@ -242,7 +244,9 @@ impl ComponentConfig for KwdbSinkConfig {
     }
 
     async fn healthcheck(&self, _cx: &BuildContext) -> Result<(), ComponentError> {
-        let (params, _) = self.options().map_err(config_error)?;
+        let (mut params, _) = self.options().map_err(config_error)?;
+        // One try: a check reports what it finds, the running sink retries.
+        params.attempts = 1;
         let db = if self.create_database.is_some() {
             Some(params.dialect.admin_database())
         } else {

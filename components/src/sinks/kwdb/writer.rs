@@ -154,7 +154,11 @@ impl Worker {
         backoff: &mut Backoff,
         e: KwdbError,
     ) -> Result<(), KwdbError> {
-        self.metrics.error("write");
+        let kind = match e {
+            KwdbError::Connect { .. } => "connection",
+            _ => "write",
+        };
+        self.metrics.report_error(kind, &e);
         if self.options.max_retries.is_some_and(|m| *tries >= m) {
             tracing::error!(worker = self.n, error = %e, retries = *tries, "giving up");
             return Err(e);
@@ -219,6 +223,7 @@ impl Worker {
                 match self.write_chunk(&plan, &rows, chunk, refreshes >= 2).await {
                     Ok(bad) => {
                         self.write_seconds.record(started.elapsed().as_secs_f64());
+                        self.metrics.report_ok();
                         self.rows_written
                             .increment((chunk.len() - bad.len()) as u64);
                         rejected.extend(bad);

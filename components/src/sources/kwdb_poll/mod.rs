@@ -203,6 +203,21 @@ impl KwdbPollConfig {
 
     fn check(&self) -> Result<(ConnectParams, Option<Timestamp>), PollError> {
         let params = self.connection().resolve()?;
+        // Names that can never be a table are mistakes to report now, not to poll for.
+        let names = self
+            .tables
+            .iter()
+            .map(|t| ("tables", t))
+            .chain(self.exclude.iter().map(|t| ("exclude", t)))
+            .chain(
+                self.relational
+                    .iter()
+                    .map(|r| ("relational.table", &r.table)),
+            );
+        for (option, name) in names {
+            crate::kwdb::Ident::new(name, params.dialect)
+                .map_err(|e| PollError::Config(format!("{option}: {e}")))?;
+        }
         if self.fetch_max_rows == 0 {
             return Err(PollError::Config(
                 "fetch_max_rows: must be at least 1".into(),
@@ -241,7 +256,9 @@ impl ComponentConfig for KwdbPollConfig {
     }
 
     async fn healthcheck(&self, _cx: &BuildContext) -> Result<(), ComponentError> {
-        let (params, _) = self.check().map_err(ComponentError::other)?;
+        let (mut params, _) = self.check().map_err(ComponentError::other)?;
+        // One try: a check reports what it finds, the running source retries.
+        params.attempts = 1;
         let client = params
             .connect_to(Some(&self.database))
             .await
