@@ -24,7 +24,7 @@
 //!   acknowledgements, store what completed, commit synchronously.
 //! - Memory: at most `max_in_flight` messages polled and not yet acknowledged
 //!   (plus librdkafka's bounded prefetch queue). Beyond that a polling thread stops
-//!   polling, which keeps what librdkafka prefetched; after 30 s of that (an outage
+//!   polling, which keeps what librdkafka prefetched; after 5 s of that (an outage
 //!   downstream) it pauses its partitions (purging the prefetch) and polls on, so
 //!   group membership and rebalances are still served.
 
@@ -483,7 +483,7 @@ type Member = BaseConsumer<MemberContext>;
 const POLL_BATCH: usize = 1024;
 /// How long a member may stop polling while downstream catches up before it
 /// pauses its partitions instead (well inside `max.poll.interval.ms`).
-const STALL_BEFORE_PAUSE: Duration = Duration::from_secs(30);
+const STALL_BEFORE_PAUSE: Duration = Duration::from_secs(5);
 const STALL_SLEEP: Duration = Duration::from_millis(2);
 const POLL_WAIT: Duration = Duration::from_millis(100);
 

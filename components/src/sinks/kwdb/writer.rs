@@ -329,7 +329,14 @@ impl Worker {
                 // never exists without its tag comment.
                 match client.batch_execute(&stmts.join("; ")).await {
                     Ok(()) => tracing::info!(table, "created table"),
-                    Err(e) if e.code().is_some_and(|c| c.code() == "42P07") => {}
+                    // Another writer (a second agent in the group) created it first:
+                    // 42P07, or 23505 on pg_type when both CREATEs raced.
+                    Err(e)
+                        if e.code()
+                            .is_some_and(|c| matches!(c.code(), "42P07" | "23505")) =>
+                    {
+                        tracing::debug!(table, "table created concurrently by another writer")
+                    }
                     Err(e) => {
                         return Err(
                             KwdbError::db(format!("cannot create table \"{table}\""), e).into()
