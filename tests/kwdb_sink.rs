@@ -427,6 +427,69 @@ async fn one_bad_row_in_a_thousand_is_the_only_one_rejected() {
     }
 }
 
+/// Batches waiting for one table go into one COPY (fewer statements, each with
+/// PostgreSQL's fixed cost); replayed rows among them still land once.
+#[tokio::test]
+async fn queued_batches_share_a_copy_and_replays_still_land_once() {
+    let _g = SERVER.read().await;
+    let db = TestDb::new("merge").await;
+    let mut cfg = config(&db, WriteMethod::Copy);
+    cfg.batch_size = 100;
+    let sink = Running::start(cfg).await;
+    let s = seed_schema();
+    let rows = |from: i64, n: i64| -> Vec<Row> {
+        (from..from + n)
+            .map(|i| {
+                let mut r = seed_row(1_700_000_000_000 + i, 1, i as i32, i, 0.5, 0.25, true);
+                r[7] = Value::String(format!("loc{}", i % 3));
+                r
+            })
+            .collect()
+    };
+    let mut statuses = Vec::new();
+    for k in 0..20 {
+        statuses.push(sink.send(batch("merged", &s, rows(k * 100, 100))).await);
+        if k == 10 {
+            // Another table in between: written after what came before it.
+            statuses.push(sink.send(batch("other", &s, rows(0, 10))).await);
+        }
+    }
+    for st in statuses.drain(..) {
+        let st = tokio::time::timeout(Duration::from_secs(60), st)
+            .await
+            .unwrap();
+        assert_eq!(st, EventStatus::Delivered);
+    }
+    let c = db.client().await;
+    let one = |sql: &'static str| {
+        let c = &c;
+        async move { c.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(one("SELECT count(*) FROM merged").await, 2000);
+    assert_eq!(one("SELECT count(*) FROM other").await, 10);
+    // Rows of one COPY share its transaction id.
+    let copies = one("SELECT count(DISTINCT xmin::text) FROM merged").await;
+    assert!(copies < 10, "20 queued batches took {copies} statements");
+
+    // Replays of written rows queued with new ones: the merged COPY fails on the
+    // duplicates and the INSERT ... ON CONFLICT path writes the new rows once.
+    for (from, n) in [(300, 100), (2000, 100), (500, 200), (2100, 50)] {
+        statuses.push(sink.send(batch("merged", &s, rows(from, n))).await);
+    }
+    for st in statuses {
+        let st = tokio::time::timeout(Duration::from_secs(60), st)
+            .await
+            .unwrap();
+        assert_eq!(st, EventStatus::Delivered);
+    }
+    sink.stop().await;
+    assert_eq!(one("SELECT count(*) FROM merged").await, 2150);
+    assert_eq!(
+        one("SELECT count(DISTINCT (location, ts)) FROM merged").await,
+        2150
+    );
+}
+
 #[tokio::test]
 async fn hostile_names_and_values_cannot_run_sql() {
     let _g = SERVER.read().await;

@@ -106,8 +106,66 @@ struct FieldSpec<'a> {
     is_primary: Option<bool>,
 }
 
+/// Schemas met recently, by the bytes that declared them. Messages of one table
+/// repeat their `columns` and `tags` verbatim, so a match skips parsing and
+/// checking them again, and hands out the same `Arc`, which later stages (batching,
+/// the sink's plans) compare by pointer before they compare contents.
+#[derive(Debug, Default)]
+pub struct SchemaCache {
+    /// Most recently used first.
+    entries: Vec<CachedSchema>,
+}
+
+#[derive(Debug)]
+struct CachedSchema {
+    columns: Box<[u8]>,
+    tags: Box<[u8]>,
+    schema: Arc<TableSchema>,
+}
+
+/// Enough for a topic carrying several tables, small enough that a miss is cheap.
+const CACHED_SCHEMAS: usize = 16;
+
+impl SchemaCache {
+    /// The length of a cached `columns` (or `tags`) value that `text` starts with.
+    /// A JSON array or object ends where its bytes end, so a cached value that is a
+    /// prefix of `text` is exactly the value there.
+    pub(crate) fn known_prefix(&self, text: &[u8], tags: bool) -> Option<usize> {
+        self.entries
+            .iter()
+            .map(|e| if tags { &e.tags } else { &e.columns })
+            .find(|v| text.starts_with(v))
+            .map(|v| v.len())
+    }
+
+    fn get(&mut self, columns: &[u8], tags: &[u8]) -> Option<Arc<TableSchema>> {
+        let i = self
+            .entries
+            .iter()
+            .position(|e| &*e.columns == columns && &*e.tags == tags)?;
+        if i > 0 {
+            let e = self.entries.remove(i);
+            self.entries.insert(0, e);
+        }
+        Some(self.entries[0].schema.clone())
+    }
+
+    fn insert(&mut self, columns: &[u8], tags: &[u8], schema: Arc<TableSchema>) {
+        self.entries.truncate(CACHED_SCHEMAS - 1);
+        self.entries.insert(
+            0,
+            CachedSchema {
+                columns: columns.into(),
+                tags: tags.into(),
+                schema,
+            },
+        );
+    }
+}
+
 struct Ctx<'o> {
     options: &'o DecodeOptions,
+    schemas: &'o mut SchemaCache,
     batches: Vec<DecodedBatch>,
     errors: Vec<RecordError>,
     /// The schema of the previous object, reused when the next one declares the same.
@@ -121,8 +179,18 @@ struct Ctx<'o> {
 
 /// Decodes every object of a payload.
 pub fn decode(payload: &[u8], options: &DecodeOptions) -> Decoded {
+    decode_cached(payload, options, &mut SchemaCache::default())
+}
+
+/// Decodes every object of a payload, reusing schemas seen in earlier payloads.
+pub fn decode_cached(
+    payload: &[u8],
+    options: &DecodeOptions,
+    schemas: &mut SchemaCache,
+) -> Decoded {
     let mut ctx = Ctx {
         options,
+        schemas,
         batches: Vec::new(),
         errors: Vec::new(),
         last_schema: None,

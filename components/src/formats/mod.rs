@@ -242,11 +242,52 @@ impl std::error::Error for RecordError {}
 
 /// Decodes a payload in `format`.
 pub fn decode(format: Format, payload: &[u8], options: &DecodeOptions) -> Decoded {
+    decode_with(
+        format,
+        payload,
+        options,
+        &mut json_kaiwudb::SchemaCache::default(),
+    )
+}
+
+fn decode_with(
+    format: Format,
+    payload: &[u8],
+    options: &DecodeOptions,
+    schemas: &mut json_kaiwudb::SchemaCache,
+) -> Decoded {
     match format {
-        Format::JsonKaiwudb => json_kaiwudb::decode(payload, options),
+        Format::JsonKaiwudb => json_kaiwudb::decode_cached(payload, options, schemas),
         Format::JsonOpentsdb => opentsdb::decode_json(payload, options),
         Format::LineOpentsdb => opentsdb::decode_telnet(payload, options),
         Format::LineInfluxdb => line_influxdb::decode(payload, options),
+    }
+}
+
+/// Decodes a stream of payloads in one format, remembering what one payload
+/// teaches about the next (the schemas json_kaiwudb messages repeat).
+#[derive(Debug)]
+pub struct Decoder {
+    format: Format,
+    options: DecodeOptions,
+    schemas: json_kaiwudb::SchemaCache,
+}
+
+impl Decoder {
+    pub fn new(format: Format, options: DecodeOptions) -> Self {
+        Decoder {
+            format,
+            options,
+            schemas: Default::default(),
+        }
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    pub fn decode(&mut self, payload: &[u8]) -> Decoded {
+        decode_with(self.format, payload, &self.options, &mut self.schemas)
     }
 }
 

@@ -248,6 +248,10 @@ impl KafkaSourceConfig {
             // Bounded prefetch: the default (64 MB per member) dwarfs max_in_flight.
             // Override with librdkafka_options for more read-ahead.
             ("queued.max.messages.kbytes", "4096".to_string()),
+            // With a queue that small, librdkafka's default pause of 1 s whenever it
+            // is full ran the consumer stop-and-go at half speed (benches/README.md,
+            // "Kafka -> kwdb").
+            ("fetch.queue.backoff.ms", "10".to_string()),
             // Consumer lag per partition for /metrics (`kafka_consumer_lag`).
             ("statistics.interval.ms", "5000".to_string()),
         ];

@@ -93,7 +93,28 @@ struct Pending {
 }
 
 /// Same table and same schema: rows of two schema versions never share a batch.
-type Key = (Target, Arc<TableSchema>);
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key(Target, SameSchema);
+
+/// A schema compared by pointer first (decoders hand out one `Arc` per schema),
+/// and hashed by its shape only: hashing every field name and type for each
+/// one-row message cost more than the rest of the batching.
+#[derive(Clone)]
+struct SameSchema(Arc<TableSchema>);
+
+impl PartialEq for SameSchema {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for SameSchema {}
+
+impl std::hash::Hash for SameSchema {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.0.kind, self.0.columns.len(), self.0.tags.len()).hash(state);
+    }
+}
 
 #[async_trait]
 impl Component for Batcher {
@@ -128,7 +149,7 @@ impl Component for Batcher {
                 }
             };
             let bytes = batch.size_hint();
-            let key = (batch.target.clone(), batch.schema.clone());
+            let key = Key(batch.target.clone(), SameSchema(batch.schema.clone()));
             let full = match pending.get_mut(&key) {
                 Some(p) => {
                     p.batch.rows.append(&mut batch.rows);

@@ -21,7 +21,7 @@ use crate::api::{
 };
 use crate::event::{Event, EventKind, Metadata, Precision, RawMessage, RowBatch};
 use crate::event::{SCHEMA_HINT_KEY, SCHEMA_PARTIAL};
-use crate::formats::{self, DecodeOptions, Format};
+use crate::formats::{self, DecodeOptions, Decoder, Format};
 
 /// The header naming why a record was rejected.
 pub const ERROR_HEADER: &str = "kwpipe.error";
@@ -75,99 +75,139 @@ impl ComponentConfig for DecodeConfig {
     }
 
     async fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError> {
-        Ok(Box::new(Decode {
-            format: self.format,
-            options: DecodeOptions {
+        Ok(Box::new(Decode::new(
+            self.format,
+            DecodeOptions {
                 precision: self.timestamp_precision,
                 now: None,
                 database: self.database.clone(),
             },
-        }))
+        )))
     }
 }
 
+/// Messages taken from the input at once: those already waiting, up to this many.
+const GROUP_MESSAGES: usize = 256;
+/// Rows of consecutive messages are merged into one batch up to this many.
+const MERGE_ROWS: usize = 1024;
+
 pub struct Decode {
-    format: Format,
-    options: DecodeOptions,
+    decoder: Decoder,
 }
 
 impl Decode {
     pub fn new(format: Format, options: DecodeOptions) -> Self {
-        Decode { format, options }
+        Decode {
+            decoder: Decoder::new(format, options),
+        }
     }
 
     /// Decodes one message and sends what came of it.
     pub async fn handle(
-        &self,
+        &mut self,
         id: &str,
         msg: RawMessage,
         outputs: &mut Outputs,
     ) -> Result<(), ComponentError> {
-        let decoded = formats::decode(self.format, &msg.payload, &self.options);
-        let RawMessage {
-            payload,
-            key,
-            headers,
-            meta,
-            finalizers,
-        } = msg;
-        for batch in decoded.batches {
-            let mut m = (*meta).clone();
-            m.table = Some(batch.target.table.clone());
-            if self.format == Format::LineInfluxdb {
-                // Types guessed from suffixes: the sink creates tables from these
-                // only when told to (auto_create = "always"), as the seed says.
-                m.extra
-                    .insert(SCHEMA_HINT_KEY.to_string(), SCHEMA_PARTIAL.to_string());
+        self.handle_many(id, vec![msg], outputs).await
+    }
+
+    /// Decodes messages and sends what came of them. Rows of consecutive messages
+    /// for the same table and schema go out as one batch carrying every message's
+    /// finalizers: one-row messages would otherwise cost a batch, a metadata copy
+    /// and a channel hop each.
+    pub async fn handle_many(
+        &mut self,
+        id: &str,
+        msgs: Vec<RawMessage>,
+        outputs: &mut Outputs,
+    ) -> Result<(), ComponentError> {
+        let mut merged: Vec<RowBatch> = Vec::new();
+        for msg in msgs {
+            let decoded = self.decoder.decode(&msg.payload);
+            let RawMessage {
+                payload,
+                key,
+                headers,
+                meta,
+                finalizers,
+            } = msg;
+            for batch in decoded.batches {
+                // Only into the table's latest batch, so its rows keep their order.
+                let open = merged
+                    .iter_mut()
+                    .rev()
+                    .find(|m| m.target == batch.target)
+                    .filter(|m| Arc::ptr_eq(&m.schema, &batch.schema) || m.schema == batch.schema);
+                if let Some(m) = open {
+                    m.rows.extend(batch.rows);
+                    m.finalizers.merge(finalizers.fork());
+                    continue;
+                }
+                let mut m = (*meta).clone();
+                m.table = Some(batch.target.table.clone());
+                if self.decoder.format() == Format::LineInfluxdb {
+                    // Types guessed from suffixes: the sink creates tables from these
+                    // only when told to (auto_create = "always"), as the seed says.
+                    m.extra
+                        .insert(SCHEMA_HINT_KEY.to_string(), SCHEMA_PARTIAL.to_string());
+                }
+                if batch.target.database.is_some() {
+                    m.database = batch.target.database.clone();
+                }
+                merged.push(RowBatch {
+                    target: batch.target,
+                    schema: batch.schema,
+                    rows: batch.rows,
+                    meta: Arc::new(m),
+                    finalizers: finalizers.fork(),
+                });
             }
-            if batch.target.database.is_some() {
-                m.database = batch.target.database.clone();
+            if merged.iter().any(|m| m.rows.len() >= MERGE_ROWS) {
+                for m in merged.drain(..) {
+                    outputs.send(Event::Rows(m)).await?;
+                }
             }
-            let rows = RowBatch {
-                target: batch.target,
-                schema: batch.schema,
-                rows: batch.rows,
-                meta: Arc::new(m),
-                finalizers: finalizers.fork(),
-            };
-            outputs.send(Event::Rows(rows)).await?;
-        }
-        let rejected = decoded.errors.len();
-        let connected = outputs.is_connected(DROPPED_OUTPUT);
-        for err in decoded.errors {
-            // Counted by kind whether dead-lettered or only logged.
-            outputs.metrics().error("decode");
-            if connected {
-                let span = if err.span.start <= err.span.end && err.span.end <= payload.len() {
-                    err.span.clone()
+            let rejected = decoded.errors.len();
+            let connected = outputs.is_connected(DROPPED_OUTPUT);
+            for err in decoded.errors {
+                // Counted by kind whether dead-lettered or only logged.
+                outputs.metrics().error("decode");
+                if connected {
+                    let span = if err.span.start <= err.span.end && err.span.end <= payload.len() {
+                        err.span.clone()
+                    } else {
+                        0..payload.len()
+                    };
+                    let mut h = headers.clone();
+                    h.push((ERROR_HEADER.to_string(), Bytes::from(err.to_string())));
+                    push_origin_headers(&meta, &mut h);
+                    let fin = finalizers.fork();
+                    fin.update_status(EventStatus::Rejected);
+                    let dropped = RawMessage {
+                        payload: payload.slice(span),
+                        key: key.clone(),
+                        headers: h,
+                        meta: meta.clone(),
+                        finalizers: fin,
+                    };
+                    outputs.send_to(DROPPED_OUTPUT, Event::Raw(dropped)).await?;
                 } else {
-                    0..payload.len()
-                };
-                let mut h = headers.clone();
-                h.push((ERROR_HEADER.to_string(), Bytes::from(err.to_string())));
-                push_origin_headers(&meta, &mut h);
-                let fin = finalizers.fork();
-                fin.update_status(EventStatus::Rejected);
-                let dropped = RawMessage {
-                    payload: payload.slice(span),
-                    key: key.clone(),
-                    headers: h,
-                    meta: meta.clone(),
-                    finalizers: fin,
-                };
-                outputs.send_to(DROPPED_OUTPUT, Event::Raw(dropped)).await?;
-            } else {
-                log_rejected(id, &meta, &err.to_string());
+                    log_rejected(id, &meta, &err.to_string());
+                }
             }
+            if rejected > 0 {
+                outputs.metrics().rejected(rejected as u64);
+            }
+            finalizers.finish(if rejected > 0 && !connected {
+                EventStatus::Rejected
+            } else {
+                EventStatus::Delivered
+            });
         }
-        if rejected > 0 {
-            outputs.metrics().rejected(rejected as u64);
+        for m in merged {
+            outputs.send(Event::Rows(m)).await?;
         }
-        finalizers.finish(if rejected > 0 && !connected {
-            EventStatus::Rejected
-        } else {
-            EventStatus::Delivered
-        });
         Ok(())
     }
 }
@@ -185,17 +225,24 @@ pub(crate) fn log_rejected(id: &str, meta: &Metadata, reason: &str) {
 
 #[async_trait]
 impl Component for Decode {
-    async fn run(self: Box<Self>, mut cx: ComponentContext) -> Result<(), ComponentError> {
+    async fn run(mut self: Box<Self>, mut cx: ComponentContext) -> Result<(), ComponentError> {
         let mut input = cx.take_input();
+        let mut events = Vec::with_capacity(GROUP_MESSAGES);
         while let Some(event) = input.recv().await {
-            match event {
-                Event::Raw(msg) => self.handle(&cx.id, msg, &mut cx.outputs).await?,
-                Event::Rows(b) => {
-                    // The graph's type check keeps Rows away; refuse rather than drop.
-                    tracing::error!(component = %cx.id, "decode got Rows; rejected");
-                    b.finalizers.finish(EventStatus::Rejected);
+            events.push(event);
+            input.try_recv_many(&mut events, GROUP_MESSAGES);
+            let mut msgs = Vec::with_capacity(events.len());
+            for event in events.drain(..) {
+                match event {
+                    Event::Raw(msg) => msgs.push(msg),
+                    Event::Rows(b) => {
+                        // The graph's type check keeps Rows away; refuse rather than drop.
+                        tracing::error!(component = %cx.id, "decode got Rows; rejected");
+                        b.finalizers.finish(EventStatus::Rejected);
+                    }
                 }
             }
+            self.handle_many(&cx.id, msgs, &mut cx.outputs).await?;
         }
         Ok(())
     }
@@ -210,6 +257,7 @@ mod tests {
     use super::*;
     use crate::ack::BatchNotifier;
     use crate::api::{ComponentMetrics, Output};
+    use crate::event::Value;
 
     fn outputs(dropped: bool) -> (Outputs, mpsc::Receiver<Event>, mpsc::Receiver<Event>) {
         let m = ComponentMetrics::new("d", "decode");
@@ -328,6 +376,52 @@ mod tests {
         decoder().handle("d", msg, &mut out).await.unwrap();
         assert!(rx.try_recv().is_err());
         assert_eq!(status.await, EventStatus::Rejected);
+    }
+
+    #[tokio::test]
+    async fn consecutive_messages_of_one_table_share_a_batch() {
+        let (mut out, mut rx, _drx) = outputs(false);
+        let (m1, mut s1) = message("a v=1i 1\n");
+        let (m2, mut s2) = message("b v=1i 1\n");
+        let (m3, mut s3) = message("a v=2i 2\n");
+        let (m4, mut s4) = message("a v=3.5 3\n");
+        decoder()
+            .handle_many("d", vec![m1, m2, m3, m4], &mut out)
+            .await
+            .unwrap();
+        let mut batches = Vec::new();
+        while let Ok(Event::Rows(b)) = rx.try_recv() {
+            batches.push(b);
+        }
+        // a's two integer rows together, in order; b alone; a's float row has
+        // another schema, so a batch of its own after them.
+        let shape: Vec<(&str, Vec<Value>)> = batches
+            .iter()
+            .map(|b| {
+                (
+                    b.target.table.as_str(),
+                    b.rows.iter().map(|r| r[1].clone()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("a", vec![Value::Int8(1), Value::Int8(2)]),
+                ("b", vec![Value::Int8(1)]),
+                ("a", vec![Value::Float8(3.5)]),
+            ]
+        );
+        let mut it = batches.into_iter();
+        it.next().unwrap().finalizers.finish(EventStatus::Delivered);
+        assert_eq!((&mut s1).await, EventStatus::Delivered);
+        assert_eq!((&mut s3).await, EventStatus::Delivered);
+        assert_eq!(s2.try_recv(), None);
+        it.next().unwrap().finalizers.finish(EventStatus::Delivered);
+        assert_eq!((&mut s2).await, EventStatus::Delivered);
+        assert_eq!(s4.try_recv(), None);
+        it.next().unwrap().finalizers.finish(EventStatus::Failed);
+        assert_eq!(s4.await, EventStatus::Failed);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use super::{batch_for, build_schema, Ctx, FieldSpec};
+use super::{batch_for, build_schema, Ctx, FieldSpec, SchemaCache};
 use crate::event::{DataType, Field, Precision, Row, TableSchema, Timestamp, Value};
 use crate::formats::time;
 use crate::formats::value::{check_len, float_value, int_value, string_len};
@@ -44,9 +44,9 @@ pub(super) fn decode_object(ctx: &mut Ctx, text: &[u8]) -> bool {
     }
     let schema = match parsed.schema {
         Some(schema) => schema,
-        None => match build_schema(ctx, &parsed.columns, &parsed.tags) {
-            Ok(schema) => schema,
-            Err(_) => return false,
+        None => match schema_of(ctx, parsed.columns, parsed.tags) {
+            Some(schema) => schema,
+            None => return false,
         },
     };
     let rows = match parsed.data {
@@ -71,8 +71,10 @@ pub(super) fn decode_object(ctx: &mut Ctx, text: &[u8]) -> bool {
 struct Parsed<'a> {
     table: &'a str,
     database: Option<&'a str>,
-    columns: Vec<FieldSpec<'a>>,
-    tags: Vec<FieldSpec<'a>>,
+    /// The `columns` and `tags` values as they are in the payload (`tags` may be
+    /// absent: then it is empty).
+    columns: &'a [u8],
+    tags: &'a [u8],
     /// Built already when the schema came before the data.
     schema: Option<Arc<TableSchema>>,
     data: Data,
@@ -91,8 +93,8 @@ fn object<'a>(s: &mut Scanner<'a>, ctx: &mut Ctx) -> Option<Parsed<'a>> {
     s.eat(b'{')?;
     let mut table = None;
     let mut database = None;
-    let mut columns: Option<Vec<FieldSpec>> = None;
-    let mut tags: Option<Vec<FieldSpec>> = None;
+    let mut columns: Option<&[u8]> = None;
+    let mut tags: Option<&[u8]> = None;
     let mut data = Data::None;
     let mut schema = None;
     s.ws();
@@ -114,16 +116,11 @@ fn object<'a>(s: &mut Scanner<'a>, ctx: &mut Ctx) -> Option<Parsed<'a>> {
                     Some(s.plain_str()?)
                 }
             }
-            // Schemas are small: serde reads them, borrowing the names.
-            "columns" => columns = Some(serde_json::from_slice(s.skip_value()?).ok()?),
-            "tags" => {
-                let raw = s.skip_value()?;
-                tags = serde_json::from_slice::<Option<Vec<FieldSpec>>>(raw).ok()?;
-                tags.get_or_insert_with(Vec::new);
-            }
-            "data" => match (&columns, &tags) {
+            "columns" => columns = Some(s.schema_value(ctx.schemas, false)?),
+            "tags" => tags = Some(s.schema_value(ctx.schemas, true)?),
+            "data" => match (columns, tags) {
                 (Some(c), Some(t)) if schema.is_none() => {
-                    let built = build_schema(ctx, c, t).ok()?;
+                    let built = schema_of(ctx, c, t)?;
                     data = Data::Rows(rows(s, &built, ctx.options.precision)?);
                     schema = Some(built);
                 }
@@ -152,6 +149,26 @@ fn object<'a>(s: &mut Scanner<'a>, ctx: &mut Ctx) -> Option<Parsed<'a>> {
         schema,
         data,
     })
+}
+
+/// The schema `columns` and `tags` declare: from the cache when the same bytes
+/// declared it before, else read by serde (schemas are small; it borrows the
+/// names) and checked.
+fn schema_of(ctx: &mut Ctx, columns: &[u8], tags: &[u8]) -> Option<Arc<TableSchema>> {
+    if let Some(schema) = ctx.schemas.get(columns, tags) {
+        return Some(schema);
+    }
+    let cols: Vec<FieldSpec> = serde_json::from_slice(columns).ok()?;
+    let tgs: Vec<FieldSpec> = if tags.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice::<Option<Vec<FieldSpec>>>(tags)
+            .ok()?
+            .unwrap_or_default()
+    };
+    let schema = build_schema(ctx, &cols, &tgs).ok()?;
+    ctx.schemas.insert(columns, tags, schema.clone());
+    Some(schema)
 }
 
 fn rows(s: &mut Scanner, schema: &Arc<TableSchema>, precision: Precision) -> Option<Vec<Row>> {
@@ -440,6 +457,19 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips one JSON value and returns its bytes (strings with escapes included).
+    /// A `columns` or `tags` value: bytes seen before are stepped over without
+    /// scanning them again.
+    fn schema_value(&mut self, cache: &SchemaCache, tags: bool) -> Option<&'a [u8]> {
+        let start = self.i;
+        match cache.known_prefix(&self.b[start..], tags) {
+            Some(n) => {
+                self.i += n;
+                Some(&self.b[start..self.i])
+            }
+            None => self.skip_value(),
+        }
+    }
+
     fn skip_value(&mut self) -> Option<&'a [u8]> {
         let start = self.i;
         let mut depth = 0usize;
@@ -516,8 +546,10 @@ mod tests {
     #[test]
     fn the_seed_example_takes_the_fast_path() {
         let opts = DecodeOptions::default();
+        let mut schemas = SchemaCache::default();
         let mut ctx = Ctx {
             options: &opts,
+            schemas: &mut schemas,
             batches: Vec::new(),
             errors: Vec::new(),
             last_schema: None,
@@ -561,5 +593,48 @@ mod tests {
             let (fast, slow) = both(&case);
             assert_eq!(fast, slow, "paths disagree on {case}");
         }
+    }
+
+    #[test]
+    fn a_cached_schema_decodes_exactly_like_a_fresh_one() {
+        let opts = DecodeOptions::default();
+        let fresh = |p: &str| format!("{:?}", decode_any(Format::JsonKaiwudb, p.as_bytes(), &opts));
+        let mut cache = SchemaCache::default();
+        let mut cached = |p: &str| super::super::decode_cached(p.as_bytes(), &opts, &mut cache);
+        let a = cached(SEED);
+        let b = cached(SEED);
+        // One Arc for one schema: batching compares by pointer first.
+        assert!(Arc::ptr_eq(&a.batches[0].schema, &b.batches[0].schema));
+        assert_eq!(format!("{b:?}"), fresh(SEED));
+        let cases = [
+            // Same columns, other tags; same tags, other columns.
+            SEED.replace("\"temperature\",\"type\":\"FLOAT4\"", "\"temperature\",\"type\":\"FLOAT8\""),
+            SEED.replace("\"c1\",\"type\":\"INT2\"", "\"c1\",\"type\":\"INT4\""),
+            // The cached bytes followed by more columns: a longer array, not a match.
+            SEED.replace(
+                "{\"name\":\"c6\",\"type\":\"BOOL\",\"length\":1}]",
+                "{\"name\":\"c6\",\"type\":\"BOOL\",\"length\":1},{\"name\":\"c7\",\"type\":\"INT8\"}]",
+            ),
+            // The cached bytes then garbage.
+            SEED.replace("\"nullable\":true}],\"data\"", "\"nullable\":true}]x,\"data\""),
+            // A bad schema is never cached, and still rejected the second time.
+            SEED.replace("\"INT8\"", "\"INT9\""),
+            SEED.replace("\"INT8\"", "\"INT9\""),
+            // Data before the schema, no tags (relational).
+            r#"{"table":"r","data":[{"ts":1,"n":2}],"columns":[{"name":"ts","type":"TIMESTAMP"},{"name":"n","type":"INT4"}]}"#.to_string(),
+            r#"{"table":"r","columns":[{"name":"ts","type":"TIMESTAMP"},{"name":"n","type":"INT4"}],"tags":null,"data":[{"ts":1,"n":2}]}"#.to_string(),
+            SEED.to_string(),
+        ];
+        for case in cases {
+            let got = cached(&case);
+            assert_eq!(
+                format!("{got:?}"),
+                fresh(&case),
+                "cached decode differs on {case}"
+            );
+        }
+        let c = cached(&SEED.replace("\"c1\",\"type\":\"INT2\"", "\"c1\",\"type\":\"INT4\""));
+        assert_eq!(c.batches[0].schema.columns[1].ty, DataType::Int4);
+        assert!(!Arc::ptr_eq(&a.batches[0].schema, &c.batches[0].schema));
     }
 }

@@ -70,6 +70,9 @@ pub use crate::event::{SCHEMA_HINT_KEY, SCHEMA_INFERRED, SCHEMA_PARTIAL};
 fn default_batch_size() -> usize {
     1000
 }
+fn default_copy_max_rows() -> usize {
+    10_000
+}
 fn default_max_statement_bytes() -> usize {
     8 * 1024 * 1024
 }
@@ -112,9 +115,15 @@ pub struct KwdbSinkConfig {
     )]
     pub connection_backoff: Duration,
 
-    /// Rows per statement (seed `batch.size`).
+    /// Rows per INSERT statement (seed `batch.size`).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Rows per COPY statement (postgres): batches waiting for the same table are
+    /// streamed in one COPY up to this many rows. A statement's fixed cost in
+    /// PostgreSQL is about that of 300 rows here, so 1000-row COPYs lose a quarter
+    /// of the rate (benches/README.md, "kwdb sink").
+    #[serde(default = "default_copy_max_rows")]
+    pub copy_max_rows: usize,
     /// Bytes of SQL per INSERT statement, whatever `batch_size` says.
     #[serde(default = "default_max_statement_bytes")]
     pub max_statement_bytes: usize,
@@ -185,9 +194,9 @@ impl KwdbSinkConfig {
                 "write_method = \"copy\" needs the postgres dialect; KWDB has no COPY".into(),
             ));
         }
-        if self.batch_size == 0 || self.concurrency == 0 {
+        if self.batch_size == 0 || self.copy_max_rows == 0 || self.concurrency == 0 {
             return Err(KwdbError::Config(
-                "batch_size and concurrency must be at least 1".into(),
+                "batch_size, copy_max_rows and concurrency must be at least 1".into(),
             ));
         }
         let Some(database) = params.database.as_deref() else {
@@ -201,6 +210,7 @@ impl KwdbSinkConfig {
             params,
             SinkOptions {
                 batch_size: self.batch_size,
+                copy_max_rows: self.copy_max_rows,
                 max_statement_bytes: self.max_statement_bytes.max(1024),
                 auto_create: self.auto_create,
                 evolution: self.schema_evolution,
@@ -216,6 +226,7 @@ impl KwdbSinkConfig {
 #[derive(Clone, Debug)]
 pub(crate) struct SinkOptions {
     pub batch_size: usize,
+    pub copy_max_rows: usize,
     pub max_statement_bytes: usize,
     pub auto_create: AutoCreate,
     pub evolution: SchemaEvolution,
@@ -271,6 +282,9 @@ impl ComponentConfig for KwdbSinkConfig {
     }
 }
 
+/// Batches queued per connection.
+const WORKER_QUEUE: usize = 8;
+
 struct KwdbSink {
     params: Arc<ConnectParams>,
     options: Arc<SinkOptions>,
@@ -292,7 +306,8 @@ impl Component for KwdbSink {
         let mut tasks = Vec::with_capacity(self.concurrency);
         for n in 0..self.concurrency {
             // Small queues: the backlog stays in the upstream channels, bounded there.
-            let (tx, rx) = mpsc::channel(2);
+            // A few batches waiting let the COPY path stream them in one statement.
+            let (tx, rx) = mpsc::channel(WORKER_QUEUE);
             let w = writer::Worker::new(
                 n,
                 self.params.clone(),

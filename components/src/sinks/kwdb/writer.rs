@@ -133,10 +133,34 @@ impl Worker {
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<RowBatch>) -> Result<(), KwdbError> {
-        while let Some(batch) = rx.recv().await {
+        let mut next = None;
+        loop {
+            let mut batch = match next.take() {
+                Some(b) => b,
+                None => match rx.recv().await {
+                    Some(b) => b,
+                    None => return Ok(()),
+                },
+            };
+            if self.options.method == WriteMethod::Copy {
+                // Batches already waiting for the same table go into the same COPY.
+                while batch.rows.len() < self.options.copy_max_rows {
+                    let Ok(more) = rx.try_recv() else { break };
+                    if !same_statement(&batch, &more) {
+                        next = Some(more);
+                        break;
+                    }
+                    let RowBatch {
+                        mut rows,
+                        finalizers,
+                        ..
+                    } = more;
+                    batch.rows.append(&mut rows);
+                    batch.finalizers.merge(finalizers);
+                }
+            }
             self.handle(batch).await?;
         }
-        Ok(())
     }
 
     async fn client(&mut self) -> Result<&Client, KwdbError> {
@@ -217,7 +241,11 @@ impl Worker {
             };
             let mut pos = 0;
             while pos < remaining.len() {
-                let end = (pos + self.options.batch_size).min(remaining.len());
+                let step = match plan.copy_sql {
+                    Some(_) => self.options.copy_max_rows,
+                    None => self.options.batch_size,
+                };
+                let end = (pos + step).min(remaining.len());
                 let chunk = &remaining[pos..end];
                 let started = Instant::now();
                 match self.write_chunk(&plan, &rows, chunk, refreshes >= 2).await {
@@ -579,12 +607,15 @@ impl Worker {
                 Err(reason) => rejected.push((i, reason)),
             }
         }
-        // Statements no longer than max_statement_bytes, in order.
+        // Statements of at most batch_size rows and max_statement_bytes, in order.
         let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
         let mut start = 0;
         let mut size = plan.insert_prefix.len();
         for (k, (_, t)) in tuples.iter().enumerate() {
-            if k > start && size + t.len() + 1 > self.options.max_statement_bytes {
+            if k > start
+                && (size + t.len() + 1 > self.options.max_statement_bytes
+                    || k - start >= self.options.batch_size)
+            {
                 groups.push(start..k);
                 start = k;
                 size = plan.insert_prefix.len();
@@ -632,6 +663,14 @@ impl Worker {
 
 /// The finest precision among a batch's timestamps: what a created column needs to
 /// hold them all (KWDB's default TIMESTAMPTZ keeps only ms).
+/// Whether two batches can go into one statement: same table, same schema, and
+/// the same say on whether the table may be created from them.
+fn same_statement(a: &RowBatch, b: &RowBatch) -> bool {
+    a.target == b.target
+        && (Arc::ptr_eq(&a.schema, &b.schema) || a.schema == b.schema)
+        && a.meta.extra.get(SCHEMA_HINT_KEY) == b.meta.extra.get(SCHEMA_HINT_KEY)
+}
+
 fn finest_precision(schema: &TableSchema, rows: &[Row]) -> Precision {
     let ts: Vec<usize> = schema
         .fields()
