@@ -251,6 +251,56 @@ async fn source_emits_messages_with_their_metadata_and_commits_them() {
     src.stop().await.unwrap();
 }
 
+/// What is polled and not acknowledged stays within `max_in_flight_bytes`, and
+/// polling goes on as acknowledgements free room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_payload_bytes_are_bounded() {
+    let kafka = TestKafka::start();
+    let topic = unique("bytes");
+    let group = unique("g");
+    kafka.create_topic(&topic, 1);
+    let recs: Vec<(i32, String, String)> = (0..200)
+        .map(|i| (0, format!("k{i}"), format!("{i:04}{}", "x".repeat(996))))
+        .collect();
+    produce(&kafka, &topic, &recs).await;
+    let mut src = start_source(&source_config(
+        &kafka,
+        &group,
+        &topic,
+        "max_in_flight_bytes = 20000",
+    ))
+    .await;
+    let first = recv_raw(&mut src.rx, 20, Duration::from_secs(30)).await;
+    // Nothing acknowledged: no more than the bound (plus the one message that
+    // crossed it) is let out.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut held = first;
+    while let Ok(Event::Raw(m)) = src.rx.try_recv() {
+        held.push(m);
+    }
+    let bytes: usize = held.iter().map(|m| m.payload.len()).sum();
+    assert!(
+        bytes <= 21_000,
+        "{} messages, {bytes} bytes in flight with max_in_flight_bytes = 20000",
+        held.len()
+    );
+    let mut seen = held.len();
+    for m in held {
+        m.finalizers.finish(EventStatus::Delivered);
+    }
+    // Room again: everything else comes, in order.
+    while seen < 200 {
+        let more = recv_raw(&mut src.rx, 1, Duration::from_secs(30)).await;
+        assert_eq!(&more[0].payload[..4], format!("{seen:04}").as_bytes());
+        seen += 1;
+        for m in more {
+            m.finalizers.finish(EventStatus::Delivered);
+        }
+    }
+    wait_committed(&kafka, &group, &topic, 1, &[200], Duration::from_secs(30)).await;
+    src.stop().await.unwrap();
+}
+
 /// Vector issue #24215 is the bug this guards against: acknowledgements of later
 /// messages must never move the committed offset past an earlier message that is
 /// still in flight or failed; the failed one must be delivered again.

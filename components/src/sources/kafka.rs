@@ -22,8 +22,8 @@
 //!   past a failed message.
 //! - On revoke (rebalance) and shutdown: wait up to `drain_timeout` for in-flight
 //!   acknowledgements, store what completed, commit synchronously.
-//! - Memory: at most `max_in_flight` messages polled and not yet acknowledged
-//!   (plus librdkafka's bounded prefetch queue). Beyond that a polling thread stops
+//! - Memory: at most `max_in_flight` messages and `max_in_flight_bytes` of payload
+//!   polled and not yet acknowledged (plus librdkafka's bounded prefetch queue). Beyond that a polling thread stops
 //!   polling, which keeps what librdkafka prefetched; after 5 s of that (an outage
 //!   downstream) it pauses its partitions (purging the prefetch) and polls on, so
 //!   group membership and rebalances are still served.
@@ -129,9 +129,14 @@ fn default_concurrency() -> usize {
     1
 }
 fn default_max_in_flight() -> usize {
-    // With the prefetch queue below, this keeps a default agent inside 64 MB while
+    // Several of the sink's statements' worth of one-row messages, so the source
+    // polls while the database writes; fewer made the pipeline run stop-and-go.
+    20_000
+}
+fn default_max_in_flight_bytes() -> usize {
+    // With the prefetch queue below, this keeps a default agent inside 100 MB while
     // it moves data at full speed (benches/README.md, "Resources").
-    5_000
+    16 * 1024 * 1024
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,6 +172,9 @@ pub struct KafkaSourceConfig {
     /// source pauses fetching.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// The same bound in payload bytes, for large messages.
+    #[serde(default = "default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: usize,
     #[serde(default)]
     pub librdkafka_options: LibrdkafkaOptions,
 }
@@ -201,9 +209,9 @@ impl KafkaSourceConfig {
                 self.concurrency
             )));
         }
-        if self.max_in_flight == 0 {
+        if self.max_in_flight == 0 || self.max_in_flight_bytes == 0 {
             return Err(KafkaSourceError::Option(
-                "`max_in_flight` must be at least 1".into(),
+                "`max_in_flight` and `max_in_flight_bytes` must be at least 1".into(),
             ));
         }
         if self.commit_interval.is_zero() {
@@ -308,7 +316,10 @@ impl ComponentConfig for KafkaSourceConfig {
             configs,
             topics: self.topics.0.clone(),
             drain_timeout: self.drain_timeout,
-            max_in_flight: self.max_in_flight,
+            limits: Limits {
+                messages: self.max_in_flight,
+                bytes: self.max_in_flight_bytes,
+            },
         }))
     }
 }
@@ -317,7 +328,55 @@ struct KafkaSource {
     configs: Vec<rdkafka::ClientConfig>,
     topics: Vec<String>,
     drain_timeout: Duration,
-    max_in_flight: usize,
+    limits: Limits,
+}
+
+/// Bounds on what is polled and not yet acknowledged.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    messages: usize,
+    bytes: usize,
+}
+
+/// What is polled and not yet acknowledged, over every member.
+#[derive(Debug, Default)]
+struct Flow {
+    messages: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl Flow {
+    fn add(&self, messages: usize, bytes: usize) {
+        self.messages.fetch_add(messages, Ordering::AcqRel);
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    fn sub(&self, messages: usize, bytes: usize) {
+        self.messages.fetch_sub(messages, Ordering::AcqRel);
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    fn messages(&self) -> usize {
+        self.messages.load(Ordering::Acquire)
+    }
+
+    /// At or past either bound.
+    fn full(&self, l: Limits) -> bool {
+        self.messages() >= l.messages || self.bytes.load(Ordering::Acquire) >= l.bytes
+    }
+
+    /// Messages and bytes left before the bounds.
+    fn room(&self, l: Limits) -> (usize, usize) {
+        (
+            l.messages.saturating_sub(self.messages()),
+            l.bytes.saturating_sub(self.bytes.load(Ordering::Acquire)),
+        )
+    }
+
+    /// Down to half of both bounds.
+    fn drained(&self, l: Limits) -> bool {
+        self.messages() <= l.messages / 2 && self.bytes.load(Ordering::Acquire) <= l.bytes / 2
+    }
 }
 
 /// One partition of one group member.
@@ -330,6 +389,8 @@ struct Polled {
     epoch: u64,
     first: i64,
     last: i64,
+    /// Payload bytes of `messages`.
+    bytes: usize,
     messages: Vec<RawMessage>,
 }
 
@@ -526,8 +587,8 @@ fn poll_member(
     shared: Arc<Shared>,
     commands: std_mpsc::Receiver<ToMember>,
     stop: Arc<AtomicBool>,
-    in_flight: Arc<AtomicUsize>,
-    max_in_flight: usize,
+    flow: Arc<Flow>,
+    limits: Limits,
 ) {
     let mut paused = false;
     let mut stalled_since: Option<Instant> = None;
@@ -563,7 +624,7 @@ fn poll_member(
         }
 
         let rebalances = shared.rebalances.load(Ordering::Acquire);
-        let flow = in_flight.load(Ordering::Acquire);
+        let full = flow.full(limits);
         if rebalances != seen_rebalances {
             epoch_cache.clear();
             seen_rebalances = rebalances;
@@ -579,35 +640,47 @@ fn poll_member(
         // purges that queue, and resuming fetches it all again). Only after a long
         // stall (a database down for minutes) pause and go on polling, so the
         // group keeps this member instead of evicting it for not polling.
-        if flow >= max_in_flight && !paused {
+        if full && !paused {
             let since = *stalled_since.get_or_insert_with(Instant::now);
             if since.elapsed() < STALL_BEFORE_PAUSE {
                 std::thread::sleep(STALL_SLEEP);
                 continue;
             }
-        } else if flow < max_in_flight {
+        } else if !full {
             stalled_since = None;
         }
-        if !paused && flow >= max_in_flight {
+        if !paused && full {
             if let Ok(a) = consumer.assignment() {
                 if consumer.pause(&a).is_ok() {
                     paused = true;
-                    tracing::debug!(member = shared.member, in_flight = flow, "paused fetching");
+                    tracing::debug!(
+                        member = shared.member,
+                        in_flight = flow.messages(),
+                        "paused fetching"
+                    );
                 }
             }
-        } else if paused && flow <= max_in_flight / 2 {
+        } else if paused && flow.drained(limits) {
             if let Ok(a) = consumer.assignment() {
                 if consumer.resume(&a).is_ok() {
                     paused = false;
-                    tracing::debug!(member = shared.member, in_flight = flow, "resumed fetching");
+                    tracing::debug!(
+                        member = shared.member,
+                        in_flight = flow.messages(),
+                        "resumed fetching"
+                    );
                 }
             }
         }
 
         let mut chunks: Vec<Polled> = Vec::new();
         let mut count = 0;
+        let mut bytes = 0;
         let mut wait = POLL_WAIT;
-        while count < POLL_BATCH {
+        // A round takes no more than the room left, so the bounds hold to within a
+        // message per member.
+        let (room_messages, room_bytes) = flow.room(limits);
+        while count < POLL_BATCH.min(room_messages.max(1)) && bytes < room_bytes.max(1) {
             let Some(result) = consumer.poll(wait) else {
                 break;
             };
@@ -635,6 +708,7 @@ fn poll_member(
                     epoch: u64::MAX,
                     first: 0,
                     last: -1,
+                    bytes: 0,
                     messages: Vec::new(),
                 });
             }
@@ -661,18 +735,21 @@ fn poll_member(
                     epoch,
                     first: offset,
                     last: offset,
+                    bytes: 0,
                     messages: Vec::new(),
                 });
             }
             let chunk = chunks.last_mut().expect("a chunk was just ensured");
             let raw = to_raw(&m, &chunk.topic);
             chunk.last = offset;
+            chunk.bytes += raw.payload.len();
+            bytes += raw.payload.len();
             chunk.messages.push(raw);
             count += 1;
         }
         chunks.retain(|c| !c.messages.is_empty());
         if count > 0 {
-            in_flight.fetch_add(count, Ordering::AcqRel);
+            flow.add(count, bytes);
             if shared
                 .tx
                 .send(FromMember::Messages {
@@ -715,6 +792,7 @@ struct AckDone {
     incarnation: u64,
     chunk: u64,
     count: usize,
+    bytes: usize,
     status: EventStatus,
 }
 
@@ -735,7 +813,7 @@ struct Driver {
     parts: HashMap<Key, Part>,
     acks: FuturesUnordered<AckFuture>,
     revokes: Vec<PendingRevoke>,
-    in_flight: Arc<AtomicUsize>,
+    flow: Arc<Flow>,
     next_id: u64,
 }
 
@@ -761,12 +839,12 @@ impl Driver {
     /// or None when the chunk is stale and dropped.
     fn accept(&mut self, member: usize, chunk: Polled) -> Option<Vec<RawMessage>> {
         let key: Key = (member, chunk.topic, chunk.partition);
-        let count = chunk.messages.len();
+        let (count, bytes) = (chunk.messages.len(), chunk.bytes);
         let part = match self.parts.get_mut(&key) {
             Some(p) if p.epoch == chunk.epoch && !p.revoking => p,
             _ => {
                 // Fetched before a seek or a rebalance: never emitted, never stored.
-                self.in_flight.fetch_sub(count, Ordering::AcqRel);
+                self.flow.sub(count, bytes);
                 return None;
             }
         };
@@ -789,12 +867,12 @@ impl Driver {
             })
             .collect();
         self.acks
-            .push(Box::pin(wait_ack(rx, key, incarnation, id, count)));
+            .push(Box::pin(wait_ack(rx, key, incarnation, id, count, bytes)));
         Some(messages)
     }
 
     fn acked(&mut self, done: AckDone) {
-        self.in_flight.fetch_sub(done.count, Ordering::AcqRel);
+        self.flow.sub(done.count, done.bytes);
         let Some(part) = self.parts.get_mut(&done.key) else {
             return;
         };
@@ -918,6 +996,7 @@ async fn wait_ack(
     incarnation: u64,
     chunk: u64,
     count: usize,
+    bytes: usize,
 ) -> AckDone {
     let status = rx.await;
     AckDone {
@@ -925,6 +1004,7 @@ async fn wait_ack(
         incarnation,
         chunk,
         count,
+        bytes,
         status,
     }
 }
@@ -940,7 +1020,7 @@ impl Component for KafkaSource {
         } = cx;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let in_flight = Arc::new(AtomicUsize::new(0));
+        let flow = Arc::new(Flow::default());
         let mut members = Vec::new();
         let mut commands = Vec::new();
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
@@ -967,11 +1047,11 @@ impl Component for KafkaSource {
             let thread = {
                 let consumer = consumer.clone();
                 let stop = stop.clone();
-                let in_flight = in_flight.clone();
-                let max = self.max_in_flight;
+                let flow = flow.clone();
+                let limits = self.limits;
                 std::thread::Builder::new()
                     .name(format!("kafka-poll-{index}"))
-                    .spawn(move || poll_member(consumer, shared, cmd_rx, stop, in_flight, max))
+                    .spawn(move || poll_member(consumer, shared, cmd_rx, stop, flow, limits))
                     .map_err(|e| ComponentError::io("cannot start a polling thread", e))?
             };
             members.push(consumer);
@@ -985,7 +1065,7 @@ impl Component for KafkaSource {
             parts: HashMap::new(),
             acks: FuturesUnordered::new(),
             revokes: Vec::new(),
-            in_flight,
+            flow,
             next_id: 0,
         };
 
