@@ -197,8 +197,10 @@ pub fn parse_row(r: &SimpleQueryRow, schema: &TableSchema, width: usize) -> Resu
     Ok(row)
 }
 
-/// Parses a value of the text protocol into the field's type.
-pub fn parse_text(text: Option<&str>, field: &Field) -> Result<Value, String> {
+/// Parses a value of the text protocol into the field's type (`parse_row`, one
+/// value at a time).
+#[cfg(test)]
+fn parse_text(text: Option<&str>, field: &Field) -> Result<Value, String> {
     match text {
         None => Ok(Value::Null),
         Some(t) => parse_value(t, field).ok_or_else(|| cannot_read(t, field)),

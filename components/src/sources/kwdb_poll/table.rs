@@ -180,6 +180,8 @@ impl Poller {
                 Outcome::CaughtUp | Outcome::More => {
                     backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
                     self.metrics.report_ok();
+                    // A table with nothing new still reports: its lag grows.
+                    self.report(&mut t, &meters);
                 }
                 Outcome::Rewound => {
                     t.position = t.committed.clone();
@@ -414,12 +416,18 @@ impl Poller {
             rows: n,
             status,
         });
+        self.report(t, meters);
+        Ok(None)
+    }
+
+    /// The lag gauge, and the progress line when one is due.
+    fn report(&self, t: &mut Track, meters: &Meters) {
         if let Some(ts) = t.last_ts {
             meters
                 .lag
                 .set((chrono_now_ms() - ts.as_millis()).max(0) as f64 / 1000.0);
         }
-        if t.last_progress.elapsed() >= s.progress_interval {
+        if t.last_progress.elapsed() >= self.settings.progress_interval {
             let sent = t.exported + t.in_flight.iter().map(|f| f.rows).sum::<u64>();
             let rate =
                 (sent - t.rows_at_last_progress) as f64 / t.last_progress.elapsed().as_secs_f64();
@@ -434,7 +442,6 @@ impl Poller {
             t.last_progress = Instant::now();
             t.rows_at_last_progress = sent;
         }
-        Ok(None)
     }
 
     /// Takes the statuses that came back, oldest first: acknowledged pages move
