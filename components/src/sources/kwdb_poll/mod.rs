@@ -157,7 +157,9 @@ pub struct KwdbPollConfig {
     /// tables ordered by a non-timestamp column.
     #[serde(default, deserialize_with = "durations::deserialize_opt")]
     pub delay: Option<Duration>,
-    /// Tables queried at the same time (`tasks.max`), one connection each.
+    /// Tables queried at the same time (`tasks.max`), one connection each. A
+    /// table with a backlog keeps its turn for one statement (up to 100 batches,
+    /// at least 100,000 rows, at most about a minute), then the others get theirs.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Pages of a table handed on whose checkpoint is not yet on disk (not yet
