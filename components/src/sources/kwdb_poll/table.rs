@@ -1,5 +1,5 @@
-//! One table's poller: pages in keyset order, handed on, checkpointed once
-//! acknowledged.
+//! One table's poller: statements in keyset order, streamed and cut into
+//! batches, handed on, checkpointed once acknowledged.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ pub(crate) struct Poller {
     pub stop: ShutdownSignal,
 }
 
-/// A page handed on and not yet acknowledged.
+/// A batch handed on and not yet acknowledged.
 struct InFlight {
     after: Position,
     rows: u64,
@@ -444,7 +444,7 @@ impl Poller {
         }
     }
 
-    /// Takes the statuses that came back, oldest first: acknowledged pages move
+    /// Takes the statuses that came back, oldest first: acknowledged batches move
     /// the checkpoint; a failed one clears what is in flight and returns true, so
     /// the caller reads again from the checkpoint.
     fn settle(&self, t: &mut Track) -> Result<bool, PollError> {
