@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -47,8 +48,13 @@ impl Agent {
             &format!(
                 "data_dir = \"{data}\"\nshutdown_timeout = \"20s\"\n\
                  [sources.db]\ntype = \"kwdb-poll\"\nurl = \"{url}\"\ndatabase = \"{database}\"\n\
-                 discover_interval = \"300ms\"\nquery_interval = \"100ms\"\n{extra}\n{rest}",
+                 discover_interval = \"300ms\"\n{interval}{extra}\n{rest}",
                 data = dir.join("data").display(),
+                interval = if extra.contains("query_interval") {
+                    ""
+                } else {
+                    "query_interval = \"100ms\"\n"
+                },
             ),
         );
         let child = kwpipe()
@@ -268,6 +274,163 @@ async fn delay_catches_a_row_that_arrives_late() {
         vec![2, 1],
         "exported in time order, the late row included"
     );
+}
+
+/// The value of a counter of `table` in Prometheus text.
+fn table_counter(metrics: &str, name: &str, table: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| l.contains(&format!("table=\"{table}\"")))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_is_read_by_one_statement_cut_into_batches_in_order() {
+    let db = TestDb::new("poll_stream").await;
+    // 10,000 rows: 100 batches of fetch_max_rows, far fewer than a statement's cap.
+    readings(&db, "backlog", 100, 100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    // No poll after the catch-up (query_interval), so every statement counted is
+    // one that read the backlog; a window of two batches makes the statement wait
+    // on the sink, stream paused, about fifty times.
+    let agent = Agent::start(
+        dir.path(),
+        &db,
+        &format!(
+            "fetch_max_rows = 100\nmax_in_flight = 2\nquery_interval = \"1h\"\n\
+             [api]\naddress = \"127.0.0.1:{api}\"\n"
+        ),
+    );
+    wait_for("10,000 rows", Duration::from_secs(120), || {
+        exported(dir.path()).len() >= 10_000
+    });
+    let base = format!("http://127.0.0.1:{api}");
+    let (status, metrics) = kwpipe::top::fetch(&base, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    agent.stop();
+    assert_eq!(
+        table_counter(&metrics, "kwdb_poll_queries_total", "backlog"),
+        Some(1.0),
+        "one statement for the whole backlog:\n{metrics}"
+    );
+    assert_eq!(
+        table_counter(&metrics, "kwdb_poll_rows_total", "backlog"),
+        Some(10_000.0)
+    );
+    let order: Vec<(i64, i64)> = exported(dir.path())
+        .iter()
+        .map(|(_, v)| (v["ts"].as_i64().unwrap(), v["dev"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(order.len(), 10_000, "no row twice");
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "rows in (ts, dev) order"
+    );
+    let cp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("data/db/backlog.json")).unwrap())
+            .unwrap();
+    assert_eq!(cp["rows"], 10_000, "{cp}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_that_fails_mid_statement_is_read_again_from_the_checkpoint() {
+    use components::ack::EventStatus;
+    use components::api::{
+        BuildContext, ComponentContext, ComponentMetrics, GlobalOptions, Output, Outputs,
+        ShutdownSignal,
+    };
+    use components::event::{Event, Value};
+    use components::registry;
+
+    let db = TestDb::new("poll_rewind").await;
+    readings(&db, "r", 100, 100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "url = \"{}\"\ndatabase = \"{}\"\nfetch_max_rows = 100\nmax_in_flight = 3\n\
+         discover_interval = \"300ms\"\nquery_interval = \"100ms\"\n",
+        db.url, db.name
+    );
+    let table: toml::Table = toml::from_str(&config).unwrap();
+    let globals = Arc::new(GlobalOptions {
+        data_dir: dir.path().to_path_buf(),
+    });
+    let source = registry::parse(components::api::ComponentClass::Source, "kwdb-poll", table)
+        .unwrap()
+        .build(&BuildContext {
+            id: "db".into(),
+            globals: globals.clone(),
+        })
+        .await
+        .unwrap();
+    let metrics = ComponentMetrics::new("db", "kwdb-poll");
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let shutdown = ShutdownSignal::new();
+    let task = tokio::spawn(source.run(ComponentContext {
+        id: "db".into(),
+        input: None,
+        outputs: Outputs::new(
+            Output::new(vec![tx], metrics.clone()),
+            std::collections::BTreeMap::new(),
+            metrics,
+        ),
+        shutdown: shutdown.clone(),
+        globals,
+    }));
+    // Row i is (t, dev) = (i / 100, i % 100), and v = t * 1000 + dev.
+    let index = |row: &Vec<Value>| match row[1] {
+        Value::Int8(v) => (v / 1000) * 100 + v % 1000,
+        ref other => panic!("v is {other:?}"),
+    };
+    let mut seen: Vec<i64> = Vec::new();
+    let mut batches = 0;
+    let mut failed_at = None;
+    let started = Instant::now();
+    while seen.last() != Some(&9_999) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{} rows",
+            seen.len()
+        );
+        let Some(Event::Rows(batch)) = rx.recv().await else {
+            panic!("the source ended");
+        };
+        let first = index(&batch.rows[0]);
+        seen.extend(batch.rows.iter().map(index));
+        batches += 1;
+        // The 31st batch (rows 3,000..3,100) fails once, in the middle of the
+        // statement that reads the whole table.
+        if batches == 31 {
+            assert_eq!(first, 3_000);
+            failed_at = Some(seen.len());
+            batch.finalizers.finish(EventStatus::Failed);
+        } else {
+            batch.finalizers.finish(EventStatus::Delivered);
+        }
+    }
+    shutdown.trigger();
+    drop(rx);
+    task.await.unwrap().unwrap();
+    let failed_at = failed_at.expect("a batch failed");
+    // Before the failure and after the rewind, rows come in order; the rewind goes
+    // back to the first row not acknowledged, and at most the window (three
+    // batches) was read past it.
+    let back = (failed_at..seen.len())
+        .find(|&i| seen[i] <= seen[i - 1])
+        .expect("rows read again after the failure");
+    assert!(seen[..back].windows(2).all(|w| w[1] == w[0] + 1));
+    assert!(seen[back..].windows(2).all(|w| w[1] == w[0] + 1));
+    assert_eq!(seen[back], 3_000, "read again from the checkpoint");
+    assert!(
+        back - 3_000 <= 300,
+        "{} rows read past the failure",
+        back - 3_000
+    );
+    assert_eq!(*seen.last().unwrap(), 9_999);
+    let cp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("db/r.json")).unwrap()).unwrap();
+    assert_eq!(cp["rows"], 10_000, "{cp}");
 }
 
 // ---- through a real broker ---------------------------------------------------

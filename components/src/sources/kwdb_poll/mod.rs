@@ -2,10 +2,11 @@
 //! and exactly resumable — the connector's Source Connector.
 //!
 //! A discovery loop lists the database's tables every `discover_interval`; each
-//! table that matches gets a poller that reads pages in (timestamp, primary tags)
-//! order with keyset pagination and hands them on. A table's checkpoint advances
-//! only over pages every sink acknowledged, contiguously; a page that failed makes
-//! the poller read again from the checkpoint. kill -9 at any moment repeats at most
+//! table that matches gets a poller that reads it in (timestamp, primary tags)
+//! order with keyset pagination, one streamed statement per catch-up cut into
+//! batches, and hands them on. A table's checkpoint advances only over batches
+//! every sink acknowledged, contiguously; a batch that failed makes the poller
+//! read again from the checkpoint. kill -9 at any moment repeats at most
 //! what was in flight.
 
 mod checkpoint;
@@ -129,12 +130,14 @@ pub struct KwdbPollConfig {
         deserialize_with = "durations::deserialize"
     )]
     pub query_interval: Duration,
-    /// Rows per query (`fetch.max.rows`), and so per `RowBatch` and per message
-    /// an `encode` makes of it (keep a page's encoded size under the broker's
+    /// Rows per `RowBatch` (`fetch.max.rows`), and so per message an `encode`
+    /// makes of it (keep a batch's encoded size under the broker's
     /// `message.max.bytes`, 1 MB by default: about 2,000 rows of the seed's
-    /// `cpu_kaiwudb_tb` as `json_kaiwudb`). Default 100, as the connector; raise it
-    /// for backfills: every page costs a query, and the checkpoint is written to
-    /// disk (fsync) once per window of `max_in_flight` pages at most.
+    /// `cpu_kaiwudb_tb` as `json_kaiwudb`). Default 100, as the connector. A
+    /// backlog is read by one statement of up to 100 batches (at least 100,000
+    /// rows), streamed and cut into batches as it arrives; raising it for a
+    /// backfill still helps, since the checkpoint is written to disk (fsync) once
+    /// per window of `max_in_flight` batches at most.
     #[serde(default = "default_fetch_max_rows")]
     pub fetch_max_rows: usize,
     /// Export only rows whose timestamp is at or after this time
@@ -154,7 +157,9 @@ pub struct KwdbPollConfig {
     /// tables ordered by a non-timestamp column.
     #[serde(default, deserialize_with = "durations::deserialize_opt")]
     pub delay: Option<Duration>,
-    /// Tables queried at the same time (`tasks.max`), one connection each.
+    /// Tables queried at the same time (`tasks.max`), one connection each. A
+    /// table with a backlog keeps its turn for one statement (up to 100 batches,
+    /// at least 100,000 rows, at most about a minute), then the others get theirs.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Pages of a table handed on whose checkpoint is not yet on disk (not yet

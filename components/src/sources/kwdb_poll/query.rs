@@ -7,7 +7,9 @@
 
 use std::fmt::Write as _;
 
-use crate::event::{DataType, Field, Precision, TableSchema, Timestamp, Value};
+use tokio_postgres::SimpleQueryRow;
+
+use crate::event::{DataType, Field, Precision, Row, TableSchema, Timestamp, Value};
 use crate::kwdb::values::{write_value, Literal};
 use crate::kwdb::{Dialect, Ident, KwdbError, Sql};
 
@@ -64,8 +66,9 @@ impl TableQuery {
         })
     }
 
-    /// The SELECT of the next page: after `after` (or from `start_at`), up to
-    /// `upper` (the `delay` horizon), at most `limit` rows.
+    /// The SELECT of the next statement: after `after` (or from `start_at`), up
+    /// to `upper` (the `delay` horizon), at most `limit` rows (the statement's cap,
+    /// not a batch: its rows are cut into batches as they stream in).
     pub fn select(
         &self,
         schema: &TableSchema,
@@ -173,39 +176,64 @@ fn literal(v: &Value, field: &Field) -> Result<String, String> {
     Ok(s)
 }
 
-/// Parses a value of the text protocol into the field's type.
-pub fn parse_text(text: Option<&str>, field: &Field) -> Result<Value, String> {
-    let Some(t) = text else {
-        return Ok(Value::Null);
-    };
-    let bad = || {
-        format!(
-            "column \"{}\": cannot read {t:?} as {}",
-            field.name, field.ty
-        )
-    };
-    Ok(match field.ty {
-        DataType::Int2 => Value::Int2(t.parse().map_err(|_| bad())?),
-        DataType::Int4 => Value::Int4(t.parse().map_err(|_| bad())?),
-        DataType::Int8 => Value::Int8(t.parse().map_err(|_| bad())?),
-        DataType::Float4 => Value::Float4(parse_float(t).ok_or_else(bad)? as f32),
-        DataType::Float8 => Value::Float8(parse_float(t).ok_or_else(bad)?),
+/// A row of the text protocol into typed values, in schema order.
+pub fn parse_row(r: &SimpleQueryRow, schema: &TableSchema, width: usize) -> Result<Row, String> {
+    let mut row = Vec::with_capacity(width);
+    for (i, field) in schema.fields().enumerate() {
+        let text = r
+            .try_get(i)
+            .map_err(|e| format!("column \"{}\": {e}", field.name))?;
+        // `Option<Value>` has `Value`'s layout, so the value is built in place; a
+        // `Result<Value, String>` here cost a store-forwarding stall per value.
+        let value = match text {
+            None => Value::Null,
+            Some(t) => match parse_value(t, field) {
+                Some(v) => v,
+                None => return Err(cannot_read(t, field)),
+            },
+        };
+        row.push(value);
+    }
+    Ok(row)
+}
+
+/// Parses a value of the text protocol into the field's type (`parse_row`, one
+/// value at a time).
+#[cfg(test)]
+fn parse_text(text: Option<&str>, field: &Field) -> Result<Value, String> {
+    match text {
+        None => Ok(Value::Null),
+        Some(t) => parse_value(t, field).ok_or_else(|| cannot_read(t, field)),
+    }
+}
+
+fn cannot_read(t: &str, field: &Field) -> String {
+    format!(
+        "column \"{}\": cannot read {t:?} as {}",
+        field.name, field.ty
+    )
+}
+
+fn parse_value(t: &str, field: &Field) -> Option<Value> {
+    Some(match field.ty {
+        DataType::Int2 => Value::Int2(parse_int(t)?.try_into().ok()?),
+        DataType::Int4 => Value::Int4(parse_int(t)?.try_into().ok()?),
+        DataType::Int8 => Value::Int8(parse_int(t)?),
+        DataType::Float4 => Value::Float4(parse_float(t)? as f32),
+        DataType::Float8 => Value::Float8(parse_float(t)?),
         DataType::Bool => match t {
             "t" | "true" | "TRUE" | "True" => Value::Bool(true),
             "f" | "false" | "FALSE" | "False" => Value::Bool(false),
-            _ => return Err(bad()),
+            _ => return None,
         },
-        DataType::Timestamp | DataType::TimestampTz => {
-            Value::Timestamp(parse_timestamp(t).ok_or_else(bad)?)
-        }
-        DataType::Date => Value::Date(parse_date(t).ok_or_else(bad)?),
+        DataType::Timestamp | DataType::TimestampTz => Value::Timestamp(parse_timestamp(t)?),
+        DataType::Date => Value::Date(parse_date(t)?),
         DataType::Varbytes | DataType::Bytes => match t.strip_prefix("\\x") {
             Some(hex) if hex.len() % 2 == 0 => Value::Bytes(
                 (0..hex.len())
                     .step_by(2)
-                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
-                    .collect::<Option<Vec<u8>>>()
-                    .ok_or_else(bad)?,
+                    .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                    .collect::<Option<Vec<u8>>>()?,
             ),
             _ => Value::Bytes(t.as_bytes().to_vec()),
         },
@@ -215,8 +243,37 @@ pub fn parse_text(text: Option<&str>, field: &Field) -> Result<Value, String> {
         | DataType::NVarchar
         | DataType::Text
         | DataType::Decimal
-        | DataType::Geometry => Value::String(t.to_string()),
+        | DataType::Geometry => Value::String(t.to_owned()),
     })
+}
+
+/// An integer as the servers print it (`-?[0-9]+`). Most of a table's values
+/// are integers; this skips `str::parse`'s generic radix and sign handling, and
+/// checks for overflow only when the digits could overflow.
+fn parse_int(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    let (neg, d) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        b'+' => (false, &b[1..]),
+        _ => (false, b),
+    };
+    if d.len() < 19 {
+        let v = digits(d)?;
+        return Some(if neg { -v } else { v });
+    }
+    // Accumulated negatively so i64::MIN fits.
+    let mut v: i64 = 0;
+    for &c in d {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_sub((c - b'0') as i64)?;
+    }
+    if neg {
+        Some(v)
+    } else {
+        v.checked_neg()
+    }
 }
 
 fn parse_float(t: &str) -> Option<f64> {
@@ -239,14 +296,31 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The number in a run of ASCII digits (at most 18, so it cannot overflow);
+/// None for anything else. Cheaper than `str::parse` for the fixed-width fields
+/// of dates and times, which every row has.
+fn digits(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 18 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + (c - b'0') as i64;
+    }
+    Some(n)
+}
+
 fn parse_date(t: &str) -> Option<i32> {
     let b = t.as_bytes();
     if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    let y: i64 = t.get(0..4)?.parse().ok()?;
-    let m: u32 = t.get(5..7)?.parse().ok()?;
-    let d: u32 = t.get(8..10)?.parse().ok()?;
+    let y = digits(&b[0..4])?;
+    let m = digits(&b[5..7])? as u32;
+    let d = digits(&b[8..10])? as u32;
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
@@ -256,7 +330,7 @@ fn parse_date(t: &str) -> Option<i32> {
 /// `YYYY-MM-DD[ T]HH:MM:SS[.f{1,9}][Z|±HH[:MM]]` into the coarsest of ms, us, ns
 /// that holds it exactly.
 pub fn parse_timestamp(t: &str) -> Option<Timestamp> {
-    let t = t.trim();
+    let t = t.trim_ascii();
     let days = parse_date(t)? as i64;
     let rest = t.get(10..)?;
     let rest = rest.strip_prefix(' ').or_else(|| rest.strip_prefix('T'))?;
@@ -264,25 +338,25 @@ pub fn parse_timestamp(t: &str) -> Option<Timestamp> {
     if b.len() < 8 || b[2] != b':' || b[5] != b':' {
         return None;
     }
-    let h: i64 = rest.get(0..2)?.parse().ok()?;
-    let mi: i64 = rest.get(3..5)?.parse().ok()?;
-    let s: i64 = rest.get(6..8)?.parse().ok()?;
+    let h = digits(&b[0..2])?;
+    let mi = digits(&b[3..5])?;
+    let s = digits(&b[6..8])?;
     if h > 23 || mi > 59 || s > 60 {
         return None;
     }
     let mut rest = &rest[8..];
     let mut nanos: i64 = 0;
     if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 || digits > 9 {
+        let digits_len = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits_len == 0 || digits_len > 9 {
             return None;
         }
-        let mut n: i64 = frac[..digits].parse().ok()?;
-        for _ in digits..9 {
+        let mut n = digits(&frac.as_bytes()[..digits_len])?;
+        for _ in digits_len..9 {
             n *= 10;
         }
         nanos = n;
-        rest = &frac[digits..];
+        rest = &frac[digits_len..];
     }
     let offset_secs: i64 = match rest {
         "" | "Z" => 0,
@@ -414,6 +488,22 @@ mod tests {
         assert!(parse_text(Some("70000"), &f(DataType::Int2))
             .unwrap_err()
             .contains("cannot read"));
+        for (text, want) in [
+            ("0", Some(0)),
+            ("-42", Some(-42)),
+            ("+7", Some(7)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9223372036854775808", None),
+            ("-9223372036854775809", None),
+            ("00000000000000000000001", Some(1)),
+            ("", None),
+            ("-", None),
+            ("1.5", None),
+            ("12a", None),
+        ] {
+            assert_eq!(parse_int(text), want, "{text:?}");
+        }
     }
 
     #[test]
@@ -474,13 +564,16 @@ mod tests {
                 Value::String("locahost".into()),
             ],
         };
+        // Each statement reads a whole backlog up to its cap, cut into batches as
+        // it streams; the LIMIT is that cap (fetch_max_rows = 100 here).
+        let cap = super::super::table::statement_rows(100);
         let mut got = String::new();
-        got.push_str("-- first page, from the start\n");
-        got.push_str(&q.select(&schema, None, None, None, 100).unwrap());
+        got.push_str("-- first statement, from the start\n");
+        got.push_str(&q.select(&schema, None, None, None, cap).unwrap());
         got.push_str(
-            ";\n-- next page, strictly after the last (timestamp, primary tags) handed on\n",
+            ";\n-- next statement, strictly after the last (timestamp, primary tags) handed on\n",
         );
-        got.push_str(&q.select(&schema, Some(&pos), None, None, 100).unwrap());
+        got.push_str(&q.select(&schema, Some(&pos), None, None, cap).unwrap());
         got.push_str(";\n-- with start_at and delay\n");
         got.push_str(
             &q.select(
@@ -488,10 +581,14 @@ mod tests {
                 None,
                 Some(Timestamp::new(1_705_900_000_000, Precision::Ms)),
                 Some(Timestamp::new(1_705_962_000_000, Precision::Ms)),
-                100,
+                cap,
             )
             .unwrap(),
         );
+        got.push_str(
+            ";\n-- a timestamp with more rows than a statement, in a table without keys\n",
+        );
+        got.push_str(&q.select_at(&schema, &pos.ts).unwrap());
         got.push_str(";\n");
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -1,5 +1,5 @@
-//! One table's poller: pages in keyset order, handed on, checkpointed once
-//! acknowledged.
+//! One table's poller: statements in keyset order, streamed and cut into
+//! batches, handed on, checkpointed once acknowledged.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use futures::{FutureExt as _, StreamExt as _};
 use tokio::task::JoinHandle;
 
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, KeyValue};
-use super::query::{parse_text, Position, TableQuery};
+use super::query::{parse_row, Position, TableQuery};
 use super::{ClientSlot, PollError, RelationalTable, Settings};
 use crate::ack::{BatchNotifier, BatchStatusReceiver, EventStatus};
 use crate::api::{Backoff, ComponentMetrics, Outputs, ShutdownSignal};
@@ -32,19 +32,62 @@ pub(crate) struct Poller {
     pub stop: ShutdownSignal,
 }
 
-/// A page handed on and not yet acknowledged.
+/// A batch handed on and not yet acknowledged.
 struct InFlight {
     after: Position,
     rows: u64,
     status: BatchStatusReceiver,
 }
 
-/// What a page read gave.
-enum Page {
-    Rows(Vec<Row>),
+/// What one statement's read ended with.
+enum Outcome {
+    /// It ended below its row cap: the table is read up to the statement's snapshot.
+    CaughtUp,
+    /// It stopped at its row or time cap: read on at once.
+    More,
+    /// A batch was not delivered: read again from the checkpoint.
+    Rewound,
+    Stopped,
     /// The table is gone (dropped, or renamed behind our back).
     Gone,
+    Failed(KwdbError),
 }
+
+/// A table's read position and what is in flight.
+struct Track {
+    /// After the last acknowledged row.
+    committed: Option<Position>,
+    /// After the last row handed on.
+    position: Option<Position>,
+    in_flight: VecDeque<InFlight>,
+    exported: u64,
+    saver: Saver,
+    last_ts: Option<Timestamp>,
+    last_progress: Instant,
+    rows_at_last_progress: u64,
+}
+
+struct Meters {
+    rows: metrics::Counter,
+    queries: metrics::Counter,
+    lag: metrics::Gauge,
+}
+
+/// Rows per statement: one statement reads a whole backlog of up to this many
+/// rows, cut into batches as they arrive. The cap bounds how long a statement
+/// holds its snapshot and its connection (tables sharing a connection wait for
+/// it), and what the connection discards when a read is abandoned (a rewind or
+/// shutdown drops the stream; tokio-postgres then reads the rest and throws it
+/// away). 100 batches or 100,000 rows, whichever is more: statements then cost
+/// nothing measurable next to the rows they return.
+pub(crate) fn statement_rows(fetch_max_rows: usize) -> usize {
+    fetch_max_rows.saturating_mul(100).max(100_000)
+}
+
+/// A statement is ended at the next batch boundary after this long (a sink slow
+/// enough to hold it open that long gets a fresh snapshot and gives the other
+/// tables on the connection a turn).
+const STATEMENT_TIME: Duration = Duration::from_secs(60);
 
 impl Poller {
     pub async fn run(self) -> Result<(), PollError> {
@@ -55,46 +98,40 @@ impl Poller {
             l.push(("table", self.table.clone()));
             l
         };
-        let rows_counter = metrics::counter!("kwdb_poll_rows_total", &labels);
-        let lag_gauge = metrics::gauge!("kwdb_poll_lag_seconds", &labels);
+        let meters = Meters {
+            rows: metrics::counter!("kwdb_poll_rows_total", &labels),
+            queries: metrics::counter!("kwdb_poll_queries_total", &labels),
+            lag: metrics::gauge!("kwdb_poll_lag_seconds", &labels),
+        };
 
         let checkpoint = s.store.load(&self.table)?;
-        let mut exported = checkpoint.as_ref().map_or(0, |c| c.rows);
-        // `committed`: after the last acknowledged row; `position`: after the last
-        // row handed on.
-        let mut committed: Option<Position> = None;
+        let exported = checkpoint.as_ref().map_or(0, |c| c.rows);
+        let mut t = Track {
+            committed: None,
+            position: None,
+            in_flight: VecDeque::new(),
+            exported,
+            saver: Saver::new(s.store.clone(), self.table.clone()),
+            last_ts: None,
+            last_progress: Instant::now(),
+            rows_at_last_progress: exported,
+        };
         let mut schema: Option<(Arc<TableSchema>, TableQuery)> = None;
-        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-        let mut position: Option<Position> = None;
         let mut loaded = checkpoint;
-        let mut last_progress = Instant::now();
-        let mut rows_at_last_progress = exported;
-        let mut last_ts: Option<Timestamp> = None;
         let mut schema_read_at = Instant::now();
         let mut index_checked = false;
-        let mut saver = Saver::new(s.store.clone(), self.table.clone());
 
         loop {
             // Settle what came back, in order, and write the checkpoint behind.
-            let rewound = self.settle(&mut in_flight, &mut committed, &mut exported, &mut saver)?;
-            saver.poll()?;
+            let rewound = self.settle(&mut t)?;
+            t.saver.poll()?;
             if rewound {
-                position = committed.clone();
+                t.position = t.committed.clone();
                 self.sleep(backoff.next_delay()).await;
                 continue;
             }
             if self.stop.is_triggered() {
                 break;
-            }
-            // Pages acknowledged but not yet durably checkpointed still count: a
-            // kill -9 repeats at most `max_in_flight` pages.
-            if in_flight.len() + saver.pages() >= s.max_in_flight {
-                tokio::select! {
-                    _ = wait_front_status(&mut in_flight) => {}
-                    r = saver.done() => r?,
-                    _ = self.stop.cancelled() => {}
-                }
-                continue;
             }
 
             // The schema: read once, and again every discovery interval so columns
@@ -103,8 +140,8 @@ impl Poller {
                 match self.read_schema().await {
                     Ok(Some(sq)) => {
                         if let Some(cp) = loaded.take() {
-                            position = Some(self.position_from(&cp, &sq.1)?);
-                            committed = position.clone();
+                            t.position = Some(self.position_from(&cp, &sq.1)?);
+                            t.committed = t.position.clone();
                         }
                         if !index_checked {
                             index_checked = true;
@@ -134,19 +171,25 @@ impl Poller {
                     crate::event::Precision::Ms,
                 )
             });
-            let page = {
+            let outcome = {
                 let _permit = self.permits.acquire().await.expect("never closed");
-                self.read_page(&table_schema, &q, position.as_ref(), upper)
-                    .await
+                self.read_statement(&mut t, &table_schema, &q, upper, &meters)
+                    .await?
             };
-            let rows = match page {
-                Ok(Page::Rows(rows)) => {
+            match outcome {
+                Outcome::CaughtUp | Outcome::More => {
                     backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
                     self.metrics.report_ok();
-                    rows
+                    // A table with nothing new still reports: its lag grows.
+                    self.report(&mut t, &meters);
                 }
-                Ok(Page::Gone) => break,
-                Err(e) => {
+                Outcome::Rewound => {
+                    t.position = t.committed.clone();
+                    self.sleep(backoff.next_delay()).await;
+                    continue;
+                }
+                Outcome::Stopped | Outcome::Gone => break,
+                Outcome::Failed(e) => {
                     match e.class() {
                         ErrorClass::Retryable => {
                             self.metrics.report_error("connection", &e);
@@ -160,91 +203,25 @@ impl Poller {
                             schema = None;
                         }
                     }
+                    // What was read is handed on; the next statement resumes after it.
                     self.sleep(backoff.next_delay()).await;
                     continue;
                 }
-            };
-            let caught_up = rows.len() < s.fetch_max_rows;
-            if let Some(last) = rows.last() {
-                let after = Position {
-                    ts: last[q.ts].clone(),
-                    keys: q.keys.iter().map(|k| last[*k].clone()).collect(),
-                };
-                if let Value::Timestamp(t) = &after.ts {
-                    last_ts = Some(*t);
-                }
-                let n = rows.len() as u64;
-                let (finalizers, status) = BatchNotifier::pair();
-                let meta = Metadata {
-                    database: Some(s.database.clone()),
-                    table: Some(self.table.clone()),
-                    ..Default::default()
-                };
-                let batch = RowBatch {
-                    target: Target {
-                        database: Some(s.database.clone()),
-                        table: self.table.clone(),
-                    },
-                    schema: table_schema.clone(),
-                    rows,
-                    meta: Arc::new(meta),
-                    finalizers,
-                };
-                let sent = {
-                    let mut out = self.outputs.lock().await;
-                    tokio::select! {
-                        r = out.send(Event::Rows(batch)) => Some(r),
-                        _ = self.stop.cancelled() => None,
-                    }
-                };
-                match sent {
-                    Some(Ok(())) => {}
-                    Some(Err(_)) => break,
-                    None => break,
-                }
-                rows_counter.increment(n);
-                position = Some(after.clone());
-                in_flight.push_back(InFlight {
-                    after,
-                    rows: n,
-                    status,
-                });
             }
-            if let Some(t) = last_ts {
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                lag_gauge.set((now_ms - t.as_millis()).max(0) as f64 / 1000.0);
-            }
-            if last_progress.elapsed() >= s.progress_interval {
-                let sent = exported + in_flight.iter().map(|f| f.rows).sum::<u64>();
-                let rate =
-                    (sent - rows_at_last_progress) as f64 / last_progress.elapsed().as_secs_f64();
-                tracing::info!(
-                    table = %self.table,
-                    rows_exported = exported,
-                    rows_in_flight = sent - exported,
-                    rows_per_sec = rate as u64,
-                    lag_secs = last_ts.map(|t| (chrono_now_ms() - t.as_millis()).max(0) / 1000),
-                    "export progress"
-                );
-                last_progress = Instant::now();
-                rows_at_last_progress = sent;
-            }
-            if caught_up {
+            if matches!(outcome, Outcome::CaughtUp) {
                 // Wait for the next poll, settling acknowledgements as they come.
                 let until = tokio::time::Instant::now() + s.query_interval;
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep_until(until) => break,
                         _ = self.stop.cancelled() => break,
-                        r = saver.done() => r?,
-                        _ = wait_front_status(&mut in_flight) => {
-                            if self.settle(&mut in_flight, &mut committed, &mut exported, &mut saver)? {
-                                position = committed.clone();
+                        r = t.saver.done() => r?,
+                        _ = wait_front_status(&mut t.in_flight) => {
+                            if self.settle(&mut t)? {
+                                t.position = t.committed.clone();
                                 break;
                             }
-                            saver.poll()?;
+                            t.saver.poll()?;
                         }
                     }
                 }
@@ -252,55 +229,250 @@ impl Poller {
         }
 
         // Stopping: what was handed on is still settled, so the checkpoint covers it.
-        saver.finish().await?;
-        while let Some(front) = in_flight.pop_front() {
+        t.saver.finish().await?;
+        while let Some(front) = t.in_flight.pop_front() {
             if front.status.await.is_final_ok() {
-                exported += front.rows;
-                committed = Some(front.after);
+                t.exported += front.rows;
+                t.committed = Some(front.after);
             } else {
                 break;
             }
         }
-        self.save(committed.as_ref(), exported)?;
-        tracing::debug!(table = %self.table, rows = exported, "poller stopped");
+        self.save(t.committed.as_ref(), t.exported)?;
+        tracing::debug!(table = %self.table, rows = t.exported, "poller stopped");
         Ok(())
     }
 
-    /// Takes the statuses that came back, oldest first: acknowledged pages move
+    /// One statement from the current position: its rows streamed, cut into
+    /// batches of `fetch_max_rows` and handed on as they arrive.
+    async fn read_statement(
+        &self,
+        t: &mut Track,
+        schema: &Arc<TableSchema>,
+        q: &TableQuery,
+        upper: Option<Timestamp>,
+        meters: &Meters,
+    ) -> Result<Outcome, PollError> {
+        let s = &self.settings;
+        let cap = statement_rows(s.fetch_max_rows);
+        let sql = match q.select(schema, t.position.as_ref(), s.start_at, upper, cap) {
+            Ok(sql) => sql,
+            Err(e) => return Ok(Outcome::Failed(KwdbError::Schema(e))),
+        };
+        let client = match self.slot.get().await {
+            Ok(c) => c,
+            Err(e) => return Ok(Outcome::Failed(e)),
+        };
+        let started = Instant::now();
+        let err = |e| KwdbError::db(format!("cannot read table {}", self.table), e);
+        meters.queries.increment(1);
+        let stream = match client.simple_query_raw(&sql).await {
+            Ok(stream) => stream,
+            Err(e) => return Ok(failed(err(e))),
+        };
+        // Dropping the stream (a rewind, shutdown) abandons the statement: the
+        // connection reads the rest of it and discards it. While this task does not
+        // poll the stream (the window of batches in flight is full), tokio-postgres
+        // stops reading the socket once its one-message channel is full, so the
+        // server blocks on TCP: back-pressure without buffering.
+        futures::pin_mut!(stream);
+        let stop = self.stop.cancelled();
+        futures::pin_mut!(stop);
+        let mut cut = Cutter::new(s.fetch_max_rows, q);
+        let mut read = 0usize;
+        let mut handed = false;
+        let width = schema.width();
+        loop {
+            let message = tokio::select! {
+                biased;
+                m = stream.next() => m,
+                _ = &mut stop => return Ok(Outcome::Stopped),
+            };
+            let row = match message {
+                None => break,
+                Some(Err(e)) => return Ok(failed(err(e))),
+                Some(Ok(SimpleQueryMessage::Row(r))) => r,
+                Some(Ok(_)) => continue,
+            };
+            read += 1;
+            let row = match parse_row(&row, schema, width) {
+                Ok(row) => row,
+                Err(e) => return Ok(Outcome::Failed(KwdbError::Schema(e))),
+            };
+            if let Some(batch) = cut.push(row) {
+                if let Some(o) = self.hand_on(t, schema, q, batch, meters).await? {
+                    return Ok(o);
+                }
+                handed = true;
+                if started.elapsed() >= STATEMENT_TIME {
+                    return Ok(Outcome::More);
+                }
+            }
+        }
+        if read < cap {
+            if let Some(batch) = cut.finish() {
+                if let Some(o) = self.hand_on(t, schema, q, batch, meters).await? {
+                    return Ok(o);
+                }
+            }
+            return Ok(Outcome::CaughtUp);
+        }
+        // At the cap, the last timestamp may have more rows than the statement
+        // returned: a table without keys resumes before it.
+        let batch = match cut.finish_capped() {
+            Capped::Rows(rows) => rows,
+            Capped::OneRun(_) if handed => return Ok(Outcome::More),
+            Capped::OneRun(ts) => {
+                // A single timestamp holds more rows than a statement: read it
+                // whole, as one batch, since the position cannot point inside it.
+                let sql = match q.select_at(schema, &ts) {
+                    Ok(sql) => sql,
+                    Err(e) => return Ok(Outcome::Failed(KwdbError::Schema(e))),
+                };
+                meters.queries.increment(1);
+                match self.query(&client, &sql, schema).await {
+                    Ok(rows) => rows,
+                    Err(e) => return Ok(failed(e)),
+                }
+            }
+        };
+        if !batch.is_empty() {
+            if let Some(o) = self.hand_on(t, schema, q, batch, meters).await? {
+                return Ok(o);
+            }
+        }
+        Ok(Outcome::More)
+    }
+
+    /// Waits for room in the window, then sends a batch and tracks it. Some when
+    /// reading must stop (a batch failed, shutdown).
+    async fn hand_on(
+        &self,
+        t: &mut Track,
+        schema: &Arc<TableSchema>,
+        q: &TableQuery,
+        rows: Vec<Row>,
+        meters: &Meters,
+    ) -> Result<Option<Outcome>, PollError> {
+        let s = &self.settings;
+        loop {
+            if self.settle(t)? {
+                return Ok(Some(Outcome::Rewound));
+            }
+            t.saver.poll()?;
+            if self.stop.is_triggered() {
+                return Ok(Some(Outcome::Stopped));
+            }
+            // Batches acknowledged but not yet durably checkpointed still count: a
+            // kill -9 repeats at most `max_in_flight` batches.
+            if t.in_flight.len() + t.saver.pages() < s.max_in_flight {
+                break;
+            }
+            tokio::select! {
+                _ = wait_front_status(&mut t.in_flight) => {}
+                r = t.saver.done() => r?,
+                _ = self.stop.cancelled() => {}
+            }
+        }
+        let last = rows.last().expect("batches are never empty");
+        let after = Position {
+            ts: last[q.ts].clone(),
+            keys: q.keys.iter().map(|k| last[*k].clone()).collect(),
+        };
+        if let Value::Timestamp(ts) = &after.ts {
+            t.last_ts = Some(*ts);
+        }
+        let n = rows.len() as u64;
+        let (finalizers, status) = BatchNotifier::pair();
+        let meta = Metadata {
+            database: Some(s.database.clone()),
+            table: Some(self.table.clone()),
+            ..Default::default()
+        };
+        let batch = RowBatch {
+            target: Target {
+                database: Some(s.database.clone()),
+                table: self.table.clone(),
+            },
+            schema: schema.clone(),
+            rows,
+            meta: Arc::new(meta),
+            finalizers,
+        };
+        let sent = {
+            let mut out = self.outputs.lock().await;
+            tokio::select! {
+                r = out.send(Event::Rows(batch)) => Some(r),
+                _ = self.stop.cancelled() => None,
+            }
+        };
+        if !matches!(sent, Some(Ok(()))) {
+            return Ok(Some(Outcome::Stopped));
+        }
+        meters.rows.increment(n);
+        t.position = Some(after.clone());
+        t.in_flight.push_back(InFlight {
+            after,
+            rows: n,
+            status,
+        });
+        self.report(t, meters);
+        Ok(None)
+    }
+
+    /// The lag gauge, and the progress line when one is due.
+    fn report(&self, t: &mut Track, meters: &Meters) {
+        if let Some(ts) = t.last_ts {
+            meters
+                .lag
+                .set((chrono_now_ms() - ts.as_millis()).max(0) as f64 / 1000.0);
+        }
+        if t.last_progress.elapsed() >= self.settings.progress_interval {
+            let sent = t.exported + t.in_flight.iter().map(|f| f.rows).sum::<u64>();
+            let rate =
+                (sent - t.rows_at_last_progress) as f64 / t.last_progress.elapsed().as_secs_f64();
+            tracing::info!(
+                table = %self.table,
+                rows_exported = t.exported,
+                rows_in_flight = sent - t.exported,
+                rows_per_sec = rate as u64,
+                lag_secs = t.last_ts.map(|ts| (chrono_now_ms() - ts.as_millis()).max(0) / 1000),
+                "export progress"
+            );
+            t.last_progress = Instant::now();
+            t.rows_at_last_progress = sent;
+        }
+    }
+
+    /// Takes the statuses that came back, oldest first: acknowledged batches move
     /// the checkpoint; a failed one clears what is in flight and returns true, so
     /// the caller reads again from the checkpoint.
-    fn settle(
-        &self,
-        in_flight: &mut VecDeque<InFlight>,
-        committed: &mut Option<Position>,
-        exported: &mut u64,
-        saver: &mut Saver,
-    ) -> Result<bool, PollError> {
+    fn settle(&self, t: &mut Track) -> Result<bool, PollError> {
         let mut moved = 0;
         let save = |moved: usize, committed: &Option<Position>, rows: u64, saver: &mut Saver| {
             if let (true, Some(p)) = (moved > 0, committed) {
                 saver.acknowledged(moved, self.checkpoint(p, rows));
             }
         };
-        while let Some(front) = in_flight.front_mut() {
+        while let Some(front) = t.in_flight.front_mut() {
             let Some(status) = front.status.try_recv() else {
                 break;
             };
-            let done = in_flight.pop_front().expect("front exists");
+            let done = t.in_flight.pop_front().expect("front exists");
             if status.is_final_ok() {
-                *exported += done.rows;
-                *committed = Some(done.after);
+                t.exported += done.rows;
+                t.committed = Some(done.after);
                 moved += 1;
             } else {
-                // Later pages may have been written already; KWDB deduplicates
+                // Later batches may have been written already; KWDB deduplicates
                 // the replayed rows, PostgreSQL's primary key does the same.
-                tracing::warn!(table = %self.table, "a page was not delivered; reading again from the checkpoint");
-                in_flight.clear();
-                save(moved, committed, *exported, saver);
+                tracing::warn!(table = %self.table, "a batch was not delivered; reading again from the checkpoint");
+                t.in_flight.clear();
+                save(moved, &t.committed, t.exported, &mut t.saver);
                 return Ok(true);
             }
         }
-        save(moved, committed, *exported, saver);
+        save(moved, &t.committed, t.exported, &mut t.saver);
         Ok(false)
     }
 
@@ -413,41 +585,7 @@ impl Poller {
         }
     }
 
-    async fn read_page(
-        &self,
-        schema: &TableSchema,
-        q: &TableQuery,
-        after: Option<&Position>,
-        upper: Option<Timestamp>,
-    ) -> Result<Page, KwdbError> {
-        let s = &self.settings;
-        let sql = q
-            .select(schema, after, s.start_at, upper, s.fetch_max_rows)
-            .map_err(KwdbError::Schema)?;
-        let client = self.slot.get().await?;
-        let mut rows = match self.query(&client, &sql, schema).await {
-            Ok(r) => r,
-            Err(e) if e.sqlstate() == Some("42P01") => return Ok(Page::Gone),
-            Err(e) => return Err(e),
-        };
-        // Without keys, a page must not end inside a timestamp: rows after the cut
-        // with the same timestamp would be passed by.
-        if q.keys.is_empty() && rows.len() == s.fetch_max_rows {
-            let last = rows.last().expect("full page")[q.ts].clone();
-            let keep = rows
-                .iter()
-                .rposition(|r| r[q.ts] != last)
-                .map_or(0, |i| i + 1);
-            if keep > 0 {
-                rows.truncate(keep);
-            } else {
-                let sql = q.select_at(schema, &last).map_err(KwdbError::Schema)?;
-                rows = self.query(&client, &sql, schema).await?;
-            }
-        }
-        Ok(Page::Rows(rows))
-    }
-
+    /// A whole (small) result, for the rows at one timestamp.
     async fn query(
         &self,
         client: &tokio_postgres::Client,
@@ -455,18 +593,12 @@ impl Poller {
         schema: &TableSchema,
     ) -> Result<Vec<Row>, KwdbError> {
         let err = |e| KwdbError::db(format!("cannot read table {}", self.table), e);
-        // Rows are parsed as they arrive, while the server is still sending the
-        // rest of the page.
         let stream = client.simple_query_raw(sql).await.map_err(err)?;
         futures::pin_mut!(stream);
-        let mut rows = Vec::with_capacity(self.settings.fetch_max_rows);
+        let mut rows = Vec::new();
         while let Some(m) = stream.next().await {
             if let SimpleQueryMessage::Row(r) = m.map_err(err)? {
-                let mut row = Vec::with_capacity(schema.width());
-                for (i, field) in schema.fields().enumerate() {
-                    row.push(parse_text(r.get(i), field).map_err(KwdbError::Schema)?);
-                }
-                rows.push(row);
+                rows.push(parse_row(&r, schema, schema.width()).map_err(KwdbError::Schema)?);
             }
         }
         Ok(rows)
@@ -574,6 +706,129 @@ impl Saver {
     }
 }
 
+/// A failed read: the table being gone is not an error.
+fn failed(e: KwdbError) -> Outcome {
+    if e.sqlstate() == Some("42P01") {
+        Outcome::Gone
+    } else {
+        Outcome::Failed(e)
+    }
+}
+
+/// Cuts a statement's rows into batches of `size` rows. A table without keys
+/// resumes after a timestamp alone, so its batches end only where the timestamp
+/// changes: the trailing rows that share the last timestamp are held back for
+/// the next batch (a single timestamp with more rows than a batch makes one
+/// larger batch).
+struct Cutter {
+    size: usize,
+    ts: usize,
+    keyless: bool,
+    cur: Vec<Row>,
+    /// Without keys: `cur` is all one timestamp and at least `size` rows.
+    one_run: bool,
+}
+
+/// What a statement stopped at its row cap leaves to hand on.
+#[derive(Debug, PartialEq)]
+enum Capped {
+    Rows(Vec<Row>),
+    /// Every row held back shares this timestamp, and there may be more of it.
+    OneRun(Value),
+}
+
+impl Cutter {
+    fn new(size: usize, q: &TableQuery) -> Self {
+        Cutter {
+            size,
+            ts: q.ts,
+            keyless: q.keys.is_empty(),
+            cur: Vec::with_capacity(size),
+            one_run: false,
+        }
+    }
+
+    fn take(&mut self) -> Vec<Row> {
+        std::mem::replace(&mut self.cur, Vec::with_capacity(self.size))
+    }
+
+    /// The next row; a batch when one is complete.
+    fn push(&mut self, row: Row) -> Option<Vec<Row>> {
+        if !self.keyless {
+            self.cur.push(row);
+            return (self.cur.len() >= self.size).then(|| self.take());
+        }
+        if self.one_run {
+            if self.cur.last().is_some_and(|l| l[self.ts] != row[self.ts]) {
+                self.one_run = false;
+                let out = self.take();
+                self.cur.push(row);
+                return Some(out);
+            }
+            self.cur.push(row);
+            return None;
+        }
+        if self.cur.len() < self.size {
+            self.cur.push(row);
+            return None;
+        }
+        // Full: the next row tells whether the batch may end here (a table whose
+        // timestamps are unique gets batches of exactly `size`).
+        if self.cur.last().is_some_and(|l| l[self.ts] != row[self.ts]) {
+            let out = self.take();
+            self.cur.push(row);
+            return Some(out);
+        }
+        match self.run_start() {
+            0 => {
+                self.one_run = true;
+                self.cur.push(row);
+                None
+            }
+            k => {
+                let mut tail = self.cur.split_off(k);
+                tail.reserve(self.size.saturating_sub(tail.len()));
+                tail.push(row);
+                Some(std::mem::replace(&mut self.cur, tail))
+            }
+        }
+    }
+
+    /// Where the trailing run of rows sharing the last timestamp starts.
+    fn run_start(&self) -> usize {
+        let Some(last) = self.cur.last() else {
+            return 0;
+        };
+        let ts = &last[self.ts];
+        self.cur
+            .iter()
+            .rposition(|r| r[self.ts] != *ts)
+            .map_or(0, |i| i + 1)
+    }
+
+    /// The statement returned every row it could: all that is held goes out.
+    fn finish(&mut self) -> Option<Vec<Row>> {
+        (!self.cur.is_empty()).then(|| self.take())
+    }
+
+    /// The statement stopped at its row cap.
+    fn finish_capped(&mut self) -> Capped {
+        if !self.keyless {
+            return Capped::Rows(self.take());
+        }
+        match self.run_start() {
+            0 => match self.cur.last() {
+                Some(last) => Capped::OneRun(last[self.ts].clone()),
+                None => Capped::Rows(Vec::new()),
+            },
+            k => {
+                self.cur.truncate(k);
+                Capped::Rows(self.take())
+            }
+        }
+    }
+}
+
 /// Resolves when the oldest page in flight has its status, leaving it readable
 /// by `try_recv` for `settle`.
 async fn wait_front_status(in_flight: &mut VecDeque<InFlight>) {
@@ -595,4 +850,111 @@ fn chrono_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{DataType, Field, Precision};
+
+    fn query(keys: &[&str]) -> TableQuery {
+        let schema = TableSchema::new(
+            TableKind::Relational,
+            vec![
+                Field::column("ts", DataType::Timestamp),
+                Field::column("k", DataType::Int8),
+            ],
+            Vec::new(),
+        );
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        TableQuery::new(Dialect::Postgres, "t", &schema, "ts", &keys).unwrap()
+    }
+
+    fn row(ts: i64, k: i64) -> Row {
+        vec![
+            Value::Timestamp(Timestamp::new(ts, Precision::Ms)),
+            Value::Int8(k),
+        ]
+    }
+
+    /// (ts, k) of each batch.
+    fn cut(c: &mut Cutter, rows: &[(i64, i64)]) -> Vec<Vec<(i64, i64)>> {
+        rows.iter()
+            .filter_map(|&(t, k)| c.push(row(t, k)))
+            .map(|b| b.iter().map(plain).collect())
+            .collect()
+    }
+
+    fn plain(r: &Row) -> (i64, i64) {
+        match (&r[0], &r[1]) {
+            (Value::Timestamp(t), Value::Int8(k)) => (t.value, *k),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn keyed_rows_are_cut_into_full_batches() {
+        let mut c = Cutter::new(2, &query(&["k"]));
+        let rows = [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2)];
+        assert_eq!(
+            cut(&mut c, &rows),
+            vec![vec![(1, 1), (1, 2)], vec![(1, 3), (2, 1)]]
+        );
+        assert_eq!(
+            c.finish().unwrap().iter().map(plain).collect::<Vec<_>>(),
+            vec![(2, 2)]
+        );
+        assert!(c.finish().is_none());
+    }
+
+    #[test]
+    fn without_keys_a_batch_never_ends_inside_a_timestamp() {
+        let mut c = Cutter::new(3, &query(&[]));
+        // 1 1 2 2: the batch ends before the 2s, which go on together.
+        let rows = [(1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (4, 0)];
+        assert_eq!(
+            cut(&mut c, &rows),
+            vec![vec![(1, 0), (1, 1)], vec![(2, 0), (2, 1), (3, 0)]]
+        );
+        let rest: Vec<_> = c.finish().unwrap().iter().map(plain).collect();
+        assert_eq!(rest, vec![(4, 0)]);
+        // A timestamp longer than a batch is one larger batch.
+        let mut c = Cutter::new(2, &query(&[]));
+        let rows = [(1, 0), (1, 1), (1, 2), (1, 3), (2, 0), (3, 0)];
+        assert_eq!(
+            cut(&mut c, &rows),
+            vec![vec![(1, 0), (1, 1), (1, 2), (1, 3)]]
+        );
+        let rest: Vec<_> = c.finish().unwrap().iter().map(plain).collect();
+        assert_eq!(rest, vec![(2, 0), (3, 0)]);
+        // Unique timestamps: full batches.
+        let mut c = Cutter::new(2, &query(&[]));
+        let rows = [(1, 0), (2, 0), (3, 0), (4, 0), (5, 0)];
+        assert_eq!(
+            cut(&mut c, &rows),
+            vec![vec![(1, 0), (2, 0)], vec![(3, 0), (4, 0)]]
+        );
+    }
+
+    #[test]
+    fn at_the_cap_a_table_without_keys_keeps_back_its_last_timestamp() {
+        let mut c = Cutter::new(10, &query(&[]));
+        assert!(cut(&mut c, &[(1, 0), (2, 0), (2, 1)]).is_empty());
+        let Capped::Rows(rows) = c.finish_capped() else {
+            panic!("rows expected");
+        };
+        assert_eq!(rows.iter().map(plain).collect::<Vec<_>>(), vec![(1, 0)]);
+
+        let mut c = Cutter::new(10, &query(&[]));
+        assert!(cut(&mut c, &[(2, 0), (2, 1)]).is_empty());
+        assert_eq!(
+            c.finish_capped(),
+            Capped::OneRun(Value::Timestamp(Timestamp::new(2, Precision::Ms)))
+        );
+
+        // With keys the position is exact: everything goes.
+        let mut c = Cutter::new(10, &query(&["k"]));
+        assert!(cut(&mut c, &[(2, 0), (2, 1)]).is_empty());
+        assert!(matches!(c.finish_capped(), Capped::Rows(r) if r.len() == 2));
+    }
 }
