@@ -176,6 +176,19 @@ fn rows_written(port: u16) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// User + system CPU seconds the process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| f.get(i)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
+}
+
 fn vm_hwm_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -316,6 +329,7 @@ batch_size = {batch_rows}
     let total = started.elapsed();
     let first = first_row.unwrap_or_default();
     hwm = hwm.max(vm_hwm_kib(pid));
+    let cpu = cpu_seconds(pid);
     Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -349,6 +363,10 @@ batch_size = {batch_rows}
         "| same, first row to last row (without start-up and group join, {:.2} s) | {steady:.2} | {:.0} | |",
         first.as_secs_f64(),
         rows as f64 / steady
+    );
+    println!(
+        "\nkwpipe used {cpu:.1} s of CPU: {:.1} us per message",
+        cpu * 1e6 / messages as f64
     );
 
     drop(c);
