@@ -10,6 +10,7 @@
 //! KWPIPE_BENCH_CONCURRENCY (the source's `concurrency`, default 2),
 //! KWPIPE_BENCH_MAX_IN_FLIGHT (the source's `max_in_flight`, default: its default),
 //! KWPIPE_BENCH_LIBRDKAFKA (the source's `librdkafka_options` as "k=v,k=v"),
+//! KWPIPE_BENCH_SINK (lines added to the sink's config),
 //! KWPIPE_BENCH_BATCH_ROWS (`batch.max_rows` and the sink's `batch_size`, default 1000).
 //!
 //! The test broker (librdkafka's mock cluster) keeps at most 5 MB per partition and
@@ -213,6 +214,8 @@ async fn main() {
     let max_in_flight = std::env::var("KWPIPE_BENCH_MAX_IN_FLIGHT")
         .map(|v| format!("max_in_flight = {v}"))
         .unwrap_or_default();
+    // More lines for the sink's config, e.g. "copy_max_rows = 5000".
+    let sink_extra = std::env::var("KWPIPE_BENCH_SINK").unwrap_or_default();
     // librdkafka options for the source, "k=v,k=v" (e.g. queued.max.messages.kbytes).
     let prefetch = std::env::var("KWPIPE_BENCH_LIBRDKAFKA")
         .map(|v| {
@@ -288,6 +291,7 @@ type = "kwdb"
 inputs = ["batch"]
 url = "{db_url}"
 batch_size = {batch_rows}
+{sink_extra}
 "#
         ),
     )
@@ -326,6 +330,31 @@ batch_size = {batch_rows}
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The counter also counts rows written twice (messages re-read after the
+    // group's first rebalance; the table's key keeps one copy), so the table may
+    // still lack a few: count until they are there.
+    let (c, conn) = tokio_postgres::connect(&db_url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    loop {
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM ts_json_kaiwudb_tb", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n as u64 >= rows {
+            assert_eq!(n as u64, rows, "rows in the table");
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "kwpipe exited early with {n} rows in the table"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "only {n} of {rows} rows after 30 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let total = started.elapsed();
     let first = first_row.unwrap_or_default();
     hwm = hwm.max(vm_hwm_kib(pid));
@@ -336,14 +365,6 @@ batch_size = {batch_rows}
         .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "kwpipe exited with {status}");
-    let (c, conn) = tokio_postgres::connect(&db_url, NoTls).await.unwrap();
-    tokio::spawn(conn);
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM ts_json_kaiwudb_tb", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n as u64, rows, "rows in the table");
 
     let secs = total.as_secs_f64();
     let steady = (total - first).as_secs_f64();

@@ -134,9 +134,9 @@ fn default_max_in_flight() -> usize {
     20_000
 }
 fn default_max_in_flight_bytes() -> usize {
-    // With the prefetch queue below, this keeps a default agent inside 100 MB while
+    // With the prefetch queue below, this keeps a default agent inside 64 MB while
     // it moves data at full speed (benches/README.md, "Resources").
-    16 * 1024 * 1024
+    6 * 1024 * 1024
 }
 
 #[derive(Debug, Deserialize)]
