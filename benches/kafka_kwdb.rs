@@ -10,7 +10,7 @@
 //! KWPIPE_BENCH_CONCURRENCY (the source's `concurrency`, default 2),
 //! KWPIPE_BENCH_MAX_IN_FLIGHT (the source's `max_in_flight`, default: its default),
 //! KWPIPE_BENCH_LIBRDKAFKA (the source's `librdkafka_options` as "k=v,k=v"),
-//! KWPIPE_BENCH_SINK (lines added to the sink's config),
+//! KWPIPE_BENCH_SINK (lines added to the sink's config), KWPIPE_BENCH_LOG (kwpipe's log filter),
 //! KWPIPE_BENCH_BATCH_ROWS (`batch.max_rows` and the sink's `batch_size`, default 1000).
 //!
 //! The test broker (librdkafka's mock cluster) keeps at most 5 MB per partition and
@@ -301,7 +301,10 @@ batch_size = {batch_rows}
     let mut child = Command::new(kwpipe)
         .arg("run")
         .arg(&topology)
-        .env("KWPIPE_LOG", "warn")
+        .env(
+            "KWPIPE_LOG",
+            std::env::var("KWPIPE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
