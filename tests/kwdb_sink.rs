@@ -490,6 +490,56 @@ async fn queued_batches_share_a_copy_and_replays_still_land_once() {
     );
 }
 
+/// A COPY failing on the primary key (rows replayed after a restart or a
+/// rebalance) goes through a staging table: the new rows of a 1000-row batch land
+/// in one statement, not in batch_size INSERTs.
+#[tokio::test]
+async fn replayed_rows_go_through_a_staged_copy() {
+    let _g = SERVER.read().await;
+    let db = TestDb::new("stage").await;
+    let mut cfg = config(&db, WriteMethod::Copy);
+    cfg.batch_size = 100;
+    let sink = Running::start(cfg).await;
+    let s = seed_schema();
+    let rows = |from: i64, n: i64| -> Vec<Row> {
+        (from..from + n)
+            .map(|i| seed_row(1_700_000_000_000 + i, 1, i as i32, i, 0.5, 0.25, i % 2 == 0))
+            .collect()
+    };
+    assert_eq!(
+        sink.write(batch("staged", &s, rows(0, 500))).await,
+        EventStatus::Delivered
+    );
+    // 500 replayed rows and 500 new ones in one batch.
+    assert_eq!(
+        sink.write(batch("staged", &s, rows(0, 1000))).await,
+        EventStatus::Delivered
+    );
+    sink.stop().await;
+    let c = db.client().await;
+    let one = |sql: &'static str| {
+        let c = &c;
+        async move { c.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(one("SELECT count(*) FROM staged").await, 1000);
+    assert_eq!(
+        one("SELECT count(*) FROM staged WHERE c2 = c3 AND c6 = (c2 % 2 = 0)").await,
+        1000
+    );
+    let statements =
+        one("SELECT count(DISTINCT xmin::text) FROM staged WHERE ts >= to_timestamp(1700000000.5)")
+            .await;
+    assert_eq!(
+        statements, 1,
+        "the 500 new rows took {statements} statements"
+    );
+    // Nothing of the staging table is left in the session or the database.
+    assert_eq!(
+        one("SELECT count(*) FROM pg_class WHERE relname = 'kwpipe_stage'").await,
+        0
+    );
+}
+
 #[tokio::test]
 async fn hostile_names_and_values_cannot_run_sql() {
     let _g = SERVER.read().await;
