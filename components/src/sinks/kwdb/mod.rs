@@ -58,8 +58,9 @@ pub enum SchemaEvolution {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WriteMethod {
-    /// COPY FROM STDIN, falling back to INSERT ... ON CONFLICT DO NOTHING for a
-    /// chunk that holds replayed or bad rows (postgres only).
+    /// COPY FROM STDIN (postgres only). A chunk holding replayed rows goes through
+    /// a staging table and INSERT ... SELECT ... ON CONFLICT DO NOTHING, one holding
+    /// bad rows through INSERT ... ON CONFLICT DO NOTHING statements.
     Copy,
     /// Multi-row INSERT statements (the only method KWDB takes).
     Insert,
