@@ -446,9 +446,7 @@ fn batch_for(
         .map(str::to_string)
         .or_else(|| ctx.options.database.clone());
     if let Some(i) = ctx.batches.iter().rposition(|b| {
-        b.target.table == table
-            && b.target.database == database
-            && (Arc::ptr_eq(&b.schema, &schema) || b.schema == schema)
+        b.target.table == table && b.target.database == database && b.schema == schema
     }) {
         return i;
     }

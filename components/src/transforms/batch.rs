@@ -96,19 +96,11 @@ struct Pending {
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key(Target, SameSchema);
 
-/// A schema compared by pointer first (decoders hand out one `Arc` per schema),
-/// and hashed by its shape only: hashing every field name and type for each
-/// one-row message cost more than the rest of the batching.
-#[derive(Clone)]
+/// A schema hashed by its shape only: hashing every field name and type for each
+/// one-row message cost more than the rest of the batching. Equality is `Arc`'s,
+/// which compares pointers before contents (decoders hand out one `Arc` per schema).
+#[derive(Clone, PartialEq, Eq)]
 struct SameSchema(Arc<TableSchema>);
-
-impl PartialEq for SameSchema {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
-    }
-}
-
-impl Eq for SameSchema {}
 
 impl std::hash::Hash for SameSchema {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {

@@ -138,7 +138,7 @@ impl Decode {
                     .iter_mut()
                     .rev()
                     .find(|m| m.target == batch.target)
-                    .filter(|m| Arc::ptr_eq(&m.schema, &batch.schema) || m.schema == batch.schema);
+                    .filter(|m| m.schema == batch.schema);
                 if let Some(m) = open {
                     m.rows.extend(batch.rows);
                     m.finalizers.merge(finalizers.fork());

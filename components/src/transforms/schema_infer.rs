@@ -200,7 +200,7 @@ fn lengthless(f: &Field) -> Field {
 }
 
 fn merge_into(acc: &mut RowBatch, b: RowBatch) -> Result<(), RowBatch> {
-    if Arc::ptr_eq(&acc.schema, &b.schema) || acc.schema == b.schema {
+    if acc.schema == b.schema {
         let RowBatch {
             rows, finalizers, ..
         } = b;

@@ -769,7 +769,7 @@ impl Worker {
 /// the same say on whether the table may be created from them.
 fn same_statement(a: &RowBatch, b: &RowBatch) -> bool {
     a.target == b.target
-        && (Arc::ptr_eq(&a.schema, &b.schema) || a.schema == b.schema)
+        && a.schema == b.schema
         && a.meta.extra.get(SCHEMA_HINT_KEY) == b.meta.extra.get(SCHEMA_HINT_KEY)
 }
 
