@@ -282,6 +282,7 @@ async fn supervise(
     let mut shutdown_done = false;
     let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let mut failure: Option<RuntimeError> = None;
+    let mut failure_is_consequence = false;
 
     loop {
         let next = tokio::select! {
@@ -305,8 +306,17 @@ async fn supervise(
         let Some(result) = next else {
             break;
         };
+        // An upstream that failed only because its reader went away is a consequence;
+        // the reader's own error, which may arrive later, is the cause worth naming.
+        let mut consequence = false;
         let (id, outcome) = match result {
-            Ok((id, r)) => (id, r.map_err(|e| e.to_string())),
+            Ok((id, r)) => (
+                id,
+                r.map_err(|e| {
+                    consequence = matches!(e, components::ComponentError::OutputClosed);
+                    e.to_string()
+                }),
+            ),
             Err(e) => {
                 let id = e.id();
                 let message = if e.is_panic() {
@@ -331,14 +341,19 @@ async fn supervise(
         match outcome {
             Ok(()) => tracing::debug!(component = %name, "component finished"),
             Err(message) => {
-                // The first failure is the cause; those that follow (upstreams whose
-                // reader went away) are consequences.
-                if failure.is_none() {
-                    tracing::error!(component = %name, "component failed: {message}");
+                // The first failure is the cause, unless it was only a consequence and
+                // the cause arrives after it.
+                if failure.is_none() || (failure_is_consequence && !consequence) {
+                    if consequence {
+                        tracing::debug!(component = %name, "component failed: {message}");
+                    } else {
+                        tracing::error!(component = %name, "component failed: {message}");
+                    }
                     failure = Some(RuntimeError::ComponentFailed {
                         component: name,
                         message,
                     });
+                    failure_is_consequence = consequence;
                     source_shutdown.trigger();
                     deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 } else {

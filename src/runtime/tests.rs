@@ -83,6 +83,9 @@ enum Behaviour {
     Panic,
     /// Never ends, even when its input does.
     Hang,
+    /// Closes its input at once, then fails a little later: its upstream sees the
+    /// closed channel before the runtime sees this component's own error.
+    CloseThenError,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +125,11 @@ impl ComponentConfig for TestSink {
 impl Component for TestSink {
     async fn run(self: Box<Self>, mut cx: ComponentContext) -> Result<(), ComponentError> {
         let mut input = cx.take_input();
+        if self.behaviour == Behaviour::CloseThenError {
+            drop(input);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return Err(ComponentError::msg("cannot open the output"));
+        }
         while let Some(mut event) = input.recv().await {
             if !self.delay.is_zero() {
                 tokio::time::sleep(self.delay).await;
@@ -139,6 +147,7 @@ impl Component for TestSink {
                 Behaviour::Fail => event.take_finalizers().finish(EventStatus::Failed),
                 Behaviour::Error => return Err(ComponentError::msg("disk on fire")),
                 Behaviour::Panic => panic!("sink exploded"),
+                Behaviour::CloseThenError => unreachable!("returned before reading"),
             }
         }
         if self.behaviour == Behaviour::Hang {
@@ -358,6 +367,11 @@ async fn a_panicking_component_fails_the_run_and_names_itself() {
 #[tokio::test]
 async fn an_erroring_component_fails_the_run_and_names_itself() {
     expect_failure(Behaviour::Error, "disk on fire").await;
+}
+
+#[tokio::test]
+async fn the_failure_named_is_the_cause_not_the_upstream_that_saw_it_close() {
+    expect_failure(Behaviour::CloseThenError, "cannot open the output").await;
 }
 
 #[tokio::test]
