@@ -1,6 +1,7 @@
 //! kwpipe's integration tests: one binary, one module per area. Tests run the
 //! `kwpipe` executable as a separate process against real services.
 
+mod allocator;
 mod api;
 mod cli;
 mod connect;

@@ -2,6 +2,7 @@
 //! source, transform and sink, with one explicit registry of them.
 
 pub mod ack;
+pub mod allocator;
 pub mod api;
 pub mod durations;
 pub mod event;
