@@ -244,8 +244,10 @@ async fn shutdown_signal() {
     }
 }
 
-/// glibc gives each thread that allocates its own arena (up to 8 per core) and
-/// keeps their memory after a burst; an edge agent wants a small, steady footprint.
+/// Rust code allocates with mimalloc (components::allocator), but librdkafka's
+/// threads use glibc's malloc, which gives each thread that allocates its own arena
+/// (up to 8 per core) and keeps their memory after a burst; an edge agent wants a
+/// small, steady footprint.
 /// `MALLOC_ARENA_MAX` in the environment still wins.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
