@@ -309,20 +309,18 @@ impl Input {
         Some(event)
     }
 
-    /// Moves up to `max` already-waiting events into `buf` without waiting.
-    pub fn try_recv_many(&mut self, buf: &mut Vec<Event>, max: usize) {
-        while buf.len() < max {
-            match self.rx.try_recv() {
-                Ok(event) => {
-                    self.metrics.received_events.increment(event.count() as u64);
-                    self.metrics
-                        .received_bytes
-                        .increment(event.size_hint() as u64);
-                    buf.push(event);
-                }
-                Err(_) => break,
-            }
+    /// Waits for an event, then appends it and those already waiting to `buf`, up
+    /// to `max` of them. Returns how many came; 0 once the input is closed and empty.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Event>, max: usize) -> usize {
+        let start = buf.len();
+        let n = self.rx.recv_many(buf, max).await;
+        for event in &buf[start..] {
+            self.metrics.received_events.increment(event.count() as u64);
+            self.metrics
+                .received_bytes
+                .increment(event.size_hint() as u64);
         }
+        n
     }
 
     pub fn metrics(&self) -> &ComponentMetrics {

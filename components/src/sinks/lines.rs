@@ -65,9 +65,7 @@ pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
     let mut input = cx.take_input();
     let mut batch = Vec::with_capacity(256);
     let mut buf = Vec::with_capacity(64 * 1024);
-    while let Some(first) = input.recv().await {
-        batch.push(first);
-        input.try_recv_many(&mut batch, 256);
+    while input.recv_many(&mut batch, 256).await > 0 {
         for event in &batch {
             render(event, &mut buf);
         }

@@ -23,10 +23,11 @@
 //! - On revoke (rebalance) and shutdown: wait up to `drain_timeout` for in-flight
 //!   acknowledgements, store what completed, commit synchronously.
 //! - Memory: at most `max_in_flight` messages and `max_in_flight_bytes` of payload
-//!   polled and not yet acknowledged (plus librdkafka's bounded prefetch queue). Beyond that a polling thread stops
-//!   polling, which keeps what librdkafka prefetched; after 5 s of that (an outage
-//!   downstream) it pauses its partitions (purging the prefetch) and polls on, so
-//!   group membership and rebalances are still served.
+//!   polled and not yet acknowledged (plus librdkafka's bounded prefetch queue).
+//!   Beyond that a polling thread stops polling, which keeps what librdkafka
+//!   prefetched; after 5 s of that (an outage downstream) it pauses its partitions
+//!   (purging the prefetch) and polls on, so group membership and rebalances are
+//!   still served.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;

@@ -228,9 +228,7 @@ impl Component for Decode {
     async fn run(mut self: Box<Self>, mut cx: ComponentContext) -> Result<(), ComponentError> {
         let mut input = cx.take_input();
         let mut events = Vec::with_capacity(GROUP_MESSAGES);
-        while let Some(event) = input.recv().await {
-            events.push(event);
-            input.try_recv_many(&mut events, GROUP_MESSAGES);
+        while input.recv_many(&mut events, GROUP_MESSAGES).await > 0 {
             let mut msgs = Vec::with_capacity(events.len());
             for event in events.drain(..) {
                 match event {

@@ -69,9 +69,7 @@ impl Component for SchemaInfer {
     async fn run(self: Box<Self>, mut cx: ComponentContext) -> Result<(), ComponentError> {
         let mut input = cx.take_input();
         let mut waiting = Vec::with_capacity(self.max_events);
-        while let Some(first) = input.recv().await {
-            waiting.push(first);
-            input.try_recv_many(&mut waiting, self.max_events);
+        while input.recv_many(&mut waiting, self.max_events).await > 0 {
             let mut batches = Vec::with_capacity(waiting.len());
             for event in waiting.drain(..) {
                 match event {

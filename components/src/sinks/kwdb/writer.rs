@@ -763,8 +763,6 @@ impl Worker {
     }
 }
 
-/// The finest precision among a batch's timestamps: what a created column needs to
-/// hold them all (KWDB's default TIMESTAMPTZ keeps only ms).
 /// Whether two batches can go into one statement: same table, same schema, and
 /// the same say on whether the table may be created from them.
 fn same_statement(a: &RowBatch, b: &RowBatch) -> bool {
@@ -773,6 +771,8 @@ fn same_statement(a: &RowBatch, b: &RowBatch) -> bool {
         && a.meta.extra.get(SCHEMA_HINT_KEY) == b.meta.extra.get(SCHEMA_HINT_KEY)
 }
 
+/// The finest precision among a batch's timestamps: what a created column needs to
+/// hold them all (KWDB's default TIMESTAMPTZ keeps only ms).
 fn finest_precision(schema: &TableSchema, rows: &[Row]) -> Precision {
     let ts: Vec<usize> = schema
         .fields()
