@@ -11,7 +11,17 @@
 //! KWPIPE_BENCH_MAX_IN_FLIGHT (the source's `max_in_flight`, default: its default),
 //! KWPIPE_BENCH_LIBRDKAFKA (the source's `librdkafka_options` as "k=v,k=v"),
 //! KWPIPE_BENCH_SINK (lines added to the sink's config), KWPIPE_BENCH_LOG (kwpipe's log filter),
-//! KWPIPE_BENCH_BATCH_ROWS (`batch.max_rows` and the sink's `batch_size`, default 1000).
+//! KWPIPE_BENCH_BATCH_ROWS (`batch.max_rows` and the sink's `batch_size`, default 1000),
+//! KWPIPE_BENCH_BATCH_TIMEOUT (`batch.timeout`, default 100ms),
+//! KWPIPE_BENCH_GROUP_DELAY_MS (the broker's group.initial.rebalance.delay.ms, default 500).
+//!
+//! Two settings keep waits that are not throughput out of the figures: the broker
+//! forms the group after 500 ms (Kafka's default makes the first member wait 3 s
+//! for others, a third of the run; with 0 one member joins alone and the mock
+//! refuses its commit when the second one joins, so its partitions replay), and the
+//! batch transform's timeout is 100 ms (the stream never ends, so the last partial
+//! batch waits for it; at full speed a batch fills in a few milliseconds and the
+//! timeout plays no other part).
 //!
 //! The test broker (librdkafka's mock cluster) keeps at most 5 MB per partition and
 //! silently drops older data beyond it, so the producer compresses (lz4, as a real
@@ -83,7 +93,11 @@ fn profile_dir() -> PathBuf {
 
 /// The broker, its bootstrap address, and its stdout (which must stay open: the
 /// broker answers commands there).
-fn start_broker(topic: &str, partitions: u64) -> (Child, String, BufReader<ChildStdout>) {
+fn start_broker(
+    topic: &str,
+    partitions: u64,
+    group_delay_ms: u64,
+) -> (Child, String, BufReader<ChildStdout>) {
     let path = profile_dir().join("kwpipe-test-broker");
     if !path.exists() {
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -94,6 +108,10 @@ fn start_broker(topic: &str, partitions: u64) -> (Child, String, BufReader<Child
     }
     let mut child = Command::new(&path)
         .args(["--topic", &format!("{topic}:{partitions}")])
+        .args([
+            "--group-initial-rebalance-delay-ms",
+            &group_delay_ms.to_string(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -228,10 +246,13 @@ async fn main() {
         })
         .unwrap_or_default();
     let batch_rows = env_or("KWPIPE_BENCH_BATCH_ROWS", 1000);
+    let batch_timeout =
+        std::env::var("KWPIPE_BENCH_BATCH_TIMEOUT").unwrap_or_else(|_| "100ms".into());
+    let group_delay_ms = env_or("KWPIPE_BENCH_GROUP_DELAY_MS", 500);
     let rows = messages * rows_per;
     let topic = "kw-tsdb-json_kaiwudb_with_tag_tb";
 
-    let (mut broker, bootstrap, _broker_out) = start_broker(topic, partitions);
+    let (mut broker, bootstrap, _broker_out) = start_broker(topic, partitions, group_delay_ms);
     let t = Instant::now();
     let bytes = preload(&bootstrap, topic, messages, rows_per, partitions);
     eprintln!(
@@ -284,7 +305,7 @@ format = "json_kaiwudb"
 type = "batch"
 inputs = ["decode"]
 max_rows = {batch_rows}
-timeout = "1s"
+timeout = "{batch_timeout}"
 
 [sinks.kwdb]
 type = "kwdb"
@@ -373,7 +394,8 @@ batch_size = {batch_rows}
     let steady = (total - first).as_secs_f64();
     println!(
         "messages: {messages} ({rows_per} row(s) each, {:.0} MB of JSON), partitions: {partitions}, \
-         source concurrency: {concurrency}\n",
+         source concurrency: {concurrency}, \
+         batch timeout: {batch_timeout}, broker group.initial.rebalance.delay.ms: {group_delay_ms}\n",
         bytes as f64 / 1e6
     );
     println!("| path | seconds | rows/s | peak RSS |");

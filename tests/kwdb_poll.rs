@@ -853,3 +853,95 @@ async fn relational_tables_export_by_their_named_timestamp_or_incrementing_colum
         "a relational table not named is not exported"
     );
 }
+
+/// PostgreSQL's results are read in the binary protocol: every type the postgres
+/// dialect maps comes out with the value the text protocol gave, NULLs included,
+/// and a key read as text (a uuid) still orders and resumes by its own type.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_postgres_type_reads_back_exactly() {
+    let db = TestDb::new("poll_types").await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE typed (k uuid PRIMARY KEY, at timestamp NOT NULL, i2 smallint,
+           i4 integer, i8 bigint, f4 real, f8 double precision, b boolean, c char(3),
+           vc varchar(10), t text, by bytea, n numeric(10,3), d date, tz timestamptz);
+         INSERT INTO typed VALUES
+          ('00000000-0000-0000-0000-000000000002', '2024-01-02 03:04:05.123456', -32768,
+           2147483647, -9223372036854775808, 1.5, -2.25, true, 'ab', 'héllo', E'tab\\there',
+           '\\x00ff', 12345.678, '1999-12-31', '2024-01-02 03:04:05.007+00'),
+          ('00000000-0000-0000-0000-000000000001', '2024-01-02 03:04:05.123456', NULL,
+           NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+          ('ffffffff-0000-0000-0000-000000000000', '1970-01-01 00:00:00', 7, 8, 9,
+           -0.5, 1e300, false, 'xyz', '', '', '', -0.001, '2000-01-01', '1969-12-31 23:59:59.999+00');
+         CREATE TABLE ranked (at timestamp NOT NULL, k numeric NOT NULL, PRIMARY KEY (at, k));
+         INSERT INTO ranked VALUES ('2024-01-01', 10), ('2024-01-01', 9), ('2024-01-01', 100);",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // One row per batch: every statement after the first resumes after a uuid.
+    let agent = Agent::start(
+        dir.path(),
+        &db,
+        "fetch_max_rows = 1\nrelational = [\
+         { table = \"typed\", timestamp_column = \"at\", key_columns = [\"k\"] },\
+         { table = \"ranked\", timestamp_column = \"at\", key_columns = [\"k\"] }]",
+    );
+    wait_for("6 rows", Duration::from_secs(60), || {
+        exported(dir.path()).len() >= 6
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    agent.stop();
+    let (rows, ranked): (Vec<_>, Vec<_>) = exported(dir.path())
+        .into_iter()
+        .partition(|(t, _)| t == "typed");
+    // A numeric key is read as text but ordered as a number: in text order 10
+    // would come before 9, and resuming after 10 would skip 9.
+    let ks: Vec<&str> = ranked
+        .iter()
+        .map(|(_, v)| v["k"].as_str().unwrap())
+        .collect();
+    assert_eq!(ks, ["9", "10", "100"]);
+    let keys: Vec<&str> = rows.iter().map(|(_, v)| v["k"].as_str().unwrap()).collect();
+    assert_eq!(
+        keys,
+        [
+            "ffffffff-0000-0000-0000-000000000000",
+            "00000000-0000-0000-0000-000000000001",
+            "00000000-0000-0000-0000-000000000002"
+        ],
+        "(at, k) order, each once"
+    );
+    let full = &rows[2].1;
+    let nulls = &rows[1].1;
+    let last = &rows[0].1;
+    for col in [
+        "i2", "i4", "i8", "f4", "f8", "b", "c", "vc", "t", "by", "n", "d", "tz",
+    ] {
+        assert!(nulls[col].is_null(), "{col}: {}", nulls[col]);
+    }
+    assert_eq!(full["i2"], -32768);
+    assert_eq!(full["i4"], 2147483647);
+    assert_eq!(full["i8"], i64::MIN);
+    assert_eq!(full["f4"], 1.5);
+    assert_eq!(full["f8"], -2.25);
+    assert_eq!(full["b"], true);
+    assert_eq!(full["c"], "ab ");
+    assert_eq!(full["vc"], "héllo");
+    assert_eq!(full["t"], "tab\there");
+    assert_eq!(full["n"], "12345.678");
+    assert_eq!(last["n"], "-0.001");
+    assert_eq!(last["f8"], 1e300);
+    assert_eq!(last["c"], "xyz");
+    assert_eq!(last["vc"], "");
+    // Microseconds kept; whole milliseconds read as milliseconds, as in text.
+    assert_eq!(full["at"], 1_704_164_645_123_456_i64);
+    assert_eq!(last["at"], 0);
+    assert_eq!(full["tz"], 1_704_164_645_007_i64);
+    assert_eq!(last["tz"], -1);
+    // Days since 1970-01-01 either side of PostgreSQL's epoch (2000-01-01).
+    assert_eq!(full["d"], 10_956);
+    assert_eq!(last["d"], 10_957);
+    assert_eq!(full["by"], "00ff");
+    assert_eq!(last["by"], "");
+}

@@ -8,7 +8,13 @@
 //! ```text
 //! kwpipe-test-broker [--brokers N] [--topic NAME:PARTITIONS]... [--bootstrap-file PATH]
 //!                    [--control-addr HOST:PORT] [--no-stdin]
+//!                    [--group-initial-rebalance-delay-ms MS]
 //! ```
+//!
+//! `--group-initial-rebalance-delay-ms` is the broker setting of that name: how
+//! long the first member of an empty group waits for others before the group is
+//! formed. Kafka's default, and ours, is 3000; benchmarks set 0, as Kafka's own
+//! development configs do, so a run's start-up is not mostly this wait.
 //!
 //! Stdout, one line each, then nothing more:
 //! `bootstrap=127.0.0.1:PORT[,127.0.0.1:PORT...]` and `control=127.0.0.1:PORT`.
@@ -38,7 +44,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::ClientConfig;
 
 struct Args {
     brokers: i32,
@@ -46,6 +54,7 @@ struct Args {
     bootstrap_file: Option<String>,
     control_addr: String,
     stdin: bool,
+    rebalance_delay_ms: i32,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -55,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
         bootstrap_file: None,
         control_addr: "127.0.0.1:0".into(),
         stdin: true,
+        rebalance_delay_ms: 3000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -76,10 +86,18 @@ fn parse_args() -> Result<Args, String> {
             "--bootstrap-file" => args.bootstrap_file = Some(value("--bootstrap-file")?),
             "--control-addr" => args.control_addr = value("--control-addr")?,
             "--no-stdin" => args.stdin = false,
+            "--group-initial-rebalance-delay-ms" => {
+                args.rebalance_delay_ms = value("--group-initial-rebalance-delay-ms")?
+                    .parse()
+                    .ok()
+                    .filter(|ms: &i32| *ms >= 0)
+                    .ok_or("--group-initial-rebalance-delay-ms takes milliseconds")?
+            }
             "-h" | "--help" => {
                 println!(
                     "usage: kwpipe-test-broker [--brokers N] [--topic NAME:PARTITIONS]... \
-                     [--bootstrap-file PATH] [--control-addr HOST:PORT] [--no-stdin]"
+                     [--bootstrap-file PATH] [--control-addr HOST:PORT] [--no-stdin] \
+                     [--group-initial-rebalance-delay-ms MS]"
                 );
                 std::process::exit(0);
             }
@@ -200,13 +218,31 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cluster = match MockCluster::new(args.brokers) {
-        Ok(c) => c,
+    // The cluster is created through a client (`test.mock.num.brokers`) rather than
+    // `MockCluster::new`, because only a client hands out the raw cluster pointer
+    // the rebalance-delay setting needs.
+    let host: BaseProducer = match ClientConfig::new()
+        .set("test.mock.num.brokers", args.brokers.to_string())
+        .create()
+    {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("kwpipe-test-broker: cannot start the mock cluster: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let Some(cluster) = host.client().mock_cluster() else {
+        eprintln!("kwpipe-test-broker: librdkafka created no mock cluster");
+        return ExitCode::FAILURE;
+    };
+    // SAFETY: the pointer belongs to `host`, which outlives every use here.
+    unsafe {
+        let raw = rdkafka::bindings::rd_kafka_handle_mock_cluster(host.client().native_ptr());
+        rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(
+            raw,
+            args.rebalance_delay_ms,
+        );
+    }
     for (name, parts) in &args.topics {
         if let Err(e) = cluster.create_topic(name, *parts, 1) {
             eprintln!("kwpipe-test-broker: cannot create topic {name}: {e}");

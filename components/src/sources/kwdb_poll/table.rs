@@ -12,7 +12,7 @@ use futures::{FutureExt as _, StreamExt as _};
 use tokio::task::JoinHandle;
 
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, KeyValue};
-use super::query::{parse_row, Position, TableQuery};
+use super::query::{parse_row, BinaryRows, Position, TableQuery};
 use super::{ClientSlot, PollError, RelationalTable, Settings};
 use crate::ack::{BatchNotifier, BatchStatusReceiver, EventStatus};
 use crate::api::{Backoff, ComponentMetrics, Outputs, ShutdownSignal};
@@ -266,7 +266,7 @@ impl Poller {
         let started = Instant::now();
         let err = |e| KwdbError::db(format!("cannot read table {}", self.table), e);
         meters.queries.increment(1);
-        let stream = match client.simple_query_raw(&sql).await {
+        let stream = match read_rows(&client, &sql, schema, q.dialect).await {
             Ok(stream) => stream,
             Err(e) => return Ok(failed(err(e))),
         };
@@ -281,7 +281,6 @@ impl Poller {
         let mut cut = Cutter::new(s.fetch_max_rows, q);
         let mut read = 0usize;
         let mut handed = false;
-        let width = schema.width();
         loop {
             let message = tokio::select! {
                 biased;
@@ -290,15 +289,11 @@ impl Poller {
             };
             let row = match message {
                 None => break,
-                Some(Err(e)) => return Ok(failed(err(e))),
-                Some(Ok(SimpleQueryMessage::Row(r))) => r,
-                Some(Ok(_)) => continue,
+                Some(Err(ReadError::Db(e))) => return Ok(failed(err(e))),
+                Some(Err(ReadError::Value(e))) => return Ok(Outcome::Failed(KwdbError::Schema(e))),
+                Some(Ok(row)) => row,
             };
             read += 1;
-            let row = match parse_row(&row, schema, width) {
-                Ok(row) => row,
-                Err(e) => return Ok(Outcome::Failed(KwdbError::Schema(e))),
-            };
             if let Some(batch) = cut.push(row) {
                 if let Some(o) = self.hand_on(t, schema, q, batch, meters).await? {
                     return Ok(o);
@@ -590,15 +585,18 @@ impl Poller {
         &self,
         client: &tokio_postgres::Client,
         sql: &str,
-        schema: &TableSchema,
+        schema: &Arc<TableSchema>,
     ) -> Result<Vec<Row>, KwdbError> {
         let err = |e| KwdbError::db(format!("cannot read table {}", self.table), e);
-        let stream = client.simple_query_raw(sql).await.map_err(err)?;
-        futures::pin_mut!(stream);
+        let mut stream = read_rows(client, sql, schema, self.settings.params.dialect)
+            .await
+            .map_err(err)?;
         let mut rows = Vec::new();
-        while let Some(m) = stream.next().await {
-            if let SimpleQueryMessage::Row(r) = m.map_err(err)? {
-                rows.push(parse_row(&r, schema, schema.width()).map_err(KwdbError::Schema)?);
+        while let Some(row) = stream.next().await {
+            match row {
+                Ok(row) => rows.push(row),
+                Err(ReadError::Db(e)) => return Err(err(e)),
+                Err(ReadError::Value(e)) => return Err(KwdbError::Schema(e)),
             }
         }
         Ok(rows)
@@ -707,6 +705,49 @@ impl Saver {
 }
 
 /// A failed read: the table being gone is not an error.
+enum ReadError {
+    Db(tokio_postgres::Error),
+    /// A value that does not read as its column's type.
+    Value(String),
+}
+
+type RowStream<'a> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<Row, ReadError>> + Send + 'a>>;
+
+/// The rows of a statement as they stream in: in binary from PostgreSQL, as text
+/// from KWDB (`query`'s module doc says why). Either way the server is read only
+/// as fast as the stream is polled.
+async fn read_rows<'a>(
+    client: &'a tokio_postgres::Client,
+    sql: &str,
+    schema: &Arc<TableSchema>,
+    dialect: Dialect,
+) -> Result<RowStream<'a>, tokio_postgres::Error> {
+    let (schema, width) = (schema.clone(), schema.width());
+    Ok(match dialect {
+        Dialect::Postgres => {
+            let rows = client.query_raw(sql, std::iter::empty::<i32>()).await?;
+            let mut reader = BinaryRows::new(schema);
+            Box::pin(rows.map(move |r| match r {
+                Ok(r) => reader.read(&r).map_err(ReadError::Value),
+                Err(e) => Err(ReadError::Db(e)),
+            }))
+        }
+        Dialect::Kwdb => {
+            let messages = client.simple_query_raw(sql).await?;
+            Box::pin(messages.filter_map(move |m| {
+                std::future::ready(match m {
+                    Ok(SimpleQueryMessage::Row(r)) => {
+                        Some(parse_row(&r, &schema, width).map_err(ReadError::Value))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(ReadError::Db(e))),
+                })
+            }))
+        }
+    })
+}
+
 fn failed(e: KwdbError) -> Outcome {
     if e.sqlstate() == Some("42P01") {
         Outcome::Gone
