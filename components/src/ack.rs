@@ -158,6 +158,16 @@ impl EventFinalizer {
     fn fork(&self) -> EventFinalizer {
         EventFinalizer::new(self.notifier.clone())
     }
+
+    /// Takes over `other`, a finalizer of the same source batch: a status it
+    /// already has carries over, and it is released without counting as lost.
+    fn absorb(&self, other: EventFinalizer) {
+        if let Some(status) = EventStatus::from_u8(other.status.load(Ordering::Acquire)) {
+            self.update_status(status);
+        }
+        // The lowest status: merged into the batch's, it changes nothing.
+        other.update_status(EventStatus::Delivered);
+    }
 }
 
 impl Drop for EventFinalizer {
@@ -197,7 +207,15 @@ impl EventFinalizers {
 
     /// Takes over the finalizers of another event (batching, merging).
     pub fn merge(&mut self, other: EventFinalizers) {
-        self.0.extend(other.0);
+        for f in other.0 {
+            match self.0.last() {
+                // Consecutive events of one source batch (one-row Kafka messages
+                // merged into a batch) need one finalizer, not one each: the batch
+                // gets one status, so the one kept stands for both.
+                Some(last) if Arc::ptr_eq(&last.notifier.0, &f.notifier.0) => last.absorb(f),
+                _ => self.0.push(f),
+            }
+        }
     }
 
     pub fn update_status(&self, status: EventStatus) {
@@ -229,6 +247,38 @@ mod tests {
         fin.finish(EventStatus::Delivered);
         copy.finish(EventStatus::Delivered);
         assert_eq!(rx.await, EventStatus::Delivered);
+    }
+
+    #[tokio::test]
+    async fn merged_finalizers_of_one_batch_fold_into_one_and_keep_every_status() {
+        let (notifier, rx) = BatchNotifier::new_with_receiver();
+        let mut merged = notifier.finalizer();
+        for _ in 0..1000 {
+            merged.merge(notifier.finalizer());
+        }
+        assert_eq!(merged.len(), 1);
+        let rejected = notifier.finalizer();
+        rejected.update_status(EventStatus::Rejected);
+        merged.merge(rejected);
+        let (other, other_rx) = BatchNotifier::pair();
+        merged.merge(other);
+        assert_eq!(merged.len(), 2, "another batch keeps its own");
+        drop(notifier);
+        merged.finish(EventStatus::Delivered);
+        assert_eq!(
+            rx.await,
+            EventStatus::Rejected,
+            "the absorbed status counts"
+        );
+        assert_eq!(other_rx.await, EventStatus::Delivered);
+
+        // Folded finalizers still fail the batch when the merged one is lost.
+        let (notifier, rx) = BatchNotifier::new_with_receiver();
+        let mut merged = notifier.finalizer();
+        merged.merge(notifier.finalizer());
+        drop(notifier);
+        drop(merged);
+        assert_eq!(rx.await, EventStatus::Failed);
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@
 //! read again from the checkpoint. kill -9 at any moment repeats at most
 //! what was in flight.
 
-mod checkpoint;
+pub mod checkpoint;
 mod query;
 mod table;
 
