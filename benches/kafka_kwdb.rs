@@ -13,6 +13,7 @@
 //! KWPIPE_BENCH_SINK (lines added to the sink's config), KWPIPE_BENCH_LOG (kwpipe's log filter),
 //! KWPIPE_BENCH_BATCH_ROWS (`batch.max_rows` and the sink's `batch_size`, default 1000),
 //! KWPIPE_BENCH_BATCH_TIMEOUT (`batch.timeout`, default 100ms),
+//! KWPIPE_BIN (a kwpipe binary to measure instead of this tree's),
 //! KWPIPE_BENCH_GROUP_DELAY_MS (the broker's group.initial.rebalance.delay.ms, default
 //! 0 for one member, 500 for more).
 //!
@@ -323,9 +324,12 @@ batch_size = {batch_rows}
         ),
     )
     .unwrap();
-    let kwpipe = env!("CARGO_BIN_EXE_kwpipe");
+    // KWPIPE_BIN measures another build (e.g. the one before a change) in the same
+    // conditions.
+    let kwpipe =
+        std::env::var("KWPIPE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kwpipe").to_string());
     let started = Instant::now();
-    let mut child = Command::new(kwpipe)
+    let mut child = Command::new(&kwpipe)
         .arg("run")
         .arg(&topology)
         .env(
