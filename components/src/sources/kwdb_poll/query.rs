@@ -273,21 +273,13 @@ impl Binary {
             DataType::Float4 if *ty == Type::FLOAT4 => Binary::Float4,
             DataType::Float8 if *ty == Type::FLOAT8 => Binary::Float8,
             DataType::Bool if *ty == Type::BOOL => Binary::Bool,
-            DataType::Timestamp | DataType::TimestampTz
-                if *ty == Type::TIMESTAMP || *ty == Type::TIMESTAMPTZ =>
-            {
+            t if t.is_timestamp() && (*ty == Type::TIMESTAMP || *ty == Type::TIMESTAMPTZ) => {
                 Binary::Timestamp
             }
             DataType::Date if *ty == Type::DATE => Binary::Date,
-            DataType::Varbytes | DataType::Bytes if *ty == Type::BYTEA => Binary::Bytes,
-            DataType::Char
-            | DataType::NChar
-            | DataType::Varchar
-            | DataType::NVarchar
-            | DataType::Text
-            | DataType::Decimal
-            | DataType::Geometry
-                if [Type::TEXT, Type::VARCHAR, Type::BPCHAR, Type::NAME].contains(ty) =>
+            t if t.is_binary() && *ty == Type::BYTEA => Binary::Bytes,
+            t if t.is_string()
+                && [Type::TEXT, Type::VARCHAR, Type::BPCHAR, Type::NAME].contains(ty) =>
             {
                 Binary::Text
             }
