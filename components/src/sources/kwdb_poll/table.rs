@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Semaphore};
 use tokio_postgres::SimpleQueryMessage;
 
-use futures::{FutureExt as _, StreamExt as _};
+use futures::{FutureExt as _, StreamExt as _, TryStreamExt as _};
 use tokio::task::JoinHandle;
 
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, KeyValue};
@@ -264,11 +264,10 @@ impl Poller {
             Err(e) => return Ok(Outcome::Failed(e)),
         };
         let started = Instant::now();
-        let err = |e| KwdbError::db(format!("cannot read table {}", self.table), e);
         meters.queries.increment(1);
-        let stream = match read_rows(&client, &sql, schema, q.dialect).await {
+        let stream = match read_rows(&client, &sql, schema, q.dialect, &self.table).await {
             Ok(stream) => stream,
-            Err(e) => return Ok(failed(err(e))),
+            Err(e) => return Ok(failed(e)),
         };
         // Dropping the stream (a rewind, shutdown) abandons the statement: the
         // connection reads the rest of it and discards it. While this task does not
@@ -289,8 +288,7 @@ impl Poller {
             };
             let row = match message {
                 None => break,
-                Some(Err(ReadError::Db(e))) => return Ok(failed(err(e))),
-                Some(Err(ReadError::Value(e))) => return Ok(Outcome::Failed(KwdbError::Schema(e))),
+                Some(Err(e)) => return Ok(failed(e)),
                 Some(Ok(row)) => row,
             };
             read += 1;
@@ -587,19 +585,16 @@ impl Poller {
         sql: &str,
         schema: &Arc<TableSchema>,
     ) -> Result<Vec<Row>, KwdbError> {
-        let err = |e| KwdbError::db(format!("cannot read table {}", self.table), e);
-        let mut stream = read_rows(client, sql, schema, self.settings.params.dialect)
-            .await
-            .map_err(err)?;
-        let mut rows = Vec::new();
-        while let Some(row) = stream.next().await {
-            match row {
-                Ok(row) => rows.push(row),
-                Err(ReadError::Db(e)) => return Err(err(e)),
-                Err(ReadError::Value(e)) => return Err(KwdbError::Schema(e)),
-            }
-        }
-        Ok(rows)
+        read_rows(
+            client,
+            sql,
+            schema,
+            self.settings.params.dialect,
+            &self.table,
+        )
+        .await?
+        .try_collect()
+        .await
     }
 
     async fn sleep(&self, d: Duration) {
@@ -704,15 +699,8 @@ impl Saver {
     }
 }
 
-/// A failed read: the table being gone is not an error.
-enum ReadError {
-    Db(tokio_postgres::Error),
-    /// A value that does not read as its column's type.
-    Value(String),
-}
-
 type RowStream<'a> =
-    std::pin::Pin<Box<dyn futures::Stream<Item = Result<Row, ReadError>> + Send + 'a>>;
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<Row, KwdbError>> + Send + 'a>>;
 
 /// The rows of a statement as they stream in: in binary from PostgreSQL, as text
 /// from KWDB (`query`'s module doc says why). Either way the server is read only
@@ -722,32 +710,39 @@ async fn read_rows<'a>(
     sql: &str,
     schema: &Arc<TableSchema>,
     dialect: Dialect,
-) -> Result<RowStream<'a>, tokio_postgres::Error> {
+    table: &str,
+) -> Result<RowStream<'a>, KwdbError> {
+    let context = format!("cannot read table {table}");
+    let db = move |e| KwdbError::db(context.clone(), e);
     let (schema, width) = (schema.clone(), schema.width());
     Ok(match dialect {
         Dialect::Postgres => {
-            let rows = client.query_raw(sql, std::iter::empty::<i32>()).await?;
+            let rows = client
+                .query_raw(sql, std::iter::empty::<i32>())
+                .await
+                .map_err(&db)?;
             let mut reader = BinaryRows::new(schema);
             Box::pin(rows.map(move |r| match r {
-                Ok(r) => reader.read(&r).map_err(ReadError::Value),
-                Err(e) => Err(ReadError::Db(e)),
+                Ok(r) => reader.read(&r).map_err(KwdbError::Schema),
+                Err(e) => Err(db(e)),
             }))
         }
         Dialect::Kwdb => {
-            let messages = client.simple_query_raw(sql).await?;
+            let messages = client.simple_query_raw(sql).await.map_err(&db)?;
             Box::pin(messages.filter_map(move |m| {
                 std::future::ready(match m {
                     Ok(SimpleQueryMessage::Row(r)) => {
-                        Some(parse_row(&r, &schema, width).map_err(ReadError::Value))
+                        Some(parse_row(&r, &schema, width).map_err(KwdbError::Schema))
                     }
                     Ok(_) => None,
-                    Err(e) => Some(Err(ReadError::Db(e))),
+                    Err(e) => Some(Err(db(e))),
                 })
             }))
         }
     })
 }
 
+/// A failed read: the table being gone is not an error.
 fn failed(e: KwdbError) -> Outcome {
     if e.sqlstate() == Some("42P01") {
         Outcome::Gone
