@@ -15,9 +15,11 @@
 //! Each slot is one line of text: the checksum (FNV-1a, 16 hex digits), a space,
 //! the checkpoint as JSON with its sequence number, spaces up to the slot's end.
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -112,6 +114,10 @@ pub enum CheckpointError {
 #[derive(Clone, Debug)]
 pub struct CheckpointStore {
     dir: PathBuf,
+    /// Per table, the sequence number and slot size this store last wrote, so a
+    /// save (one per batch) does not read the file back to find its slot. Only a
+    /// table's own poller saves its checkpoint, so this is what the file holds.
+    written: Arc<Mutex<HashMap<String, (u64, usize)>>>,
 }
 
 /// A slot's size is a multiple of this (a page: one write the device can do whole
@@ -162,7 +168,10 @@ impl CheckpointStore {
             path: dir.clone(),
             source,
         })?;
-        Ok(CheckpointStore { dir })
+        Ok(CheckpointStore {
+            dir,
+            written: Arc::default(),
+        })
     }
 
     fn file_name(&self, table: &str, ext: &str) -> PathBuf {
@@ -238,23 +247,27 @@ impl CheckpointStore {
             path: path.clone(),
             source,
         };
-        // The newest slot says where the next goes; one process writes a table's
-        // file at a time (its poller), so reading it back costs a page, no race.
-        let current = match std::fs::metadata(&path) {
-            Ok(m) => Some(m.len() as usize / 2),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io(e)),
+        let (prev_seq, size) = match self.written(table) {
+            Some(w) => w,
+            None => {
+                let size = match std::fs::metadata(&path) {
+                    Ok(m) => m.len() as usize / 2,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                    Err(e) => return Err(io(e)),
+                };
+                let seq = match size {
+                    0 => 0,
+                    _ => self.load_slot(table).ok().flatten().map_or(0, |s| s.seq),
+                };
+                (seq, size)
+            }
         };
-        let last = match current {
-            Some(_) => self.load_slot(table).ok().flatten(),
-            None => None,
-        };
-        let seq = last.as_ref().map_or(1, |s| s.seq + 1);
+        let seq = prev_seq + 1;
         let slot = Slot {
             seq,
             checkpoint: cp.clone(),
         };
-        if let Some(size) = current.filter(|&n| n >= SLOT_UNIT) {
+        if size >= SLOT_UNIT {
             if let Some(line) = encode_slot(&slot, size) {
                 let f = std::fs::OpenOptions::new()
                     .write(true)
@@ -262,11 +275,16 @@ impl CheckpointStore {
                     .map_err(io)?;
                 f.write_all_at(&line, (seq % 2) * size as u64).map_err(io)?;
                 f.sync_data().map_err(io)?;
+                self.set_written(table, (seq, size));
                 return Ok(());
             }
         }
         // A new file, or slots too small for this checkpoint: write the whole file
-        // aside, then put it in place.
+        // aside, with the previous checkpoint in the other slot, then put it in place.
+        let last = match size {
+            0 => None,
+            _ => self.load_slot(table).ok().flatten(),
+        };
         let mut size = SLOT_UNIT;
         let line = loop {
             match encode_slot(&slot, size) {
@@ -290,10 +308,29 @@ impl CheckpointStore {
         drop(f);
         std::fs::rename(&tmp, &path).map_err(io)?;
         sync_dir(&self.dir).map_err(io)?;
+        self.set_written(table, (seq, size));
         // An earlier version's file, now superseded (best effort: the slotted file
         // wins over it anyway).
         let _ = std::fs::remove_file(self.file_name(table, "json"));
         Ok(())
+    }
+
+    fn written(&self, table: &str) -> Option<(u64, usize)> {
+        self.written
+            .lock()
+            .expect("checkpoint lock")
+            .get(table)
+            .copied()
+    }
+
+    fn set_written(&self, table: &str, w: (u64, usize)) {
+        let mut written = self.written.lock().expect("checkpoint lock");
+        match written.get_mut(table) {
+            Some(e) => *e = w,
+            None => {
+                written.insert(table.to_owned(), w);
+            }
+        }
     }
 }
 
@@ -353,9 +390,11 @@ mod tests {
         let path = dir.path().join("t.ckpt");
         let mut bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len(), 2 * SLOT_UNIT, "saved in place, never grown");
-        // Save 5 went to slot 1; a write torn inside it leaves save 4.
+        // Save 5 went to slot 1; a write torn inside it (a crash: the agent
+        // starts again with a fresh store) leaves save 4.
         bytes[SLOT_UNIT + 40] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
+        let store = CheckpointStore::open(dir.path().to_path_buf()).unwrap();
         assert_eq!(store.load("t").unwrap(), Some(cp(4, "k")));
         // The next save (sequence 5 again) rewrites the torn slot, not save 4's.
         store.save("t", &cp(6, "k")).unwrap();
