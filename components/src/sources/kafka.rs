@@ -135,9 +135,13 @@ fn default_max_in_flight() -> usize {
     20_000
 }
 fn default_max_in_flight_bytes() -> usize {
-    // With the prefetch queue below, this keeps a default agent inside 64 MB while
-    // it moves data at full speed (benches/README.md, "Resources").
-    6 * 1024 * 1024
+    // Everything in a COPY is in flight until it commits, so the window must hold
+    // about two of the sink's statements. With 6 MiB (~9,500 of the seed's one-row
+    // messages) the sink wrote half-size COPYs and the source stalled at its bound
+    // half the time. Ten-row messages gain nothing (their COPYs are full either
+    // way), and a default agent stays inside 64 MB with the prefetch queue below
+    // (benches/README.md, "Kafka -> kwdb" and "Resources", fifth round).
+    10 * 1024 * 1024
 }
 
 #[derive(Debug, Deserialize)]
