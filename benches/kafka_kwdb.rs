@@ -371,10 +371,9 @@ fn free_port() -> u16 {
 
 /// The run with the median duration (peak RSS and CPU are that run's).
 fn median(runs: &[Run]) -> Run {
-    let mut order: Vec<&Run> = runs.iter().collect();
+    let mut order = runs.to_vec();
     order.sort_by(|a, b| a.secs.total_cmp(&b.secs));
-    let m = order[order.len() / 2];
-    *m
+    order[order.len() / 2]
 }
 
 async fn drop_database(admin: &tokio_postgres::Client, name: &str) {
