@@ -268,6 +268,18 @@ struct Run {
     cpu: f64,
 }
 
+/// Fails the bench when kwpipe has exited, or has not got there in 30 minutes.
+fn still_going(child: &mut Child, started: Instant, progress: &str) {
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "kwpipe exited early at {progress}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1800),
+        "only {progress} after 30 minutes"
+    );
+}
+
 /// Runs `kwpipe run` on `topology` until `progress` (read from its /metrics)
 /// reaches `target`, then stops it with SIGTERM (which drains and flushes).
 async fn run_kwpipe(
@@ -307,14 +319,7 @@ async fn run_kwpipe(
         if n >= target {
             break;
         }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "kwpipe exited early at {n} of {target}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(1800),
-            "only {n} of {target} after 30 minutes"
-        );
+        still_going(&mut child, started, &format!("{n} of {target}"));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if let Some((db_url, rows)) = db {
@@ -333,13 +338,10 @@ async fn run_kwpipe(
                 assert_eq!(n as u64, rows, "rows in the table");
                 break;
             }
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "kwpipe exited early with {n} rows in the table"
-            );
-            assert!(
-                started.elapsed() < Duration::from_secs(1800),
-                "only {n} of {rows} rows after 30 minutes"
+            still_going(
+                &mut child,
+                started,
+                &format!("{n} of {rows} rows in the table"),
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

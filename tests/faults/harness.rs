@@ -125,7 +125,18 @@ impl Agent {
     }
 
     /// Waits until `done` holds; panics with `what` and the agent's log after `limit`.
-    pub fn wait(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    pub fn wait(&self, what: &str, limit: Duration, done: impl FnMut() -> bool) {
+        self.wait_every(Duration::from_millis(200), what, limit, done)
+    }
+
+    /// [`Agent::wait`], checking `done` every `interval`.
+    pub fn wait_every(
+        &self,
+        interval: Duration,
+        what: &str,
+        limit: Duration,
+        mut done: impl FnMut() -> bool,
+    ) {
         let started = Instant::now();
         while !done() {
             if started.elapsed() > limit {
@@ -134,7 +145,7 @@ impl Agent {
                     self.log_text()
                 );
             }
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(interval);
         }
     }
 

@@ -738,15 +738,12 @@ fn sigterm_kafka_to_kwdb(rng: &mut Rng) -> Figures {
     // long the feed lasts varies several-fold between builds and machines (a pause
     // of up to a second once outlasted all of it).
     let at = (5_000 + rng.next() % 60_000) as f64;
-    let started = Instant::now();
-    while agent.metric("kwdb_sink_rows_written_total", &[]) < at {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "fewer than {at} rows written after 60 s; agent log:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    agent.wait_every(
+        Duration::from_millis(10),
+        &format!("{at} rows written"),
+        Duration::from_secs(60),
+        || agent.metric("kwdb_sink_rows_written_total", &[]) >= at,
+    );
     let (status, took) = agent.terminate(Duration::from_secs(40));
     assert!(status.success(), "SIGTERM: exit {status:?}");
     assert!(took < Duration::from_secs(30), "exit took {took:?}");
