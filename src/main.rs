@@ -119,6 +119,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             require_healthy,
             configs,
         } => {
+            let shutdown = shutdown_signal();
             let topology = load(&configs)?;
             if require_healthy {
                 if let Err(errors) = runtime::healthcheck(&topology).await {
@@ -126,7 +127,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
             api::install_recorder();
-            runtime::run(topology, shutdown_signal()).await?;
+            runtime::run(topology, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate {
@@ -201,6 +202,7 @@ async fn connect_command(command: ConnectCommand) -> anyhow::Result<ExitCode> {
         print!("{text}");
         return Ok(ExitCode::SUCCESS);
     };
+    let shutdown = shutdown_signal();
     text = format!(
         "data_dir = {}\n{text}",
         toml::Value::String(data_dir.display().to_string().replace('$', "$$"))
@@ -208,7 +210,7 @@ async fn connect_command(command: ConnectCommand) -> anyhow::Result<ExitCode> {
     let env = std::env::vars().collect();
     let topology = config::load_texts(&[(PathBuf::from("connector configs"), text)], &env)?;
     api::install_recorder();
-    runtime::run(topology, shutdown_signal()).await?;
+    runtime::run(topology, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -220,27 +222,36 @@ fn load(configs: &[PathBuf]) -> anyhow::Result<config::Topology> {
     Ok(topology)
 }
 
-/// Completes on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Completes on the first SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled (after the topology has started): a
+/// signal that arrives during start-up must still stop kwpipe gracefully, not kill it
+/// with the signal's default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        async fn received(signal: Option<Signal>) {
+            match signal {
+                Some(mut s) => {
+                    s.recv().await;
                 }
+                None => std::future::pending().await,
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
+        }
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            tokio::select! {
+                _ = received(term) => {}
+                _ = received(int) => {}
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

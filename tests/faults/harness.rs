@@ -101,8 +101,17 @@ impl Agent {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM; the exit status and how long the exit took.
+    /// SIGTERM; the exit status and how long the exit took. Signals only once the
+    /// agent's API answers, so the signal finds a running agent, not a process
+    /// still starting (whose exit would then depend on how far it had got).
     pub fn terminate(mut self, limit: Duration) -> (ExitStatus, Duration) {
+        let up = Instant::now();
+        while self.get("/health").is_none()
+            && self.child.try_wait().unwrap().is_none()
+            && up.elapsed() < limit
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let started = Instant::now();
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
