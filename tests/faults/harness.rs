@@ -87,7 +87,9 @@ impl Agent {
         let child = kwpipe()
             .arg("run")
             .arg(&path)
-            .env("KWPIPE_LOG", "info")
+            // The Kafka source's pauses, resumes and assignments are debug lines: a
+            // stalled scenario needs them to be explained.
+            .env("KWPIPE_LOG", "info,components::sources::kafka=debug")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -149,10 +151,7 @@ impl Agent {
         let started = Instant::now();
         while !done() {
             if started.elapsed() > limit {
-                panic!(
-                    "timed out after {limit:?}: {what}; agent log:\n{}",
-                    self.log_text()
-                );
+                panic!("timed out after {limit:?}: {what}; {}", self.report());
             }
             std::thread::sleep(interval);
         }
@@ -162,6 +161,26 @@ impl Agent {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(60).collect();
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// What a failed scenario prints: the log's tail and the metrics that say where
+    /// events stopped.
+    pub fn report(&self) -> String {
+        let metrics = match self.get("/metrics") {
+            Some((200, text)) => text
+                .lines()
+                .filter(|l| {
+                    !l.starts_with('#')
+                        && (l.contains("events")
+                            || l.contains("in_flight")
+                            || l.contains("kafka")
+                            || l.contains("retries"))
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            other => format!("/metrics: {other:?}"),
+        };
+        format!("agent log:\n{}\nmetrics:\n{metrics}", self.log_text())
     }
 
     /// `GET path` on the admin API: (status, body).
@@ -507,6 +526,15 @@ pub fn pg_scalar(url: &str, sql: &str) -> Option<i64> {
         tokio::spawn(conn);
         let row = c.query_one(sql, &[]).await.ok()?;
         Some(row.get::<_, i64>(0))
+    })
+}
+
+pub fn pg_text(url: &str, sql: &str) -> Option<String> {
+    block_on(async {
+        let (c, conn) = tokio_postgres::connect(url, NoTls).await.ok()?;
+        tokio::spawn(conn);
+        let row = c.query_one(sql, &[]).await.ok()?;
+        Some(row.get::<_, Option<String>>(0).unwrap_or_default())
     })
 }
 

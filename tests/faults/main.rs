@@ -138,12 +138,25 @@ fn wait_rows(url: &str, table: &str, want: u64, limit: Duration, agent: &Agent) 
         }
         if started.elapsed() > limit {
             panic!(
-                "{n} of {want} rows in {table} after {limit:?}; agent log:\n{}",
-                agent.log_text()
+                "{n} of {want} rows in {table} after {limit:?}; missing v: {}\n{}",
+                missing_ranges(url, table, want),
+                agent.report()
             );
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// The values of `v` below `want` that `table` lacks, as ranges.
+fn missing_ranges(url: &str, table: &str, want: u64) -> String {
+    let sql = format!(
+        "SELECT string_agg(CASE WHEN lo = hi THEN lo::text ELSE lo || '-' || hi END, ', ' ORDER BY lo) \
+         FROM (SELECT min(v) lo, max(v) hi FROM \
+               (SELECT v, v - row_number() OVER (ORDER BY v) g FROM \
+                (SELECT generate_series(0, {want} - 1) v EXCEPT SELECT v FROM {table}) m) r \
+               GROUP BY g) s"
+    );
+    pg_text(url, &sql).unwrap_or_else(|| "(query failed)".into())
 }
 
 fn wait_kafka_rows(bootstrap: &str, topic: &str, want: u64, limit: Duration, agent: &Agent) {
@@ -155,9 +168,9 @@ fn wait_kafka_rows(bootstrap: &str, topic: &str, want: u64, limit: Duration, age
         }
         if started.elapsed() > limit {
             panic!(
-                "{} of {want} rows in {topic} after {limit:?}; agent log:\n{}",
+                "{} of {want} rows in {topic} after {limit:?}; {}",
                 rows.len(),
-                agent.log_text()
+                agent.report()
             );
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -228,8 +241,8 @@ fn kill9_kafka_to_kwdb(rng: &mut Rng) -> Vec<Figures> {
         while table_rows(&db.url, "kill") <= before {
             assert!(
                 started.elapsed() < Duration::from_secs(40),
-                "round {round}: no progress; log:\n{}",
-                agent.log_text()
+                "round {round}: no progress; {}",
+                agent.report()
             );
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -232,57 +232,84 @@ impl ConnectParams {
         };
         let mut last = None;
         for attempt in 1..=self.attempts {
-            let result = match &tls {
-                None => cfg.connect(NoTls).await.map(|(c, conn)| {
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "database connection ended");
-                        }
-                    });
-                    c
-                }),
-                Some(tls) => cfg.connect(tls.clone()).await.map(|(c, conn)| {
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "database connection ended");
-                        }
-                    });
-                    c
-                }),
+            // tokio-postgres bounds only the TCP connect with connect_timeout; the
+            // startup handshake (TLS, authentication) is bounded here, so a server
+            // that takes the connection and never answers cannot hold a writer.
+            let handshake = async {
+                match &tls {
+                    None => cfg.connect(NoTls).await.map(|(c, conn)| {
+                        spawn_connection(conn);
+                        c
+                    }),
+                    Some(tls) => cfg.connect(tls.clone()).await.map(|(c, conn)| {
+                        spawn_connection(conn);
+                        c
+                    }),
+                }
             };
-            match result {
-                Ok(client) => return Ok(client),
-                Err(e) => {
+            let error = match tokio::time::timeout(self.connect_timeout, handshake).await {
+                Ok(Ok(client)) => return Ok(client),
+                Ok(Err(e)) => {
                     // Authentication and unknown-database errors do not heal by waiting.
                     let permanent = e
                         .code()
                         .is_some_and(|c| c.code().starts_with("28") || c.code() == "3D000");
-                    if permanent || attempt == self.attempts {
-                        // The caller reports the final error.
-                        last = Some(e);
-                        break;
+                    let error = KwdbError::Connect {
+                        hosts: self.hosts_display(),
+                        source: e,
+                    };
+                    if permanent {
+                        return Err(error);
                     }
-                    tracing::warn!(
-                        hosts = %self.hosts_display(),
-                        attempt,
-                        attempts = self.attempts,
-                        error = %super::connect_message(&e),
-                        retry_in = ?self.backoff,
-                        "cannot connect to the database; trying again"
-                    );
-                    last = Some(e);
-                    tokio::time::sleep(self.backoff).await;
+                    error
                 }
+                Err(_) => KwdbError::ConnectTimeout {
+                    hosts: self.hosts_display(),
+                    after: self.connect_timeout,
+                },
+            };
+            if attempt == self.attempts {
+                // The caller reports the final error.
+                last = Some(error);
+                break;
             }
+            tracing::warn!(
+                hosts = %self.hosts_display(),
+                attempt,
+                attempts = self.attempts,
+                error = %reason(&error),
+                retry_in = ?self.backoff,
+                "cannot connect to the database; trying again"
+            );
+            last = Some(error);
+            tokio::time::sleep(self.backoff).await;
         }
-        Err(KwdbError::Connect {
-            hosts: self.hosts_display(),
-            source: last.expect("at least one attempt"),
-        })
+        Err(last.expect("at least one attempt"))
     }
 
     pub async fn connect(&self) -> Result<Client, KwdbError> {
         self.connect_to(None).await
+    }
+}
+
+fn spawn_connection<S, T>(conn: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "database connection ended");
+        }
+    });
+}
+
+/// A connect error in a few words, without the hosts the log line already names.
+fn reason(e: &KwdbError) -> String {
+    match e {
+        KwdbError::Connect { source, .. } => super::connect_message(source),
+        KwdbError::ConnectTimeout { after, .. } => format!("no answer within {after:?}"),
+        other => other.to_string(),
     }
 }
 
@@ -476,6 +503,37 @@ impl fmt::Debug for ConnUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that takes the connection and never answers (one starting up,
+    /// or a half-open path) must not hold the caller past `connect_timeout`.
+    #[tokio::test]
+    async fn a_silent_server_times_out_the_handshake() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let mut p = ConnectionOptions::new(format!("postgresql://u:pw@127.0.0.1:{port}/db"))
+            .resolve()
+            .unwrap();
+        p.connect_timeout = Duration::from_millis(300);
+        p.attempts = 2;
+        p.backoff = Duration::from_millis(10);
+        let started = std::time::Instant::now();
+        let e = p.connect().await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(matches!(e, KwdbError::ConnectTimeout { .. }), "{e:?}");
+        assert!(e.is_retryable());
+        assert!(e.to_string().contains("no answer within 300ms"), "{e}");
+        held.abort();
+    }
 
     #[test]
     fn jdbc_kaiwudb_with_several_hosts() {

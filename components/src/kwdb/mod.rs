@@ -31,6 +31,13 @@ pub enum KwdbError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The server took the connection but did not finish the handshake in time
+    /// (a server starting up or overloaded, a half-open path).
+    #[error("cannot connect to {hosts}: no answer within {after:?}")]
+    ConnectTimeout {
+        hosts: String,
+        after: std::time::Duration,
+    },
     #[error("{context}: {}", db_message(.source))]
     Db {
         context: String,
@@ -84,7 +91,7 @@ impl KwdbError {
 
     pub fn class(&self) -> ErrorClass {
         match self {
-            KwdbError::Connect { .. } => ErrorClass::Retryable,
+            KwdbError::Connect { .. } | KwdbError::ConnectTimeout { .. } => ErrorClass::Retryable,
             KwdbError::Db { source, .. } => classify(source),
             KwdbError::Tls(_) | KwdbError::Config(_) => ErrorClass::Retryable,
             KwdbError::InvalidIdentifier { .. } | KwdbError::Schema(_) => ErrorClass::Permanent,

@@ -190,7 +190,7 @@ impl Worker {
         e: KwdbError,
     ) -> Result<(), KwdbError> {
         let kind = match e {
-            KwdbError::Connect { .. } => "connection",
+            KwdbError::Connect { .. } | KwdbError::ConnectTimeout { .. } => "connection",
             _ => "write",
         };
         self.metrics.report_error(kind, &e);
@@ -615,10 +615,16 @@ impl Worker {
             Err(e) => Err(KwdbError::db(ctx(), e)),
         };
         if result.is_err() {
-            // Leave the session outside the failed transaction; a connection that is
-            // gone is found by the next write.
-            if let Some(c) = self.client.as_ref() {
-                let _ = c.batch_execute("ROLLBACK").await;
+            // Leave the session outside the failed transaction. A session that cannot
+            // roll back is dropped: rows written later inside a transaction that never
+            // commits would be acknowledged and lost.
+            let rolled_back = match self.client.as_ref() {
+                Some(c) => c.batch_execute("ROLLBACK").await.is_ok(),
+                None => true,
+            };
+            if !rolled_back {
+                self.client = None;
+                self.copy_statements.clear();
             }
         }
         result
