@@ -173,6 +173,7 @@ impl Agent {
                     !l.starts_with('#')
                         && (l.contains("events")
                             || l.contains("in_flight")
+                            || l.contains("rows")
                             || l.contains("kafka")
                             || l.contains("retries"))
                 })

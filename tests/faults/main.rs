@@ -673,6 +673,17 @@ topic = "{dlq}"
             );
         }
     }
+    // Everything was acknowledged, dead letters included: nothing left in flight.
+    agent.wait(
+        "kafka_source_in_flight_messages back to 0",
+        Duration::from_secs(10),
+        || {
+            agent.get("/metrics").is_some_and(|(_, text)| {
+                text.contains("kafka_source_in_flight_messages{")
+                    && agent.metric("kafka_source_in_flight_messages", &[]) == 0.0
+            })
+        },
+    );
     let (status, _) = agent.terminate(Duration::from_secs(40));
     assert!(status.success(), "exit {status:?}");
     for f in &mut figures {

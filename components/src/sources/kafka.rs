@@ -1074,6 +1074,12 @@ impl Component for KafkaSource {
             next_id: 0,
         };
 
+        // Messages handed downstream and not yet acknowledged: at the bound, the
+        // source waits (a stalled sink shows here first).
+        let in_flight = metrics::gauge!(
+            "kafka_source_in_flight_messages",
+            "component_id" => cx_id.to_string(),
+        );
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result: Result<(), ComponentError> = loop {
@@ -1130,6 +1136,7 @@ impl Component for KafkaSource {
                     driver.due_seeks(Instant::now());
                 }
                 _ = tick.tick() => {
+                    in_flight.set(driver.flow.messages() as f64);
                     if !driver.revokes.is_empty() {
                         driver.check_revokes(Instant::now());
                     }
