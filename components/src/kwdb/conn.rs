@@ -230,11 +230,13 @@ impl ConnectParams {
                 ))
             }
         };
+        let budget = self.connect_timeout * self.hosts.len().max(1) as u32;
         let mut last = None;
         for attempt in 1..=self.attempts {
             // tokio-postgres bounds only the TCP connect with connect_timeout; the
             // startup handshake (TLS, authentication) is bounded here, so a server
-            // that takes the connection and never answers cannot hold a writer.
+            // that takes the connection and never answers cannot hold a writer. Each
+            // host gets its own budget: a dead first host leaves time for the next.
             let handshake = async {
                 match &tls {
                     None => cfg.connect(NoTls).await.map(|(c, conn)| {
@@ -247,7 +249,7 @@ impl ConnectParams {
                     }),
                 }
             };
-            let error = match tokio::time::timeout(self.connect_timeout, handshake).await {
+            let error = match tokio::time::timeout(budget, handshake).await {
                 Ok(Ok(client)) => return Ok(client),
                 Ok(Err(e)) => {
                     // Authentication and unknown-database errors do not heal by waiting.
@@ -265,7 +267,7 @@ impl ConnectParams {
                 }
                 Err(_) => KwdbError::ConnectTimeout {
                     hosts: self.hosts_display(),
-                    after: self.connect_timeout,
+                    after: budget,
                 },
             };
             if attempt == self.attempts {
