@@ -540,6 +540,65 @@ async fn replayed_rows_go_through_a_staged_copy() {
     );
 }
 
+/// A COPY is written only once its transaction commits. tokio-postgres answers a COPY
+/// at the server's CommandComplete, before the commit; a commit that fails there (a
+/// deferred constraint here, a backend stopped by a fast shutdown in the fault suite)
+/// must be retried, never acknowledged.
+#[tokio::test]
+async fn a_copy_that_fails_at_commit_is_retried_not_acknowledged() {
+    let _g = SERVER.read().await;
+    let db = TestDb::new("commit").await;
+    let sink = Running::start(config(&db, WriteMethod::Copy)).await;
+    let s = seed_schema();
+    let rows = |from: i64, n: i64| -> Vec<Row> {
+        (from..from + n)
+            .map(|i| seed_row(1_700_000_000_000 + i, 1, i as i32, i, 0.5, 0.25, true))
+            .collect()
+    };
+    assert_eq!(
+        sink.write(batch("deferred", &s, rows(0, 10))).await,
+        EventStatus::Delivered
+    );
+    // The next commit fails once: a sequence, because it is not rolled back with it.
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE SEQUENCE commits; \
+             CREATE FUNCTION fail_first_commit() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN \
+               IF nextval('commits') = 1 THEN \
+                 RAISE EXCEPTION 'refused at commit' USING ERRCODE = '40001'; \
+               END IF; \
+               RETURN NULL; \
+             END $$; \
+             CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON deferred \
+               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_first_commit()",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        sink.write(batch("deferred", &s, rows(10, 90))).await,
+        EventStatus::Delivered
+    );
+    sink.stop().await;
+    let c = db.client().await;
+    let count: i64 = c
+        .query_one("SELECT count(*) FROM deferred", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 100, "rows acknowledged but not committed");
+    let tries: i64 = c
+        .query_one("SELECT last_value FROM commits", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        tries > 90,
+        "the refused commit was tried again ({tries} trigger calls)"
+    );
+}
+
 #[tokio::test]
 async fn hostile_names_and_values_cannot_run_sql() {
     let _g = SERVER.read().await;

@@ -529,7 +529,7 @@ impl Worker {
         if let Some(copy_sql) = &plan.copy_sql {
             let mut good = Vec::with_capacity(idx.len());
             let duplicate = match self
-                .copy(plan, copy_sql, true, rows, idx, &mut good, &mut rejected)
+                .copy_committed(plan, copy_sql, rows, idx, &mut good, &mut rejected)
                 .await
             {
                 Ok(()) => return Ok(rejected),
@@ -570,6 +570,40 @@ impl Worker {
         Ok(rejected)
     }
 
+    /// COPY into the table in a transaction of its own. tokio-postgres returns from
+    /// a COPY at the server's CommandComplete, before the Sync that commits an
+    /// implicit transaction: a commit failing after it (a deferred constraint, a
+    /// backend stopped by a fast shutdown) rolled back rows already acknowledged. An
+    /// explicit COMMIT is answered only once it is done.
+    async fn copy_committed(
+        &mut self,
+        plan: &Plan,
+        copy_sql: &str,
+        rows: &[Row],
+        idx: &[usize],
+        good: &mut Vec<usize>,
+        rejected: &mut Vec<(usize, String)>,
+    ) -> Result<(), KwdbError> {
+        let ctx = || format!("COPY into \"{}\" failed", plan.table);
+        self.client().await?;
+        let result = match self.session().batch_execute("BEGIN").await {
+            Ok(()) => match self
+                .copy(plan, copy_sql, true, rows, idx, good, rejected)
+                .await
+            {
+                Ok(()) => self
+                    .session()
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(|e| KwdbError::db(ctx(), e)),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(KwdbError::db(ctx(), e)),
+        };
+        self.end_failed_transaction(&result).await;
+        result
+    }
+
     /// COPY into the staging table, then INSERT ... SELECT ... ON CONFLICT DO
     /// NOTHING from it, in one transaction.
     async fn stage_copy(
@@ -581,53 +615,53 @@ impl Worker {
     ) -> Result<(), KwdbError> {
         let ctx = || format!("staged COPY into \"{}\" failed", plan.table);
         self.client().await?;
-        let begun = self
-            .client
-            .as_ref()
-            .expect("connected")
-            .batch_execute(&stage.begin)
-            .await;
-        let result = match begun {
-            Ok(()) => {
-                let (mut good, mut rejected) = (Vec::new(), Vec::new());
-                match self
-                    .copy(
-                        plan,
-                        &stage.copy,
-                        false,
-                        rows,
-                        idx,
-                        &mut good,
-                        &mut rejected,
-                    )
+        let (mut good, mut rejected) = (Vec::new(), Vec::new());
+        let result = match self.session().batch_execute(&stage.begin).await {
+            Ok(()) => match self
+                .copy(
+                    plan,
+                    &stage.copy,
+                    false,
+                    rows,
+                    idx,
+                    &mut good,
+                    &mut rejected,
+                )
+                .await
+            {
+                Ok(()) => self
+                    .session()
+                    .batch_execute(&stage.insert)
                     .await
-                {
-                    Ok(()) => self
-                        .client
-                        .as_ref()
-                        .expect("connected")
-                        .batch_execute(&stage.insert)
-                        .await
-                        .map_err(|e| KwdbError::db(ctx(), e)),
-                    Err(e) => Err(e),
-                }
-            }
+                    .map_err(|e| KwdbError::db(ctx(), e)),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(KwdbError::db(ctx(), e)),
         };
-        if result.is_err() {
-            // Leave the session outside the failed transaction. A session that cannot
-            // roll back is dropped: rows written later inside a transaction that never
-            // commits would be acknowledged and lost.
-            let rolled_back = match self.client.as_ref() {
-                Some(c) => c.batch_execute("ROLLBACK").await.is_ok(),
-                None => true,
-            };
-            if !rolled_back {
-                self.client = None;
-                self.copy_statements.clear();
-            }
-        }
+        self.end_failed_transaction(&result).await;
         result
+    }
+
+    /// The connected session; every caller connected first.
+    fn session(&self) -> &Client {
+        self.client.as_ref().expect("connected")
+    }
+
+    /// Leaves the session outside a transaction that failed. A session that cannot
+    /// roll back is dropped: rows written later inside a transaction that never
+    /// commits would be acknowledged and lost.
+    async fn end_failed_transaction(&mut self, result: &Result<(), KwdbError>) {
+        if result.is_ok() {
+            return;
+        }
+        let rolled_back = match self.client.as_ref() {
+            Some(c) => c.batch_execute("ROLLBACK").await.is_ok(),
+            None => true,
+        };
+        if !rolled_back {
+            self.client = None;
+            self.copy_statements.clear();
+        }
     }
 
     /// Streams the rows in pieces as they are encoded, so the server parses one
@@ -647,7 +681,8 @@ impl Worker {
     ) -> Result<(), KwdbError> {
         const PIECE: usize = 128;
         let ctx = || format!("COPY into \"{}\" failed", plan.table);
-        self.client().await?;
+        // Inside the caller's transaction: a lost session must fail it, not be
+        // replaced by a new one outside it.
         let client = self.client.as_ref().expect("connected");
         let stmt = match self.copy_statements.get(&plan.table).filter(|_| cache) {
             Some(s) => s.clone(),
