@@ -804,7 +804,9 @@ struct AckDone {
 type AckFuture = Pin<Box<dyn Future<Output = AckDone> + Send>>;
 
 struct PendingRevoke {
-    keys: Vec<Key>,
+    /// The partitions and the incarnation of each that is being revoked: a partition
+    /// assigned again meanwhile is a new incarnation, and not this revoke's to remove.
+    keys: Vec<(Key, u64)>,
     deadline: Instant,
     done: std_mpsc::SyncSender<()>,
 }
@@ -951,14 +953,13 @@ impl Driver {
         deadline: Instant,
         done: std_mpsc::SyncSender<()>,
     ) {
-        let keys: Vec<Key> = partitions
-            .into_iter()
-            .map(|(t, p)| (member, t, p))
-            .collect();
-        for k in &keys {
-            if let Some(part) = self.parts.get_mut(k) {
+        let mut keys = Vec::new();
+        for (topic, partition) in partitions {
+            let key = (member, topic, partition);
+            if let Some(part) = self.parts.get_mut(&key) {
                 part.revoking = true;
                 part.seek = None;
+                keys.push((key, part.incarnation));
             }
         }
         self.revokes.push(PendingRevoke {
@@ -972,18 +973,19 @@ impl Driver {
     fn check_revokes(&mut self, now: Instant) {
         let parts = &mut self.parts;
         self.revokes.retain(|r| {
-            let drained = r
-                .keys
-                .iter()
-                .all(|k| parts.get(k).is_none_or(|p| p.chunks.is_empty()));
+            let drained = r.keys.iter().all(|(k, i)| {
+                revoked(parts, k, *i).is_none_or(|p| p.chunks.is_empty())
+            });
             if !drained && now < r.deadline {
                 return true;
             }
             if !drained {
                 tracing::warn!("drain_timeout passed with events in flight; they will be consumed again by the next owner");
             }
-            for k in &r.keys {
-                parts.remove(k);
+            for (k, i) in &r.keys {
+                if revoked(parts, k, *i).is_some() {
+                    parts.remove(k);
+                }
             }
             let _ = r.done.send(());
             false
@@ -993,6 +995,11 @@ impl Driver {
     fn in_flight_chunks(&self) -> usize {
         self.parts.values().map(|p| p.chunks.len()).sum()
     }
+}
+
+/// The part a revoke is about: the same partition in the same incarnation.
+fn revoked<'a>(parts: &'a HashMap<Key, Part>, key: &Key, incarnation: u64) -> Option<&'a Part> {
+    parts.get(key).filter(|p| p.incarnation == incarnation)
 }
 
 async fn wait_ack(
@@ -1188,6 +1195,67 @@ impl Component for KafkaSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn polled(topic: &Arc<str>, epoch: u64, offset: i64) -> Polled {
+        Polled {
+            topic: topic.clone(),
+            partition: 0,
+            epoch,
+            first: offset,
+            last: offset,
+            bytes: 1,
+            messages: vec![RawMessage {
+                payload: Bytes::from_static(b"m"),
+                key: None,
+                headers: Vec::new(),
+                meta: Default::default(),
+                finalizers: Default::default(),
+            }],
+        }
+    }
+
+    /// A partition revoked and assigned again before the revoke finished (the
+    /// rebalance callback gave up waiting for a busy driver) belongs to its new
+    /// owner: finishing the old revoke must not remove it, or every message
+    /// fetched for it afterwards would be dropped as stale.
+    #[test]
+    fn a_finished_revoke_leaves_a_reassigned_partition_alone() {
+        let flow = Arc::new(Flow::default());
+        let mut driver = Driver {
+            members: Vec::new(),
+            commands: Vec::new(),
+            parts: HashMap::new(),
+            acks: FuturesUnordered::new(),
+            revokes: Vec::new(),
+            flow: flow.clone(),
+            next_id: 0,
+        };
+        let topic: Arc<str> = Arc::from("t");
+        driver.assigned(0, vec![(topic.clone(), 0, 1)]);
+        flow.add(1, 1);
+        let in_flight = driver
+            .accept(0, polled(&topic, 1, 10))
+            .expect("current epoch");
+        let (done, revoke_done) = std_mpsc::sync_channel(1);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        driver.revoke(0, vec![(topic.clone(), 0)], deadline, done);
+        assert!(
+            revoke_done.try_recv().is_err(),
+            "a chunk is still in flight"
+        );
+        driver.assigned(0, vec![(topic.clone(), 0, 2)]);
+        driver.check_revokes(Instant::now());
+        assert!(
+            revoke_done.try_recv().is_ok(),
+            "the old incarnation is gone"
+        );
+        flow.add(1, 1);
+        assert!(
+            driver.accept(0, polled(&topic, 2, 10)).is_some(),
+            "the new owner's messages are taken"
+        );
+        drop(in_flight);
+    }
 
     #[test]
     fn config_defaults_and_topic_forms() {
