@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use harness::*;
 use support::broker::{unique, TestKafka};
 use support::pg::TestDb;
+use support::private_pg::PrivatePg;
 
 const OUTAGE: Duration = Duration::from_secs(30);
 

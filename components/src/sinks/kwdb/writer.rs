@@ -366,23 +366,29 @@ impl Worker {
                     .map_err(reject)?;
                 // One simple query: PostgreSQL runs it as one transaction, so a table
                 // never exists without its tag comment.
-                match client.batch_execute(&stmts.join("; ")).await {
-                    Ok(()) => tracing::info!(table, "created table"),
-                    // Another writer (a second agent in the group) created it first:
-                    // 42P07, or 23505 on pg_type when both CREATEs raced.
-                    Err(e)
-                        if e.code()
-                            .is_some_and(|c| matches!(c.code(), "42P07" | "23505")) =>
-                    {
-                        tracing::debug!(table, "table created concurrently by another writer")
-                    }
-                    Err(e) => {
-                        return Err(
-                            KwdbError::db(format!("cannot create table \"{table}\""), e).into()
-                        )
-                    }
-                }
+                let created = client.batch_execute(&stmts.join("; ")).await;
                 self.catalog.invalidate(table);
+                match created {
+                    Ok(()) => tracing::info!(table, "created table"),
+                    // Another writer (a second agent in the group) may have created it
+                    // first; which error that gives depends on where the two CREATEs
+                    // crossed (42P07, 23505 or 42710 on its row type): the table being
+                    // there now is what counts.
+                    Err(e) => match self.catalog.table(client, table).await? {
+                        Some(_) => tracing::debug!(
+                            table,
+                            error = %e,
+                            "table created concurrently by another writer"
+                        ),
+                        None => {
+                            return Err(KwdbError::db(
+                                format!("cannot create table \"{table}\""),
+                                e,
+                            )
+                            .into())
+                        }
+                    },
+                }
                 self.catalog.table(client, table).await?.ok_or_else(|| {
                     Step::Retry(KwdbError::Schema(format!(
                         "table \"{table}\" vanished after creation"
