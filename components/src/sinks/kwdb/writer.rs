@@ -54,6 +54,17 @@ struct Plan {
     table: String,
 }
 
+/// A COPY inside a transaction: the statements around it, and whether the COPY's
+/// prepared statement is kept for the table.
+struct Transaction<'a> {
+    begin: &'a str,
+    copy: &'a str,
+    cache: bool,
+    end: &'a str,
+    /// What an error message says failed: "COPY into" the table.
+    context: &'static str,
+}
+
 /// Rows of a COPY that failed on the primary key (a replay) go into a temporary
 /// table dropped at commit, then into the table with ON CONFLICT DO NOTHING: as
 /// idempotent as the INSERT path at nearly the speed of COPY.
@@ -590,24 +601,15 @@ impl Worker {
         good: &mut Vec<usize>,
         rejected: &mut Vec<(usize, String)>,
     ) -> Result<(), KwdbError> {
-        let ctx = || format!("COPY into \"{}\" failed", plan.table);
-        self.client().await?;
-        let result = match self.session().batch_execute("BEGIN").await {
-            Ok(()) => match self
-                .copy(plan, copy_sql, true, rows, idx, good, rejected)
-                .await
-            {
-                Ok(()) => self
-                    .session()
-                    .batch_execute("COMMIT")
-                    .await
-                    .map_err(|e| KwdbError::db(ctx(), e)),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(KwdbError::db(ctx(), e)),
+        let copy = Transaction {
+            begin: "BEGIN",
+            copy: copy_sql,
+            cache: true,
+            end: "COMMIT",
+            context: "COPY into",
         };
-        self.end_failed_transaction(&result).await;
-        result
+        self.copy_in_transaction(plan, copy, rows, idx, good, rejected)
+            .await
     }
 
     /// COPY into the staging table, then INSERT ... SELECT ... ON CONFLICT DO
@@ -619,25 +621,38 @@ impl Worker {
         rows: &[Row],
         idx: &[usize],
     ) -> Result<(), KwdbError> {
-        let ctx = || format!("staged COPY into \"{}\" failed", plan.table);
-        self.client().await?;
+        let copy = Transaction {
+            begin: &stage.begin,
+            copy: &stage.copy,
+            cache: false,
+            end: &stage.insert,
+            context: "staged COPY into",
+        };
         let (mut good, mut rejected) = (Vec::new(), Vec::new());
-        let result = match self.session().batch_execute(&stage.begin).await {
+        self.copy_in_transaction(plan, copy, rows, idx, &mut good, &mut rejected)
+            .await
+    }
+
+    /// `begin`, the COPY, `end`; on any error the session leaves the transaction.
+    async fn copy_in_transaction(
+        &mut self,
+        plan: &Plan,
+        t: Transaction<'_>,
+        rows: &[Row],
+        idx: &[usize],
+        good: &mut Vec<usize>,
+        rejected: &mut Vec<(usize, String)>,
+    ) -> Result<(), KwdbError> {
+        let ctx = || format!("{} \"{}\" failed", t.context, plan.table);
+        self.client().await?;
+        let result = match self.session().batch_execute(t.begin).await {
             Ok(()) => match self
-                .copy(
-                    plan,
-                    &stage.copy,
-                    false,
-                    rows,
-                    idx,
-                    &mut good,
-                    &mut rejected,
-                )
+                .copy(plan, t.copy, t.cache, rows, idx, good, rejected)
                 .await
             {
                 Ok(()) => self
                     .session()
-                    .batch_execute(&stage.insert)
+                    .batch_execute(t.end)
                     .await
                     .map_err(|e| KwdbError::db(ctx(), e)),
                 Err(e) => Err(e),
