@@ -92,6 +92,14 @@ pub trait ComponentConfig: fmt::Debug + Send + Sync {
     /// Outputs it produces; empty for sinks without a `dropped` output.
     fn outputs(&self) -> Vec<OutputDef>;
 
+    /// Checks what the configuration alone can tell (values that fit together, files
+    /// it names exist and hold what they should). Run when a topology is loaded, by
+    /// `validate --no-environment` too, so such a mistake is reported with every
+    /// other before anything starts.
+    fn check(&self) -> Result<(), ComponentError> {
+        Ok(())
+    }
+
     /// Checks the parts of the configuration that only the outside world can tell
     /// (the database answers, the broker is reachable). Skipped by
     /// `validate --no-environment`.

@@ -10,6 +10,7 @@ pub mod formats;
 pub mod kafka;
 pub mod kwdb;
 pub mod registry;
+pub mod secret;
 pub mod sinks;
 pub mod sources;
 pub mod template;

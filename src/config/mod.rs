@@ -377,12 +377,17 @@ fn parse_node(key: ComponentKey, body: toml::Value, errors: &mut Vec<String>) ->
     };
     let type_name = type_name?;
     match registry::parse(key.class, &type_name, table) {
-        Ok(config) => Some(Node {
-            key,
-            type_name,
-            inputs,
-            config,
-        }),
+        Ok(config) => {
+            if let Err(e) = config.check() {
+                errors.push(format!("{key}: {e}"));
+            }
+            Some(Node {
+                key,
+                type_name,
+                inputs,
+                config,
+            })
+        }
         Err(e) => {
             let suggestion = match &e {
                 registry::RegistryError::UnknownType { .. } => {

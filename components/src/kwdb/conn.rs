@@ -11,27 +11,7 @@ use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres::{Client, NoTls};
 
 use super::{Dialect, KwdbError};
-
-/// A password: never shown by Debug or Display.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
+pub use crate::secret::Secret;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -376,7 +356,7 @@ impl ParsedUrl {
                     p.user = Some(percent_decode(u).map_err(|m| err(&m))?);
                 }
                 if let Some(pw) = pw {
-                    p.password = Some(Secret(percent_decode(pw).map_err(|m| err(&m))?));
+                    p.password = Some(Secret::new(percent_decode(pw).map_err(|m| err(&m))?));
                 }
                 hosts
             }
@@ -414,7 +394,7 @@ impl ParsedUrl {
             let v = percent_decode(v).map_err(|m| err(&m))?;
             match k {
                 "user" => p.user = Some(v),
-                "password" => p.password = Some(Secret(v)),
+                "password" => p.password = Some(Secret::new(v)),
                 "dbname" | "database" => p.database = Some(v),
                 "sslmode" => p.sslmode = Some(v),
                 "sslrootcert" => p.sslrootcert = Some(v.into()),

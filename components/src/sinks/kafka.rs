@@ -30,7 +30,7 @@ use crate::api::{
 };
 use crate::durations;
 use crate::event::{Event, EventKind, RawMessage};
-use crate::kafka::{self, KafkaClientError, LibrdkafkaOptions};
+use crate::kafka::{self, KafkaClientError, LibrdkafkaOptions, SaslOptions, Security, TlsOptions};
 use crate::template::Template;
 
 /// Header naming why a record went to the `dropped` output.
@@ -101,6 +101,12 @@ pub struct KafkaSinkConfig {
     /// retried by the sink anyway: nothing is dropped.
     #[serde(default, deserialize_with = "durations::deserialize_opt")]
     pub message_timeout: Option<Duration>,
+    /// Encrypt and verify the connection (see `kafka::security`).
+    #[serde(default)]
+    pub tls: Option<TlsOptions>,
+    /// Authenticate (see `kafka::security`).
+    #[serde(default)]
+    pub sasl: Option<SaslOptions>,
     #[serde(default)]
     pub librdkafka_options: LibrdkafkaOptions,
 }
@@ -117,6 +123,11 @@ const RESERVED: &[(&str, &str)] = &[
 impl KafkaSinkConfig {
     fn client_config(&self, id: &str) -> Result<rdkafka::ClientConfig, KafkaSinkError> {
         self.librdkafka_options.check_reserved(RESERVED)?;
+        let security = Security {
+            tls: self.tls.as_ref(),
+            sasl: self.sasl.as_ref(),
+        };
+        security.check().map_err(KafkaClientError::Security)?;
         let timeout_ms = self.message_timeout.map_or(0, |d| d.as_millis().max(1));
         let base = [
             ("bootstrap.servers", self.bootstrap_servers.clone()),
@@ -126,7 +137,11 @@ impl KafkaSinkConfig {
             ("compression.type", self.compression.as_str().to_string()),
             ("message.timeout.ms", timeout_ms.to_string()),
         ];
-        Ok(kafka::client_config(&base, &self.librdkafka_options))
+        Ok(kafka::client_config(
+            &base,
+            &security,
+            &self.librdkafka_options,
+        )?)
     }
 }
 
@@ -142,6 +157,11 @@ impl ComponentConfig for KafkaSinkConfig {
 
     fn outputs(&self) -> Vec<OutputDef> {
         vec![OutputDef::named(DROPPED_OUTPUT, EventKind::Raw)]
+    }
+
+    fn check(&self) -> Result<(), ComponentError> {
+        self.client_config("check")?;
+        Ok(())
     }
 
     async fn healthcheck(&self, cx: &BuildContext) -> Result<(), ComponentError> {

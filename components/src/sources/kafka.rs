@@ -55,7 +55,7 @@ use crate::api::{
 };
 use crate::durations;
 use crate::event::{Event, EventKind, Metadata, RawMessage};
-use crate::kafka::{self, KafkaClientError, LibrdkafkaOptions};
+use crate::kafka::{self, KafkaClientError, LibrdkafkaOptions, SaslOptions, Security, TlsOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSourceError {
@@ -180,6 +180,12 @@ pub struct KafkaSourceConfig {
     /// The same bound in payload bytes, for large messages.
     #[serde(default = "default_max_in_flight_bytes")]
     pub max_in_flight_bytes: usize,
+    /// Encrypt and verify the connection (see `kafka::security`).
+    #[serde(default)]
+    pub tls: Option<TlsOptions>,
+    /// Authenticate (see `kafka::security`).
+    #[serde(default)]
+    pub sasl: Option<SaslOptions>,
     #[serde(default)]
     pub librdkafka_options: LibrdkafkaOptions,
 }
@@ -198,8 +204,18 @@ const RESERVED: &[(&str, &str)] = &[
 ];
 
 impl KafkaSourceConfig {
+    fn security(&self) -> Security<'_> {
+        Security {
+            tls: self.tls.as_ref(),
+            sasl: self.sasl.as_ref(),
+        }
+    }
+
     fn validate(&self) -> Result<(), KafkaSourceError> {
         self.librdkafka_options.check_reserved(RESERVED)?;
+        self.security()
+            .check()
+            .map_err(KafkaClientError::Security)?;
         if self.topics.0.is_empty() || self.topics.0.iter().any(|t| t.is_empty()) {
             return Err(KafkaSourceError::Option(
                 "`topics` needs at least one non-empty topic name or ^regex".into(),
@@ -239,7 +255,11 @@ impl KafkaSourceConfig {
         Ok(())
     }
 
-    fn client_config(&self, id: &str, member: usize) -> rdkafka::ClientConfig {
+    fn client_config(
+        &self,
+        id: &str,
+        member: usize,
+    ) -> Result<rdkafka::ClientConfig, KafkaClientError> {
         let base = [
             ("bootstrap.servers", self.bootstrap_servers.clone()),
             ("group.id", self.group_id.clone()),
@@ -268,7 +288,7 @@ impl KafkaSourceConfig {
             // Consumer lag per partition for /metrics (`kafka_consumer_lag`).
             ("statistics.interval.ms", "5000".to_string()),
         ];
-        kafka::client_config(&base, &self.librdkafka_options)
+        kafka::client_config(&base, &self.security(), &self.librdkafka_options)
     }
 }
 
@@ -286,9 +306,15 @@ impl ComponentConfig for KafkaSourceConfig {
         vec![OutputDef::default(EventKind::Raw)]
     }
 
+    fn check(&self) -> Result<(), ComponentError> {
+        Ok(self.validate()?)
+    }
+
     async fn healthcheck(&self, cx: &BuildContext) -> Result<(), ComponentError> {
         self.validate()?;
-        let config = self.client_config(&cx.id, 0);
+        let config = self
+            .client_config(&cx.id, 0)
+            .map_err(KafkaSourceError::from)?;
         let servers = self.bootstrap_servers.clone();
         let topics = self.topics.0.clone();
         tokio::task::spawn_blocking(move || {
@@ -316,7 +342,8 @@ impl ComponentConfig for KafkaSourceConfig {
         self.validate()?;
         let configs = (0..self.concurrency)
             .map(|member| self.client_config(&cx.id, member))
-            .collect();
+            .collect::<Result<_, _>>()
+            .map_err(KafkaSourceError::from)?;
         Ok(Box::new(KafkaSource {
             configs,
             topics: self.topics.0.clone(),
@@ -1272,7 +1299,7 @@ mod tests {
         assert_eq!(c.commit_interval, Duration::from_secs(5));
         assert_eq!(c.concurrency, 1);
         c.validate().unwrap();
-        let cfg = c.client_config("src", 0);
+        let cfg = c.client_config("src", 0).unwrap();
         assert_eq!(cfg.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(cfg.get("auto.commit.interval.ms"), Some("5000"));
         let c: KafkaSourceConfig = toml::from_str(

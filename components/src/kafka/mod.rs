@@ -1,6 +1,9 @@
 //! What the Kafka source and sink share: the `librdkafka_options` pass-through map
-//! (which may hold credentials, so it never prints them) and client creation with
-//! errors that do not leak them either.
+//! (which may hold credentials, so it never prints them), the `tls` and `sasl`
+//! tables ([`security`]), and client creation with errors that do not leak them
+//! either.
+
+pub mod security;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +19,8 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 use serde::{Deserialize, Deserializer};
 
+pub use security::{SaslOptions, Security, SecurityError, TlsOptions};
+
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaClientError {
     #[error(
@@ -26,6 +31,8 @@ pub enum KafkaClientError {
     InvalidOption { key: String, reason: String },
     #[error("cannot create the Kafka client: {0}")]
     Create(String),
+    #[error(transparent)]
+    Security(#[from] SecurityError),
 }
 
 /// Whether a librdkafka property may hold a secret (`sasl.password`,
@@ -117,16 +124,24 @@ impl<'de> Deserialize<'de> for LibrdkafkaOptions {
     }
 }
 
-/// kwpipe's settings first, then the user's pass-through options over them.
-pub fn client_config(base: &[(&str, String)], user: &LibrdkafkaOptions) -> ClientConfig {
+/// kwpipe's settings first, then the `tls` and `sasl` tables, then the user's
+/// pass-through options (which may not repeat what the tables set).
+pub fn client_config(
+    base: &[(&str, String)],
+    security: &Security,
+    user: &LibrdkafkaOptions,
+) -> Result<ClientConfig, KafkaClientError> {
     let mut config = ClientConfig::new();
     for (k, v) in base {
         config.set(*k, v);
     }
+    for (k, v) in security.properties(user)? {
+        config.set(k, v);
+    }
     for (k, v) in user.iter() {
         config.set(k, v);
     }
-    config
+    Ok(config)
 }
 
 /// Creates a client, describing a bad property without repeating a secret value.
@@ -284,7 +299,7 @@ mod tests {
         let mut user = LibrdkafkaOptions::default();
         user.0
             .insert("ssl.key.password.bogus".into(), "hunter2".into());
-        let config = client_config(&[], &user);
+        let config = client_config(&[], &Security::default(), &user).unwrap();
         let err = create::<rdkafka::producer::BaseProducer, _>(
             &config,
             rdkafka::producer::DefaultProducerContext,
