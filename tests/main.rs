@@ -7,6 +7,7 @@ mod cli;
 mod connect;
 mod e2e;
 mod kafka;
+mod kafka_security;
 mod kwdb_poll;
 mod kwdb_sink;
 mod mistakes;

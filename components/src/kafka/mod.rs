@@ -3,6 +3,7 @@
 //! tables ([`security`]), and client creation with errors that do not leak them
 //! either.
 
+pub mod diagnose;
 pub mod security;
 
 use std::collections::BTreeMap;
@@ -159,8 +160,35 @@ where
             };
             KafkaClientError::InvalidOption { key, reason }
         }
+        KafkaError::ClientCreation(text) => KafkaClientError::Create(client_creation(&text)),
         other => KafkaClientError::Create(other.to_string()),
     })
+}
+
+/// librdkafka names the property whose file it could not load; say which of our
+/// options that is, and the likely cause.
+fn client_creation(text: &str) -> String {
+    let named = [
+        (
+            "ssl.key.location",
+            "`tls.key_file` cannot be loaded: a wrong or missing `tls.key_pass`, or not a \
+             private key",
+        ),
+        (
+            "ssl.certificate.location",
+            "`tls.crt_file` cannot be loaded as a certificate",
+        ),
+        (
+            "ssl.ca.location",
+            "`tls.ca_file` cannot be loaded as certificates",
+        ),
+    ];
+    for (property, what) in named {
+        if text.contains(&format!("{property} failed")) {
+            return format!("{what} ({text})");
+        }
+    }
+    text.to_string()
 }
 
 /// The context of a client made for a check (`kwpipe validate`): librdkafka's own
@@ -169,12 +197,21 @@ where
 #[derive(Default)]
 pub struct CheckContext {
     last_error: Mutex<Option<String>>,
+    /// librdkafka logs some failures (a connection closed during the first request)
+    /// without an error callback.
+    last_failure_log: Mutex<Option<String>>,
     all_down: AtomicBool,
 }
 
 impl ClientContext for CheckContext {
     fn log(&self, _level: RDKafkaLogLevel, fac: &str, message: &str) {
         tracing::trace!(fac, "librdkafka: {message}");
+        if fac == "FAIL" {
+            *self
+                .last_failure_log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(message.to_string());
+        }
     }
 
     fn stats_raw(&self, _statistics: &[u8]) {}
@@ -198,41 +235,71 @@ impl rdkafka::producer::ProducerContext for CheckContext {
 }
 
 impl CheckContext {
-    /// `connection refused` out of librdkafka's `127.0.0.1:1/bootstrap: Connect to
-    /// ipv4#127.0.0.1:1 failed: Connection refused (after 0ms in state CONNECT)`.
     fn reason(&self) -> Option<String> {
         let last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
-        let text = last.as_deref()?;
-        let short = match text.rfind("failed: ") {
-            Some(i) => &text[i + "failed: ".len()..],
-            None => text,
-        };
-        let short = short.split(" (after ").next().unwrap_or(short).trim();
-        let mut chars = short.chars();
-        Some(match chars.next() {
-            Some(c) => c.to_lowercase().chain(chars).collect(),
-            None => text.to_string(),
-        })
+        let log = self
+            .last_failure_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        last.as_deref().or(log.as_deref()).map(describe_failure)
+    }
+}
+
+/// One of librdkafka's connection failures as a short cause: `connection refused`
+/// out of `127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection
+/// refused (after 0ms in state CONNECT)`; the broker's own words for a refused
+/// login; a hint where a TLS listener was addressed in plaintext.
+fn describe_failure(text: &str) -> String {
+    // "sasl_ssl://127.0.0.1:9096/bootstrap: ..." names a broker the error already
+    // says; drop it.
+    let text = match text.find("/bootstrap: ") {
+        Some(i) => &text[i + "/bootstrap: ".len()..],
+        None => text,
+    };
+    let short = match text.rfind("failed: ") {
+        Some(i) if !text.contains("SASL authentication error") => &text[i + "failed: ".len()..],
+        _ => text,
+    };
+    let short = short.split(" (after ").next().unwrap_or(short).trim();
+    if short.contains("connection closed by peer") && text.contains("APIVERSION_QUERY") {
+        return "the broker closed the connection at the first request: is this a TLS \
+                listener? Set `tls` (and `sasl` when it asks for a login)"
+            .to_string();
+    }
+    // "Connection refused" reads as "connection refused" after a colon; an acronym
+    // such as "SASL" stays as it is.
+    let mut chars = short.chars();
+    match (chars.next(), chars.clone().next()) {
+        (Some(c), Some(d)) if d.is_lowercase() => c.to_lowercase().chain(chars).collect(),
+        _ => short.to_string(),
     }
 }
 
 /// Asks the brokers for metadata (up to `timeout`) and checks that each of `topics`
 /// exists (names starting with `^` are patterns and are not checked). The error is
 /// one line that names the brokers or the topic. `serve_callbacks` polls the client
-/// (without taking messages) so its error callbacks run.
+/// (without taking messages) so its error callbacks run. `ca_file` (the `tls`
+/// table's) lets a refused certificate be explained ([`diagnose`]).
 pub fn check_cluster(
     client: &Client<CheckContext>,
     serve_callbacks: &dyn Fn(),
     servers: &str,
     topics: &[String],
     timeout: Duration,
+    ca_file: Option<&std::path::Path>,
 ) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     let unreachable = |why: Option<String>| {
-        format!(
-            "cannot connect to Kafka at {servers}: {}",
-            why.unwrap_or_else(|| format!("no answer within {timeout:?}"))
-        )
+        let mut why = why.unwrap_or_else(|| format!("no answer within {timeout:?}"));
+        if why.contains("certificate could not be verified") || why.contains("certificate verify") {
+            let first = servers.split(',').next().unwrap_or(servers).trim();
+            if let Some(cause) = ca_file
+                .and_then(|ca| diagnose::certificate_problem(first, ca, Duration::from_secs(3)))
+            {
+                why = cause;
+            }
+        }
+        format!("cannot connect to Kafka at {servers}: {why}")
     };
     // The brokers answer at all.
     loop {
@@ -309,6 +376,29 @@ mod tests {
         let text = err.to_string();
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("ssl.key.password.bogus"), "{text}");
+    }
+
+    #[test]
+    fn failures_are_described_by_their_cause() {
+        assert_eq!(
+            describe_failure(
+                "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused \
+                 (after 0ms in state CONNECT)"
+            ),
+            "connection refused"
+        );
+        let sasl = describe_failure(
+            "sasl_ssl://127.0.0.1:9096/bootstrap: SASL authentication error: Authentication \
+             failed during authentication due to invalid credentials with SASL mechanism \
+             SCRAM-SHA-512 (after 332ms in state AUTH_REQ)",
+        );
+        assert!(sasl.starts_with("SASL authentication error"), "{sasl}");
+        assert!(sasl.contains("invalid credentials"), "{sasl}");
+        let tls = describe_failure(
+            "127.0.0.1:9095/bootstrap: Disconnected: connection closed by peer: receive 0 after \
+             POLLIN (after 1ms in state APIVERSION_QUERY)",
+        );
+        assert!(tls.contains("TLS listener"), "{tls}");
     }
 
     #[test]

@@ -174,6 +174,11 @@ impl ComponentConfig for KafkaSinkConfig {
         } else {
             Vec::new()
         };
+        let ca_file = self
+            .tls
+            .as_ref()
+            .filter(|t| t.enabled)
+            .and_then(|t| t.ca_file.clone());
         tokio::task::spawn_blocking(move || {
             let producer: BaseProducer<kafka::CheckContext> =
                 kafka::create(&config, kafka::CheckContext::default())
@@ -186,6 +191,7 @@ impl ComponentConfig for KafkaSinkConfig {
                 &servers,
                 &topics,
                 Duration::from_secs(10),
+                ca_file.as_deref(),
             )
             .map_err(ComponentError::msg)
         })

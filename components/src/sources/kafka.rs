@@ -317,6 +317,11 @@ impl ComponentConfig for KafkaSourceConfig {
             .map_err(KafkaSourceError::from)?;
         let servers = self.bootstrap_servers.clone();
         let topics = self.topics.0.clone();
+        let ca_file = self
+            .tls
+            .as_ref()
+            .filter(|t| t.enabled)
+            .and_then(|t| t.ca_file.clone());
         tokio::task::spawn_blocking(move || {
             let consumer: BaseConsumer<kafka::CheckContext> =
                 kafka::create(&config, kafka::CheckContext::default())
@@ -330,6 +335,7 @@ impl ComponentConfig for KafkaSourceConfig {
                 &servers,
                 &topics,
                 Duration::from_secs(10),
+                ca_file.as_deref(),
             )
             .map_err(ComponentError::msg)
         })
