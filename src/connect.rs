@@ -52,7 +52,12 @@ pub struct ConvertOptions {
     /// from `--bootstrap-servers` or `KAFKA_BOOTSTRAP_SERVERS`; without either the
     /// topology refers to `${KAFKA_BOOTSTRAP_SERVERS}`.
     pub bootstrap_servers: Option<String>,
+    /// The worker config's settings (`--worker-config`, `-X`): the clients'
+    /// security, see [`client`].
+    pub worker: BTreeMap<String, String>,
 }
+
+pub use client::parse_properties;
 
 /// Reads a connector config file: `{"name":..,"config":{..}}` or a bare config.
 pub fn convert_file(path: &Path, opts: &ConvertOptions) -> Result<Converted, ConnectError> {
@@ -214,6 +219,7 @@ fn sink(id: &str, name: &str, p: &mut Params, opts: &ConvertOptions, out: &mut C
         (None, None) => p.error("topics: missing; the topics to consume, comma-separated".into()),
     }
     source.insert("concurrency".into(), toml::Value::Integer(tasks));
+    p.client(client::Role::Consumer, opts, &mut source);
 
     let mut decode = toml::Table::new();
     decode.insert("type".into(), "decode".into());
@@ -329,6 +335,7 @@ fn source(id: &str, p: &mut Params, opts: &ConvertOptions, out: &mut Converted) 
     kafka.insert("inputs".into(), inputs(&format!("{id}_encode")));
     kafka.insert("bootstrap_servers".into(), bootstrap(opts).into());
     kafka.insert("topic".into(), topic.into());
+    p.client(client::Role::Producer, opts, &mut kafka);
 
     out.add("sources", id.to_string(), poll);
     out.add("transforms", format!("{id}_encode"), encode);
@@ -596,6 +603,29 @@ impl Params {
         }
     }
 
+    /// The Kafka client's settings: the worker's, then the connector's
+    /// `consumer.override.*` / `producer.override.*`.
+    fn client(&mut self, role: client::Role, opts: &ConvertOptions, table: &mut toml::Table) {
+        let prefix = match role {
+            client::Role::Consumer => "consumer.override.",
+            client::Role::Producer => "producer.override.",
+        };
+        let keys: Vec<String> = self
+            .map
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        let mut overrides = BTreeMap::new();
+        for k in keys {
+            if let Some(v) = self.take_string(&k) {
+                overrides.insert(k[prefix.len()..].to_string(), v);
+            }
+        }
+        let settings = client::layered(role, &opts.worker, &overrides);
+        client::apply(&settings, table, &mut self.errors);
+    }
+
     fn converters(&mut self, warnings: &mut Vec<String>) {
         for key in ["key.converter", "value.converter"] {
             match self.take_string(key) {
@@ -637,5 +667,6 @@ impl Params {
     }
 }
 
+mod client;
 #[cfg(test)]
 mod tests;

@@ -66,23 +66,64 @@ enum Command {
 enum ConnectCommand {
     /// Print the topology equivalent to connector configs (JSON, as posted to Kafka Connect).
     Convert {
-        /// Broker address (Kafka Connect keeps it in the worker config); without it
-        /// the topology reads ${KAFKA_BOOTSTRAP_SERVERS}.
-        #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
-        bootstrap_servers: Option<String>,
+        #[command(flatten)]
+        worker: WorkerArgs,
         #[arg(required = true, value_name = "FILE.json")]
         files: Vec<PathBuf>,
     },
     /// Run connector configs directly.
     Run {
-        #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", required = true)]
-        bootstrap_servers: String,
+        #[command(flatten)]
+        worker: WorkerArgs,
         /// Where kwpipe keeps checkpoints.
         #[arg(long, default_value = "/var/lib/kwpipe")]
         data_dir: PathBuf,
         #[arg(required = true, value_name = "FILE.json")]
         files: Vec<PathBuf>,
     },
+}
+
+/// What Kafka Connect keeps in the worker config: the brokers and how to reach them.
+#[derive(clap::Args, Debug)]
+struct WorkerArgs {
+    /// Broker address; without it, `bootstrap.servers` of the worker config, else
+    /// (convert only) the topology reads ${KAFKA_BOOTSTRAP_SERVERS}.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    bootstrap_servers: Option<String>,
+    /// A `connect-distributed.properties` file: its bootstrap servers and client
+    /// security settings (security.protocol, sasl.*, ssl.*, consumer.*, producer.*).
+    #[arg(long, value_name = "FILE")]
+    worker_config: Option<PathBuf>,
+    /// One worker setting, over the file's: -X security.protocol=SASL_SSL (repeatable).
+    #[arg(short = 'X', long = "worker-property", value_name = "KEY=VALUE")]
+    worker_properties: Vec<String>,
+}
+
+impl WorkerArgs {
+    fn options(&self) -> anyhow::Result<connect::ConvertOptions> {
+        let mut worker = match &self.worker_config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+                connect::parse_properties(&text)
+            }
+            None => Default::default(),
+        };
+        for kv in &self.worker_properties {
+            let Some((k, v)) = kv.split_once('=') else {
+                anyhow::bail!("-X {kv:?}: expected KEY=VALUE");
+            };
+            worker.insert(k.trim().to_string(), v.to_string());
+        }
+        let bootstrap_servers = self
+            .bootstrap_servers
+            .clone()
+            .or_else(|| worker.get("bootstrap.servers").cloned());
+        Ok(connect::ConvertOptions {
+            bootstrap_servers,
+            worker,
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -167,18 +208,23 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 async fn connect_command(command: ConnectCommand) -> anyhow::Result<ExitCode> {
-    let (bootstrap_servers, files, run_in) = match command {
-        ConnectCommand::Convert {
-            bootstrap_servers,
-            files,
-        } => (bootstrap_servers, files, None),
+    let (opts, files, run_in) = match command {
+        ConnectCommand::Convert { worker, files } => (worker.options()?, files, None),
         ConnectCommand::Run {
-            bootstrap_servers,
+            worker,
             data_dir,
             files,
-        } => (Some(bootstrap_servers), files, Some(data_dir)),
+        } => {
+            let opts = worker.options()?;
+            if opts.bootstrap_servers.is_none() {
+                anyhow::bail!(
+                    "no brokers: give --bootstrap-servers, KAFKA_BOOTSTRAP_SERVERS, or a \
+                     --worker-config with bootstrap.servers"
+                );
+            }
+            (opts, files, Some(data_dir))
+        }
     };
-    let opts = connect::ConvertOptions { bootstrap_servers };
     let mut merged = connect::Converted::default();
     let mut errors = Vec::new();
     for file in &files {

@@ -711,7 +711,7 @@ async fn source_consumes_through_a_broker_outage() {
     });
     let mut p1 = BTreeSet::new();
     while p1.len() < 50 {
-        let (p, o) = tokio::time::timeout(Duration::from_secs(60), seen_rx.recv())
+        let (p, o) = tokio::time::timeout(Duration::from_secs(120), seen_rx.recv())
             .await
             .expect("partition 1 arrives after the outage")
             .unwrap();

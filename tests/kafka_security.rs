@@ -430,3 +430,137 @@ fn an_unknown_mechanism_and_a_missing_file_fail_without_a_broker() {
         "{stderr}"
     );
 }
+
+// ---- Connect migrants: the worker's security settings --------------------------------
+
+/// `kwpipe connect run --worker-config` with a worker file as a Connect user has it
+/// for a SASL_SSL cluster (SCRAM, a PEM truststore, the `consumer.`/`producer.`
+/// copies), and a connector-level `consumer.override.*`: the seed's sink config
+/// lands its rows, the seed's source config exports its row, both over the secure
+/// listeners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_run_takes_the_worker_configs_security_settings() {
+    use crate::connect::{
+        produce_lines, read_until, seed_config_for, wait_rows, Agent, SINK_JSON, SOURCE_JSON,
+    };
+    use crate::support::pg::TestDb;
+    let kafka = TestKafka::start();
+    let s = TestKafka::secure();
+    let db = TestDb::new("connect_sec").await;
+    db.client()
+        .await
+        .batch_execute(
+            &std::fs::read_to_string(
+                crate::support::repo_root().join("examples/benchmark-cpu_kaiwudb_tb.sql"),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let jaas = |user: &str, pass: &str| {
+        format!(
+            "org.apache.kafka.common.security.scram.ScramLoginModule required \\\n    username=\"{user}\" password=\"{pass}\";"
+        )
+    };
+    let worker = dir.path().join("connect-distributed.properties");
+    std::fs::write(
+        &worker,
+        format!(
+            "bootstrap.servers={servers}\n\
+             group.id=connect-cluster\n\
+             security.protocol=SASL_SSL\n\
+             sasl.mechanism=SCRAM-SHA-512\n\
+             sasl.jaas.config={jaas}\n\
+             ssl.truststore.location={ca}\n\
+             ssl.truststore.type=PEM\n\
+             producer.security.protocol=SASL_SSL\n\
+             producer.sasl.mechanism=SCRAM-SHA-512\n\
+             producer.sasl.jaas.config={jaas}\n\
+             producer.ssl.truststore.location={ca}\n\
+             producer.ssl.truststore.type=PEM\n",
+            servers = s.sasl_ssl,
+            jaas = jaas(&s.scram_user, &s.scram_password),
+            ca = s.ca,
+        ),
+    )
+    .unwrap();
+    let sink_topic = unique("kw-sec-sink");
+    let cpu_topic = format!("kw-{}-cpu_kaiwudb_tb", db.name);
+    let back_topic = format!("kw-{}-ts_json_kaiwudb_tb", db.name);
+    for t in [&sink_topic, &cpu_topic, &back_topic] {
+        kafka.create_topic(t, 1);
+    }
+    let sink = dir.path().join("sink.json");
+    std::fs::write(
+        &sink,
+        seed_config_for(SINK_JSON, &db, |c| {
+            c.insert("topics".into(), sink_topic.clone().into());
+            // The connector's own override: this sink's consumer logs in with PLAIN
+            // on the SASL_PLAINTEXT listener instead.
+            c.insert(
+                "consumer.override.sasl.jaas.config".into(),
+                format!(
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required username=\"{}\" password=\"{}\";",
+                    s.plain_user, s.plain_password
+                )
+                .into(),
+            );
+            c.insert("consumer.override.sasl.mechanism".into(), "PLAIN".into());
+            c.insert(
+                "consumer.override.security.protocol".into(),
+                "SASL_PLAINTEXT".into(),
+            );
+            c.insert(
+                "consumer.override.bootstrap.servers".into(),
+                s.sasl_plaintext.clone().into(),
+            );
+        })
+        .replace("\"KwdbSinkConnector\"", "\"SecSink\""),
+    )
+    .unwrap();
+    let source = dir.path().join("source.json");
+    std::fs::write(&source, seed_config_for(SOURCE_JSON, &db, |_| {})).unwrap();
+    let data = std::fs::read_to_string(
+        crate::support::repo_root().join("examples/kw-json-kaiwudb-data.txt"),
+    )
+    .unwrap();
+    let lines: Vec<&str> = data.lines().collect();
+    produce_lines(&kafka.bootstrap, &sink_topic, &lines).await;
+
+    let log = dir.path().join("agent.log");
+    let child = kwpipe()
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .args(["connect", "run", "--worker-config"])
+        .arg(&worker)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg(&sink)
+        .arg(&source)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut agent = Agent { child, log };
+    wait_rows(
+        &db,
+        "ts_json_kaiwudb_tb",
+        5,
+        Duration::from_secs(90),
+        &mut agent,
+    )
+    .await;
+    let cpu = read_until(&kafka.bootstrap, &cpu_topic, Duration::from_secs(60), |m| {
+        !m.is_empty()
+    })
+    .await;
+    assert!(cpu[0].contains("cpu_kaiwudb_tb"), "{cpu:?}");
+    let text = agent.log_text();
+    for secret in [&s.scram_password, &s.plain_password] {
+        assert!(
+            !text.contains(secret.as_str()),
+            "a secret in the log:\n{text}"
+        );
+    }
+    agent.stop();
+}

@@ -11,6 +11,7 @@ fn seed(name: &str) -> String {
 fn opts() -> ConvertOptions {
     ConvertOptions {
         bootstrap_servers: Some("127.0.0.1:9092".into()),
+        ..Default::default()
     }
 }
 
