@@ -1,7 +1,7 @@
 //! Kafka -> kwpipe -> PostgreSQL throughput: 1,000,000 messages of the seed's
-//! `json_kaiwudb` shape, preloaded into a topic of the test broker (round-robin over
-//! the partitions, keyed by their primary tag), read by the release `kwpipe` binary
-//! as a process of its own, three times:
+//! `json_kaiwudb` shape, preloaded into a new topic of the real Apache Kafka broker
+//! that `scripts/test-env` starts (round-robin over the partitions, keyed by their
+//! primary tag), read by the release `kwpipe` binary as a process of its own:
 //!
 //! 1. kafka -> file: the Kafka source alone, and the messages in the order the
 //!    consumer hands them over;
@@ -12,12 +12,16 @@
 //!    `scripts/bench-row-order`);
 //! 4. kafka -> decode -> batch -> kwdb (postgres dialect, COPY).
 //!
+//! 5. `psql \copy` of the same rows (exported from 2.'s table, in time order) into a
+//!    table of the same definition: the baseline, in the same run.
+//!
 //! 2., 3. and 4. alternate `KWPIPE_BENCH_ROUNDS` times, each into a database of its
 //! own; medians are reported. Prints rows/s, peak RSS (VmHWM) and CPU per message,
 //! and the Kafka leg's cost: 1 - rate(4) / rate(3). `scripts/bench-kafka-kwdb` runs it
 //! next to the database-only `kwdb_sink` bench.
 //!
-//! Env: KWPIPE_TEST_PG (server URL), KWPIPE_BENCH_MESSAGES (default 1000000),
+//! Env: KWPIPE_TEST_KAFKA (the broker, from `scripts/test-env`), KWPIPE_TEST_PG
+//! (server URL), KWPIPE_BENCH_MESSAGES (default 1000000),
 //! KWPIPE_BENCH_ROWS_PER_MESSAGE (default 1), KWPIPE_BENCH_PARTITIONS (default 24),
 //! KWPIPE_BENCH_CONCURRENCY (the source's `concurrency`, default 1, its default),
 //! KWPIPE_BENCH_MAX_IN_FLIGHT and KWPIPE_BENCH_MAX_IN_FLIGHT_BYTES (the source's
@@ -27,28 +31,19 @@
 //! KWPIPE_BENCH_BATCH_ROWS (`batch.max_rows` and the sink's `batch_size`, default 1000),
 //! KWPIPE_BENCH_BATCH_TIMEOUT (`batch.timeout`, default 100ms),
 //! KWPIPE_BENCH_ROUNDS (how often the database leg and the Kafka path alternate, default 3),
-//! KWPIPE_BIN (a kwpipe binary to measure instead of this tree's),
-//! KWPIPE_BENCH_GROUP_DELAY_MS (the broker's group.initial.rebalance.delay.ms, default
-//! 0 for one member, 500 for more).
+//! KWPIPE_BIN (a kwpipe binary to measure instead of this tree's).
 //!
-//! Two settings keep waits that are not throughput out of the figures. The broker's
-//! group.initial.rebalance.delay.ms (how long a new group waits for more members;
-//! Kafka's default 3 s would be a third of the run) is 0 when the source runs one
-//! member, as in Kafka's own development configs, and 500 ms for more members, so
-//! they all join the first generation (with 0 one joins alone, and the mock refuses
-//! its commit when the next one joins, so its partitions replay). And the batch
-//! transform's timeout is 100 ms: the stream never ends, so the last partial batch
-//! waits for it; at full speed a batch fills in a few milliseconds and the timeout
-//! plays no other part.
-//!
-//! The test broker (librdkafka's mock cluster) keeps at most 5 MB per partition and
-//! silently drops older data beyond it, so the producer compresses (lz4, as a real
-//! deployment would) and the topic is spread over enough partitions; the bench
-//! checks every partition still starts at offset 0 before kwpipe starts.
+//! Two settings keep waits that are not throughput out of the figures. The test
+//! broker's group.initial.rebalance.delay.ms (how long a new group waits for more
+//! members; Kafka's default 3 s would be a third of the run) is 0, as in Kafka's own
+//! development configs. And the batch transform's timeout is 100 ms: the stream
+//! never ends, so the last partial batch waits for it; at full speed a batch fills
+//! in a few milliseconds and the timeout plays no other part. The producer
+//! compresses with lz4, as a real deployment would.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use components::kwdb::tokio_postgres::{self, NoTls};
@@ -102,45 +97,47 @@ fn message(first: u64, k: u64, out: &mut String) {
     out.push_str("]}");
 }
 
-/// The workspace's target directory, from this bench binary's path
-/// (`target/release/deps/kafka_kwdb-...`).
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+/// The test broker's address (`eval "$(scripts/test-env)"`), with a new topic of
+/// `partitions` partitions on it.
+fn broker_with_topic(topic: &str, partitions: u64) -> String {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let bootstrap = std::env::var("KWPIPE_TEST_KAFKA")
+        .expect("KWPIPE_TEST_KAFKA: run eval \"$(scripts/test-env)\" first");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(1));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let created = std::thread::scope(|s| {
+        s.spawn(|| rt.block_on(admin.create_topics([&new], &AdminOptions::new())))
+            .join()
+            .unwrap()
+    });
+    for r in created.unwrap() {
+        r.map_err(|(t, e)| format!("{t}: {e}")).unwrap();
+    }
+    bootstrap
 }
 
-/// The broker, its bootstrap address, and its stdout (which must stay open: the
-/// broker answers commands there).
-fn start_broker(
-    topic: &str,
-    partitions: u64,
-    group_delay_ms: u64,
-) -> (Child, String, BufReader<ChildStdout>) {
-    let path = profile_dir().join("kwpipe-test-broker");
-    if !path.exists() {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "-p", "kwpipe-test-broker"])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    let mut child = Command::new(&path)
-        .args(["--topic", &format!("{topic}:{partitions}")])
-        .args([
-            "--group-initial-rebalance-delay-ms",
-            &group_delay_ms.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("test broker starts");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let bootstrap = line.trim().strip_prefix("bootstrap=").unwrap().to_string();
-    line.clear();
-    out.read_line(&mut line).unwrap(); // control=...
-    (child, bootstrap, out)
+/// `psql \copy` of `file` (COPY text) into `table`; seconds.
+fn psql_copy(db_url: &str, table: &str, file: &Path) -> f64 {
+    let t = Instant::now();
+    let out = Command::new("psql")
+        .args(["-q", "-v", "ON_ERROR_STOP=1", db_url, "-c"])
+        .arg(format!("\\copy {table} FROM '{}'", file.display()))
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.elapsed().as_secs_f64()
 }
 
 /// Produces the messages into the topic and, in the order they were generated
@@ -193,7 +190,7 @@ fn preload(
     }
     producer.flush(Duration::from_secs(300)).unwrap();
     file.flush().unwrap();
-    // Nothing may have been dropped by the broker's 5 MB/100,000-set retention.
+    // Every message is on the broker, from offset 0.
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -426,20 +423,17 @@ async fn main() {
     let batch_rows = env_or("KWPIPE_BENCH_BATCH_ROWS", 1000);
     let batch_timeout =
         std::env::var("KWPIPE_BENCH_BATCH_TIMEOUT").unwrap_or_else(|_| "100ms".into());
-    let group_delay_ms = env_or(
-        "KWPIPE_BENCH_GROUP_DELAY_MS",
-        if concurrency > 1 { 500 } else { 0 },
-    );
     let rounds = env_or("KWPIPE_BENCH_ROUNDS", 3).max(1);
     let rows = messages * rows_per;
-    let topic = "kw-tsdb-json_kaiwudb_with_tag_tb";
+    // A topic of this run's own on the shared broker.
+    let topic = &format!("kw-tsdb-json_kaiwudb_with_tag_tb-{}", std::process::id());
 
     let dbname = format!("kwbench_kafka_{}", std::process::id());
     let dir = std::env::temp_dir().join(&dbname);
     std::fs::create_dir_all(&dir).unwrap();
     let capture = dir.join("messages.jsonl");
     let in_order = dir.join("in-order.jsonl");
-    let (mut broker, bootstrap, _broker_out) = start_broker(topic, partitions, group_delay_ms);
+    let bootstrap = broker_with_topic(topic, partitions);
     let t = Instant::now();
     let bytes = preload(&bootstrap, topic, messages, rows_per, partitions, &in_order);
     eprintln!(
@@ -533,6 +527,7 @@ batch_size = {batch_rows}
     let mut from_file = Vec::new();
     let mut in_time_order = Vec::new();
     let mut from_kafka = Vec::new();
+    let mut psql_secs = Vec::new();
     for round in 0..rounds {
         for (file, runs) in [(&in_order, &mut in_time_order), (&capture, &mut from_file)] {
             let name = format!("{dbname}_file{round}");
@@ -546,6 +541,34 @@ batch_size = {batch_rows}
                 ),
             );
             runs.push(run_kwpipe(&topology, port, rows, rows_written, Some((&url, rows))).await);
+            if file == &in_order {
+                // 5. The baseline: the same rows, in time order, by psql \copy into a
+                //    table of the same definition (its indexes included).
+                let rows_file = dir.join("rows.copy");
+                let export = Command::new("psql")
+                    .args(["-q", "-v", "ON_ERROR_STOP=1", &url, "-c"])
+                    .arg(format!(
+                        "\\copy (SELECT * FROM ts_json_kaiwudb_tb ORDER BY ts, location) TO '{}'",
+                        rows_file.display()
+                    ))
+                    .status()
+                    .unwrap();
+                assert!(export.success());
+                let (c, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+                tokio::spawn(conn);
+                c.batch_execute("CREATE TABLE psql_copy (LIKE ts_json_kaiwudb_tb INCLUDING ALL)")
+                    .await
+                    .unwrap();
+                psql_secs.push(psql_copy(&url, "psql_copy", &rows_file));
+                let n: i64 = c
+                    .query_one("SELECT count(*) FROM psql_copy", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(n as u64, rows, "psql copied every row");
+                drop(c);
+                let _ = std::fs::remove_file(&rows_file);
+            }
             drop_database(&admin, &name).await;
         }
 
@@ -567,7 +590,7 @@ batch_size = {batch_rows}
     println!(
         "messages: {messages} ({rows_per} row(s) each, {:.0} MB of JSON), partitions: {partitions}, \
          source concurrency: {concurrency}, \
-         batch timeout: {batch_timeout}, broker group.initial.rebalance.delay.ms: {group_delay_ms}; \
+         batch timeout: {batch_timeout}; \
          database leg and Kafka path alternated {rounds} times, medians\n",
         bytes as f64 / 1e6,
     );
@@ -605,6 +628,12 @@ batch_size = {batch_rows}
         &kafka,
         rows,
     );
+    psql_secs.sort_by(f64::total_cmp);
+    let psql = psql_secs[psql_secs.len() / 2];
+    println!(
+        "| psql \\copy of the same rows in time order (baseline) | {psql:.2} | | {:.0} | | |",
+        rows as f64 / psql
+    );
     let steady = kafka.secs - kafka.first;
     println!(
         "| same, first row to last row (without start-up and group join, {:.2} s) | {steady:.2} | | {:.0} | | |",
@@ -627,7 +656,8 @@ batch_size = {batch_rows}
         "Kafka leg cost against the same messages read from a file: {:.0}% (target <= 20%)",
         100.0 * (1.0 - file.secs / kafka.secs)
     );
-
-    let _ = writeln!(broker.stdin.as_mut().unwrap(), "shutdown");
-    let _ = broker.wait();
+    println!(
+        "kwpipe Kafka -> database, start to last row, against psql \\copy of the same rows: {:.2}x psql's rate",
+        psql / kafka.secs
+    );
 }
