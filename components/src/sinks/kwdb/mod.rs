@@ -25,9 +25,13 @@ use crate::api::{
 use crate::durations;
 use crate::event::{Event, EventKind};
 use crate::kwdb::conn::{default_connection_attempts, default_connection_backoff};
+use crate::kwdb::dedup::{self, DedupRule};
+use crate::kwdb::ErrorClass;
 use crate::kwdb::{
     ConnUrl, ConnectParams, ConnectionOptions, DatabaseKind, Dialect, KwdbError, Secret, SslMode,
 };
+
+pub use crate::kwdb::values::NonFinite;
 
 /// When a missing table is created.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -156,6 +160,10 @@ pub struct KwdbSinkConfig {
     /// Default: `copy` for postgres, `insert` for kwdb.
     #[serde(default)]
     pub write_method: Option<WriteMethod>,
+    /// NaN and ±Infinity for a float column, which KWDB refuses: `"reject"` the
+    /// row with the reason (default) or write `"null"`.
+    #[serde(default)]
+    pub non_finite_floats: NonFinite,
 }
 
 impl KwdbSinkConfig {
@@ -219,6 +227,7 @@ impl KwdbSinkConfig {
                 retry_backoff: self.retry_backoff,
                 retry_backoff_max: self.retry_backoff_max.max(self.retry_backoff),
                 method,
+                non_finite_floats: self.non_finite_floats,
             },
         ))
     }
@@ -235,6 +244,7 @@ pub(crate) struct SinkOptions {
     pub retry_backoff: Duration,
     pub retry_backoff_max: Duration,
     pub method: WriteMethod,
+    pub non_finite_floats: NonFinite,
 }
 
 fn config_error(e: KwdbError) -> ComponentError {
@@ -303,6 +313,10 @@ impl Component for KwdbSink {
                 .await
                 .map_err(config_error)?;
         }
+        let dedup = match self.params.dialect {
+            Dialect::Kwdb => read_dedup_rule(&self.params).await.map_err(config_error)?,
+            Dialect::Postgres => None,
+        };
         let mut senders = Vec::with_capacity(self.concurrency);
         let mut tasks = Vec::with_capacity(self.concurrency);
         for n in 0..self.concurrency {
@@ -314,6 +328,7 @@ impl Component for KwdbSink {
                 self.params.clone(),
                 self.options.clone(),
                 metrics.clone(),
+                dedup.clone(),
             );
             senders.push(tx);
             tasks.push(tokio::spawn(w.run(rx)));
@@ -351,6 +366,43 @@ impl Component for KwdbSink {
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+}
+
+/// Reads `ts.dedup.rule` and says what a replay does under it. A server that
+/// cannot be reached now is not a reason to stop (the writers wait for it); one
+/// that refuses the login or the database is.
+async fn read_dedup_rule(params: &ConnectParams) -> Result<Option<DedupRule>, KwdbError> {
+    let client = match params.connect().await {
+        Ok(c) => c,
+        Err(e) if e.class() == ErrorClass::Fatal => return Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read ts.dedup.rule now; what replays do is not known");
+            return Ok(None);
+        }
+    };
+    match dedup::read(&client).await {
+        Ok(rule) => {
+            if rule.is_risky() {
+                tracing::warn!(ts_dedup_rule = %rule, "replays: {}", rule.replay());
+            } else {
+                tracing::info!(ts_dedup_rule = %rule, "replays: {}", rule.replay());
+            }
+            if rule.loses_partial_rows() {
+                tracing::warn!(
+                    ts_dedup_rule = %rule,
+                    "rows that carry only some columns of a point (json_opentsdb, \
+                     line_opentsdb, line_influxdb) lose the others: {}",
+                    dedup::partial_rows_note(&rule)
+                );
+            }
+            Ok(Some(rule))
+        }
+        // Reading a cluster setting may need privileges a writer lacks: say so, go on.
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read ts.dedup.rule; what replays do is not known");
+            Ok(None)
         }
     }
 }
