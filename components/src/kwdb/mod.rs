@@ -9,6 +9,8 @@ pub mod dedup;
 pub mod dialect;
 pub mod ident;
 pub mod rules;
+#[cfg(test)]
+mod rules_proptest;
 mod tls;
 pub mod values;
 
