@@ -1586,6 +1586,149 @@ fn kwdb_dialect_golden_files() {
             components::kwdb::dedup::SHOW_DEDUP_RULE,
         ),
     );
+    // What kwpipe refuses before sending anything, and the message that says why
+    // (each names the KWDB rule and where KWDB states it).
+    let mk = |columns: Vec<Field>, tags: Vec<Field>| {
+        TableSchema::new(TableKind::TimeSeries, columns, tags)
+    };
+    let k = || Field::column("ts", DataType::TimestampTz).not_null();
+    let v = || Field::column("v", DataType::Float8);
+    let p = || Field::tag("dev", DataType::Varchar, true).with_length(64);
+    let t = sql.ident("t").unwrap();
+    let mut refused = String::new();
+    let mut case = |what: &str, e: components::kwdb::KwdbError| {
+        refused.push_str(&format!("{what}\n  {e}\n"));
+    };
+    let create = |s: TableSchema, p: Precision| sql.create_table(&t, &s, p).unwrap_err();
+    for ty in [
+        DataType::NVarchar,
+        DataType::Timestamp,
+        DataType::TimestampTz,
+        DataType::Geometry,
+    ] {
+        case(
+            &format!("{ty} tag"),
+            create(
+                mk(vec![k(), v()], vec![p(), Field::tag("g", ty, false)]),
+                Precision::Ms,
+            ),
+        );
+    }
+    for ty in [
+        DataType::Date,
+        DataType::Bytes,
+        DataType::Text,
+        DataType::Decimal,
+    ] {
+        case(
+            &format!("{ty} column"),
+            create(
+                mk(vec![k(), Field::column("c", ty)], vec![p()]),
+                Precision::Ms,
+            ),
+        );
+    }
+    case(
+        "one column",
+        create(mk(vec![k()], vec![p()]), Precision::Ms),
+    );
+    case(
+        "no primary tag",
+        create(mk(vec![k(), v()], vec![]), Precision::Ms),
+    );
+    case(
+        "five primary tags",
+        create(
+            mk(
+                vec![k(), v()],
+                (0..5)
+                    .map(|i| Field::tag(format!("p{i}"), DataType::Int4, true))
+                    .collect(),
+            ),
+            Precision::Ms,
+        ),
+    );
+    case(
+        "VARCHAR(129) primary tag",
+        create(
+            mk(vec![k(), v()], vec![p().with_length(129)]),
+            Precision::Ms,
+        ),
+    );
+    case(
+        "FLOAT8 primary tag",
+        create(
+            mk(
+                vec![k(), v()],
+                vec![Field::tag("f", DataType::Float8, true)],
+            ),
+            Precision::Ms,
+        ),
+    );
+    case(
+        "NCHAR(255)",
+        create(
+            mk(
+                vec![k(), Field::column("n", DataType::NChar).with_length(255)],
+                vec![p()],
+            ),
+            Precision::Ms,
+        ),
+    );
+    case(
+        "VARCHAR(65535)",
+        create(
+            mk(
+                vec![
+                    k(),
+                    Field::column("s", DataType::Varchar).with_length(65_535),
+                ],
+                vec![p()],
+            ),
+            Precision::Ms,
+        ),
+    );
+    case(
+        "relational nanoseconds",
+        create(
+            TableSchema::new(
+                TableKind::Relational,
+                vec![Field::column("at", DataType::Timestamp)],
+                vec![],
+            ),
+            Precision::Ns,
+        ),
+    );
+    case(
+        "ts database name of 64 bytes",
+        sql.create_database(&sql.ident(&"d".repeat(64)).unwrap(), DatabaseKind::Ts)
+            .unwrap_err(),
+    );
+    case("a name with '", sql.ident("it's").unwrap_err());
+    let enc = Encoding::new(Dialect::Kwdb);
+    let mut out = String::new();
+    for (what, value, field) in [
+        (
+            "NaN",
+            Value::Float8(f64::NAN),
+            Field::column("v", DataType::Float8),
+        ),
+        (
+            "-Infinity",
+            Value::Float4(f32::NEG_INFINITY),
+            Field::column("v", DataType::Float4),
+        ),
+        (
+            "7 bytes into VARBYTES(6)",
+            Value::Bytes(b"1234567".to_vec()),
+            Field::column("b", DataType::Varbytes).with_length(6),
+        ),
+    ] {
+        let e = enc.literal(&value, &field, &mut out).unwrap_err();
+        refused.push_str(&format!("{what}\n  {e}\n"));
+    }
+    golden("refused.txt", &refused);
+
     // Every session of the sink, before anything else.
     golden(
         "session.sql",

@@ -141,6 +141,20 @@ pub async fn list_tables(
     }
 }
 
+/// Whether `database` exists (kwdb dialect: `SHOW DATABASES`, whose first
+/// column is `database_name`). KWDB accepts a connection to any database name, so
+/// this is the only early sign of a misspelled one.
+pub async fn kwdb_database_exists(client: &Client, database: &str) -> Result<bool, KwdbError> {
+    let rows = simple_rows(client, Sql(Dialect::Kwdb).show_databases())
+        .await
+        .map_err(|e| KwdbError::db("cannot list databases", e))?;
+    // Case-insensitive: the check is there to catch a database that is plainly
+    // missing, never to stop a sink over how a name was folded.
+    Ok(rows
+        .iter()
+        .any(|r| r.get(0).is_some_and(|n| n.eq_ignore_ascii_case(database))))
+}
+
 /// The kind of a table by KWDB's `table_type` (`information_schema.go`:
 /// tableTypeNormalTimeSeries, tableTypeSparse, tableTypeSuper, tableTypeChild,
 /// tableTypeBaseTable). Sparse and instance tables hold time-series rows. A

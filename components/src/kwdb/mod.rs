@@ -65,6 +65,10 @@ pub enum KwdbError {
         wanted: String,
         why: &'static str,
     },
+    /// KWDB (like CockroachDB) takes a connection to a database that does not
+    /// exist and fails only later; the sink looks in `SHOW DATABASES` at start.
+    #[error("database \"{0}\" does not exist (SHOW DATABASES does not list it); create it or set create_database")]
+    UnknownDatabase(String),
     /// A schema, name or value that KWDB would refuse, found before anything was
     /// sent: what is wrong, and the rule with where KWDB states it.
     #[error("{detail} (KWDB: {}; {})", .rule.text, .rule.source)]
@@ -126,6 +130,7 @@ impl KwdbError {
                 _ => ErrorClass::Retryable,
             },
             KwdbError::Db { source, .. } => classify(source),
+            KwdbError::UnknownDatabase(_) => ErrorClass::Fatal,
             KwdbError::Tls(_) | KwdbError::Config(_) => ErrorClass::Retryable,
             // Waits like an outage: rows resume when the table exists.
             KwdbError::MissingTable { .. } => ErrorClass::Retryable,

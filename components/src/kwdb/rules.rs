@@ -266,7 +266,10 @@ pub fn check_table(schema: &TableSchema, precision: Precision) -> Result<(), Kwd
 fn check_ts_table(schema: &TableSchema) -> Result<(), KwdbError> {
     let n = schema.columns.len();
     if !(TS_MIN_COLUMNS..=TS_MAX_COLUMNS).contains(&n) {
-        return Err(broken(&TS_COLUMN_COUNT, format!("{n} columns given")));
+        return Err(broken(
+            &TS_COLUMN_COUNT,
+            format!("the table has {n} column(s)"),
+        ));
     }
     let first = &schema.columns[0];
     if !first.ty.is_timestamp() {
@@ -291,7 +294,7 @@ fn check_ts_table(schema: &TableSchema) -> Result<(), KwdbError> {
     if primary.is_empty() || primary.len() > MAX_PRIMARY_TAGS {
         return Err(broken(
             &PRIMARY_TAG_COUNT,
-            format!("{} primary tags given", primary.len()),
+            format!("the table has {} primary tag(s)", primary.len()),
         ));
     }
     primary.into_iter().try_for_each(check_primary)
@@ -386,8 +389,15 @@ pub fn check_finite(f: f64, column: &str) -> Result<(), String> {
     if f.is_finite() {
         return Ok(());
     }
+    let shown = if f.is_nan() {
+        "NaN"
+    } else if f > 0.0 {
+        "Infinity"
+    } else {
+        "-Infinity"
+    };
     Err(format!(
-        "{f} does not fit column \"{column}\" (KWDB: {}; {})",
+        "{shown} does not fit column \"{column}\" (KWDB: {}; {})",
         FINITE_FLOATS.text, FINITE_FLOATS.source
     ))
 }

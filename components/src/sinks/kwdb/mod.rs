@@ -26,7 +26,7 @@ use crate::durations;
 use crate::event::{Event, EventKind};
 use crate::kwdb::conn::{default_connection_attempts, default_connection_backoff};
 use crate::kwdb::dedup::{self, DedupRule};
-use crate::kwdb::ErrorClass;
+use crate::kwdb::{catalog, ErrorClass};
 use crate::kwdb::{
     ConnUrl, ConnectParams, ConnectionOptions, DatabaseKind, Dialect, KwdbError, Secret, SslMode,
 };
@@ -314,7 +314,9 @@ impl Component for KwdbSink {
                 .map_err(config_error)?;
         }
         let dedup = match self.params.dialect {
-            Dialect::Kwdb => read_dedup_rule(&self.params).await.map_err(config_error)?,
+            Dialect::Kwdb => kwdb_start_checks(&self.params)
+                .await
+                .map_err(config_error)?,
             Dialect::Postgres => None,
         };
         let mut senders = Vec::with_capacity(self.concurrency);
@@ -370,10 +372,12 @@ impl Component for KwdbSink {
     }
 }
 
-/// Reads `ts.dedup.rule` and says what a replay does under it. A server that
-/// cannot be reached now is not a reason to stop (the writers wait for it); one
-/// that refuses the login or the database is.
-async fn read_dedup_rule(params: &ConnectParams) -> Result<Option<DedupRule>, KwdbError> {
+/// kwdb dialect, at start: the database must exist (KWDB takes a connection
+/// to any name and fails only later), and `ts.dedup.rule` is read and what a
+/// replay does under it logged. A server that cannot be reached now is not a
+/// reason to stop (the writers wait for it); one that refuses the login, or
+/// lacks the database, is.
+async fn kwdb_start_checks(params: &ConnectParams) -> Result<Option<DedupRule>, KwdbError> {
     let client = match params.connect().await {
         Ok(c) => c,
         Err(e) if e.class() == ErrorClass::Fatal => return Err(e),
@@ -382,6 +386,13 @@ async fn read_dedup_rule(params: &ConnectParams) -> Result<Option<DedupRule>, Kw
             return Ok(None);
         }
     };
+    let database = params.database.clone().unwrap_or_default();
+    match catalog::kwdb_database_exists(&client, &database).await {
+        Ok(false) => return Err(KwdbError::UnknownDatabase(database)),
+        Ok(true) => {}
+        Err(e) if e.class() == ErrorClass::Fatal => return Err(e),
+        Err(e) => tracing::warn!(error = %e, "cannot list databases; going on"),
+    }
     match dedup::read(&client).await {
         Ok(rule) => {
             if rule.is_risky() {

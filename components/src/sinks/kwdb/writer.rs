@@ -377,13 +377,7 @@ impl Worker {
             );
             self.warn_once(&info.name, Warning::Rounded, &message);
         }
-        let partial = info.schema.kind == TableKind::TimeSeries
-            && info
-                .schema
-                .columns
-                .iter()
-                .skip(1)
-                .any(|c| schema.position(&c.name).is_none());
+        let partial = carries_partial_rows(info, schema);
         if let Some(rule) = self
             .dedup
             .as_ref()
@@ -1055,6 +1049,19 @@ fn wanted_length(have: &Field, f: &Field, i: usize, rows: Option<&[Row]>) -> Opt
     (wanted > have.length).then_some(wanted)
 }
 
+/// Whether rows of `schema` carry only some of a time-series table's columns
+/// (OpenTSDB and InfluxDB lines: one metric or field set per row), which KWDB's
+/// `override` and `discard` rules lose.
+fn carries_partial_rows(info: &TableInfo, schema: &TableSchema) -> bool {
+    info.schema.kind == TableKind::TimeSeries
+        && info
+            .schema
+            .columns
+            .iter()
+            .skip(1)
+            .any(|c| schema.position(&c.name).is_none())
+}
+
 /// What a missing table should look like, for the message that asks for it.
 fn describe_wanted(schema: &TableSchema) -> String {
     let list = |fs: &[Field]| {
@@ -1081,5 +1088,65 @@ fn describe_wanted(schema: &TableSchema) -> String {
                 list(&schema.columns)
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tsdb(cols: &[&str]) -> TableSchema {
+        let mut columns = vec![Field::column("timestamp", DataType::TimestampTz).not_null()];
+        columns.extend(cols.iter().map(|c| Field::column(*c, DataType::Float8)));
+        TableSchema::new(
+            TableKind::TimeSeries,
+            columns,
+            vec![Field::tag("primary_tag", DataType::Varchar, true).with_length(64)],
+        )
+    }
+
+    fn info(schema: TableSchema) -> TableInfo {
+        TableInfo {
+            name: "t".into(),
+            schema,
+            ts_precision: Precision::Ms,
+            kwpipe_made: true,
+        }
+    }
+
+    #[test]
+    fn partial_rows_are_those_missing_a_table_column() {
+        let table = info(tsdb(&["c1", "c2"]));
+        assert!(carries_partial_rows(&table, &tsdb(&["c1"])));
+        assert!(!carries_partial_rows(&table, &tsdb(&["c1", "c2"])));
+        assert!(!carries_partial_rows(&table, &tsdb(&["c2", "c1", "c3"])));
+    }
+
+    #[test]
+    fn varchar_lengths_wanted_for_values_of_any_type() {
+        let have = Field::column("c1", DataType::Varchar).with_length(3);
+        let f = Field::column("c1", DataType::Float8);
+        let rows = vec![
+            vec![Value::Null, Value::Float8(10.3)],
+            vec![Value::Null, Value::Float8(1.0)],
+        ];
+        assert_eq!(wanted_length(&have, &f, 1, Some(&rows)), Some(4));
+        // A table kwpipe did not make: only a declared longer length counts.
+        assert_eq!(wanted_length(&have, &f, 1, None), None);
+        let declared = Field::column("c1", DataType::Varchar).with_length(10);
+        assert_eq!(wanted_length(&have, &declared, 1, None), Some(10));
+        // Primary tags never change.
+        let primary = Field::tag("p", DataType::Varchar, true).with_length(3);
+        assert_eq!(wanted_length(&primary, &f, 1, Some(&rows)), None);
+    }
+
+    #[test]
+    fn a_missing_table_is_described_for_whoever_creates_it() {
+        let d = describe_wanted(&tsdb(&["c1"]));
+        assert_eq!(
+            d,
+            "a time-series table with columns (timestamp TIMESTAMPTZ, c1 FLOAT8) and tags \
+             (primary_tag VARCHAR primary)"
+        );
     }
 }
