@@ -812,6 +812,14 @@ async fn rows_for_a_missing_table_wait_until_it_is_created() {
             b.meta = partial.clone();
             acks.push(sink.send(b).await);
         }
+        // Other tables go on meanwhile (on the same connection: concurrency 1).
+        if auto_create == components::sinks::kwdb::AutoCreate::Declared {
+            assert_eq!(
+                sink.write(batch("flowing", &seed_schema(), seed_rows()))
+                    .await,
+                EventStatus::Delivered
+            );
+        }
         tokio::time::sleep(Duration::from_secs(2)).await;
         for rx in &mut acks {
             assert_eq!(

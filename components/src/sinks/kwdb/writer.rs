@@ -187,16 +187,45 @@ impl Worker {
         }
     }
 
-    pub async fn run(mut self, mut rx: mpsc::Receiver<RowBatch>) -> Result<(), KwdbError> {
+    pub async fn run(mut self, rx: mpsc::Receiver<RowBatch>) -> Result<(), KwdbError> {
+        let mut parked = Parked::new(&self.options);
+        let result = self.write_all(rx, &mut parked).await;
+        // Stopping (the input closed, or an error): rows still waiting for their
+        // table are not written, so not acknowledged; they are read again later.
+        parked.give_up();
+        result
+    }
+
+    async fn write_all(
+        &mut self,
+        mut rx: mpsc::Receiver<RowBatch>,
+        parked: &mut Parked,
+    ) -> Result<(), KwdbError> {
         let mut next = None;
         loop {
+            if parked.due() {
+                self.retry_parked(parked).await?;
+            }
             let mut batch = match next.take() {
                 Some(b) => b,
-                None => match rx.recv().await {
+                None if parked.is_empty() => match rx.recv().await {
                     Some(b) => b,
                     None => return Ok(()),
                 },
+                None => tokio::select! {
+                    b = rx.recv() => match b {
+                        Some(b) => b,
+                        None => return Ok(()),
+                    },
+                    _ = tokio::time::sleep_until(parked.next_try) => continue,
+                },
             };
+            // Behind a parked batch of its table: wait with it, in order.
+            let batch_table = batch.target.table.clone();
+            if parked.holds(&batch_table) {
+                parked.push(batch);
+                continue;
+            }
             if self.options.method == WriteMethod::Copy {
                 // Batches already waiting for the same table go into the same COPY.
                 while batch.rows.len() < self.options.copy_max_rows {
@@ -214,7 +243,51 @@ impl Worker {
                     batch.finalizers.merge(finalizers);
                 }
             }
-            self.handle(batch).await?;
+            if let Some((batch, e)) = self.handle(batch).await? {
+                self.park(parked, batch, e);
+            }
+        }
+    }
+
+    /// Holds a batch whose table is missing; the worker goes on with other tables.
+    fn park(&mut self, parked: &mut Parked, batch: RowBatch, e: KwdbError) {
+        let first = !parked.holds(&batch.target.table);
+        parked.push_front(batch);
+        if first {
+            self.metrics.report_error("missing table", &e);
+            tracing::warn!(worker = self.n, error = %e, "rows wait for their table");
+        }
+    }
+
+    /// Tries the oldest batch of every parked table again; what now lands is
+    /// followed by the rest of that table's batches, in order.
+    async fn retry_parked(&mut self, parked: &mut Parked) -> Result<(), KwdbError> {
+        let mut still_missing = None;
+        for table in parked.tables() {
+            while let Some(batch) = parked.pop(&table) {
+                if let Some((batch, e)) = self.handle(batch).await? {
+                    parked.push_front(batch);
+                    still_missing = Some(e);
+                    break;
+                }
+            }
+        }
+        match still_missing {
+            None => {
+                parked.reset();
+                Ok(())
+            }
+            Some(e) => {
+                self.metrics.report_error("missing table", &e);
+                if let Some(m) = self.options.max_retries.filter(|m| parked.tries >= *m) {
+                    tracing::error!(worker = self.n, error = %e, retries = m, "giving up");
+                    return Err(e);
+                }
+                let delay = parked.wait_more();
+                self.retries.increment(1);
+                tracing::warn!(worker = self.n, error = %e, retry_in = ?delay, "rows wait for their table; retrying");
+                Ok(())
+            }
         }
     }
 
@@ -262,7 +335,12 @@ impl Worker {
         Ok(())
     }
 
-    async fn handle(&mut self, batch: RowBatch) -> Result<(), KwdbError> {
+    /// Writes a batch; gives it back when its table is missing and may not be
+    /// created, for the caller to park.
+    async fn handle(
+        &mut self,
+        batch: RowBatch,
+    ) -> Result<Option<(RowBatch, KwdbError)>, KwdbError> {
         let RowBatch {
             target,
             schema,
@@ -281,7 +359,7 @@ impl Worker {
             );
             rejected.extend((0..rows.len()).map(|i| (i, reason.clone())));
             self.finish(&target.table, &rows, rejected, finalizers);
-            return Ok(());
+            return Ok(None);
         }
         let mut remaining: Vec<usize> = (0..rows.len()).collect();
         let mut refreshes = 0;
@@ -292,7 +370,21 @@ impl Worker {
                     Err(Step::Reject(reason)) => {
                         rejected.extend(remaining.iter().map(|&i| (i, reason.clone())));
                         self.finish(&target.table, &rows, rejected, finalizers);
-                        return Ok(());
+                        return Ok(None);
+                    }
+                    // Nothing written yet: the batch waits aside for its table, the
+                    // worker goes on with the others.
+                    Err(Step::Retry(e @ KwdbError::MissingTable { .. }))
+                        if rejected.is_empty() && remaining.len() == rows.len() =>
+                    {
+                        let batch = RowBatch {
+                            target,
+                            schema,
+                            rows,
+                            meta,
+                            finalizers,
+                        };
+                        return Ok(Some((batch, e)));
                     }
                     Err(Step::Retry(e)) | Err(Step::Stale(e)) => {
                         self.catalog.invalidate(&target.table);
@@ -357,7 +449,7 @@ impl Worker {
             break;
         }
         self.finish(&target.table, &rows, rejected, finalizers);
-        Ok(())
+        Ok(None)
     }
 
     fn warn_once(&mut self, table: &str, what: Warning, message: &str) {
@@ -958,6 +1050,107 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+/// Batches waiting for their table to be created, per table in arrival order,
+/// with the backoff of their retries (as for an outage).
+struct Parked {
+    tables: Vec<(String, std::collections::VecDeque<RowBatch>)>,
+    backoff: Backoff,
+    first: std::time::Duration,
+    max: std::time::Duration,
+    next_try: tokio::time::Instant,
+    tries: u32,
+}
+
+impl Parked {
+    fn new(options: &SinkOptions) -> Self {
+        Parked {
+            tables: Vec::new(),
+            backoff: Backoff::new(options.retry_backoff, options.retry_backoff_max),
+            first: options.retry_backoff,
+            max: options.retry_backoff_max,
+            next_try: tokio::time::Instant::now(),
+            tries: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    fn due(&self) -> bool {
+        !self.is_empty() && tokio::time::Instant::now() >= self.next_try
+    }
+
+    fn holds(&self, table: &str) -> bool {
+        self.tables.iter().any(|(t, _)| t == table)
+    }
+
+    fn tables(&self) -> Vec<String> {
+        self.tables.iter().map(|(t, _)| t.clone()).collect()
+    }
+
+    fn queue(&mut self, table: &str) -> &mut std::collections::VecDeque<RowBatch> {
+        if !self.holds(table) {
+            if self.tables.is_empty() {
+                self.next_try = tokio::time::Instant::now() + self.backoff.next_delay();
+            }
+            self.tables
+                .push((table.to_string(), std::collections::VecDeque::new()));
+        }
+        let i = self
+            .tables
+            .iter()
+            .position(|(t, _)| t == table)
+            .expect("added");
+        &mut self.tables[i].1
+    }
+
+    /// After the batches of its table already waiting.
+    fn push(&mut self, batch: RowBatch) {
+        let table = batch.target.table.clone();
+        self.queue(&table).push_back(batch);
+    }
+
+    /// Before them (it came out first).
+    fn push_front(&mut self, batch: RowBatch) {
+        let table = batch.target.table.clone();
+        self.queue(&table).push_front(batch);
+    }
+
+    /// The oldest batch of `table`; a table left with none is no longer parked.
+    fn pop(&mut self, table: &str) -> Option<RowBatch> {
+        let i = self.tables.iter().position(|(t, _)| t == table)?;
+        let b = self.tables[i].1.pop_front();
+        if self.tables[i].1.is_empty() {
+            self.tables.remove(i);
+        }
+        b
+    }
+
+    /// Every table landed: the next one to go missing starts the backoff afresh.
+    fn reset(&mut self) {
+        self.backoff = Backoff::new(self.first, self.max);
+        self.tries = 0;
+    }
+
+    fn wait_more(&mut self) -> std::time::Duration {
+        self.tries += 1;
+        let delay = self.backoff.next_delay();
+        self.next_try = tokio::time::Instant::now() + delay;
+        delay
+    }
+
+    /// The sink stops: the waiting rows are not written, so not acknowledged;
+    /// their source reads them again after a restart.
+    fn give_up(&mut self) {
+        for (_, q) in self.tables.drain(..) {
+            for b in q {
+                b.finalizers.finish(EventStatus::Failed);
+            }
+        }
     }
 }
 
