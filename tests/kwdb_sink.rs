@@ -862,6 +862,48 @@ async fn rows_for_a_missing_table_wait_until_it_is_created() {
     }
 }
 
+/// A table someone made without a key (the e2e test's seed influx table) has no
+/// conflict to name: ON CONFLICT must not name one it lacks, or every INSERT fails.
+#[tokio::test]
+async fn a_users_table_without_a_key_takes_inserts() {
+    let db = TestDb::new("nokey").await;
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE nokey (ts TIMESTAMPTZ NOT NULL, c1 INT2, location VARCHAR(64) NOT NULL, temperature REAL)")
+        .await
+        .unwrap();
+    let s = Arc::new(TableSchema::new(
+        TableKind::TimeSeries,
+        vec![
+            Field::column("ts", DataType::TimestampTz).not_null(),
+            Field::column("c1", DataType::Int2),
+        ],
+        vec![
+            Field::tag("location", DataType::Varchar, true).with_length(64),
+            Field::tag("temperature", DataType::Float4, false),
+        ],
+    ));
+    let row = |ts: i64| {
+        vec![
+            Value::Timestamp(Timestamp::new(ts, Precision::Ms)),
+            Value::Int2(1),
+            Value::String("tianjin".into()),
+            Value::Float4(35.5),
+        ]
+    };
+    let sink = Running::start(config(&db, WriteMethod::Insert)).await;
+    assert_eq!(
+        sink.write(batch("nokey", &s, vec![row(1), row(2)])).await,
+        EventStatus::Delivered
+    );
+    sink.stop().await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM nokey", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+}
+
 /// Start without the health check, which would refuse the configurations the
 /// running sink must refuse itself.
 async fn start_unchecked(cfg: KwdbSinkConfig) -> Running {
@@ -1283,22 +1325,18 @@ fn kwdb_statements(
         .collect();
     let fields: Vec<Field> = schema.fields().cloned().collect();
     // The suffix as the sink computes it from the table the catalog reads back,
-    // where a relational table's key columns are marked primary.
-    let mut read_back = schema.clone();
+    // whose key is the relational key kwpipe created it with.
     let key: Vec<String> = components::kwdb::dialect::relational_key(schema)
         .into_iter()
         .map(str::to_string)
         .collect();
-    for c in &mut read_back.columns {
-        c.primary = key.contains(&c.name);
-    }
     out.push_str(
         &render_insert_with(
             Encoding::new(Dialect::Kwdb),
             &sql.insert_prefix(&t, &idents),
             &fields,
             rows,
-            &sql.upsert_suffix(&t, &read_back, &idents).unwrap(),
+            &sql.upsert_suffix(&t, schema.kind, &key, &idents).unwrap(),
         )
         .unwrap(),
     );

@@ -26,6 +26,8 @@ pub struct TableInfo {
     /// table's VARCHAR columns are widened for longer values: a user's own table
     /// keeps its schema, and a value too long for it is a bad record.
     pub kwpipe_made: bool,
+    /// The table's primary key columns: what ON CONFLICT may name (empty: none).
+    pub key: Vec<String>,
 }
 
 impl TableInfo {
@@ -258,6 +260,7 @@ async fn read_pg(client: &Client, name: &str) -> Result<Option<TableInfo>, KwdbE
         schema: TableSchema::new(kind, columns, tag_fields),
         ts_precision,
         kwpipe_made,
+        key: pk,
     }))
 }
 
@@ -369,6 +372,17 @@ async fn read_kwdb(client: &Client, name: &str) -> Result<Option<TableInfo>, Kwd
     if columns.is_empty() {
         return Ok(None);
     }
+    // Time-series: (primary tags, timestamp), deduplicated by the server itself;
+    // relational: the columns SHOW COLUMNS lists in the primary index.
+    let key: Vec<String> = if any_tag {
+        primary.clone()
+    } else {
+        columns
+            .iter()
+            .filter(|c| c.primary)
+            .map(|c| c.name.clone())
+            .collect()
+    };
     let kind = if any_tag {
         TableKind::TimeSeries
     } else {
@@ -379,6 +393,7 @@ async fn read_kwdb(client: &Client, name: &str) -> Result<Option<TableInfo>, Kwd
         schema: TableSchema::new(kind, columns, tags),
         ts_precision,
         kwpipe_made: false,
+        key,
     }))
 }
 

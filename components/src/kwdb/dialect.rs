@@ -392,32 +392,21 @@ impl Sql {
     ///   EXCLUDED.c`: the later row wins whole (an upsert), as idempotent under replay.
     /// - without a key, or with nothing but the key written: DO NOTHING (postgres)
     ///   or nothing (kwdb, which has no conflict to name).
+    ///
+    /// `key` is the table's primary key as the catalog reads it (kwpipe's tables:
+    /// primary tags and timestamp, or the relational key; a user's table: whatever
+    /// it has, maybe nothing), so ON CONFLICT always names a real constraint.
     pub fn upsert_suffix(
         &self,
         table: &Ident,
-        schema: &TableSchema,
+        kind: TableKind,
+        key: &[String],
         written: &[Ident],
     ) -> Result<String, KwdbError> {
-        let ts = schema.kind == TableKind::TimeSeries;
+        let ts = kind == TableKind::TimeSeries;
         if ts && self.0 == Dialect::Kwdb {
             return Ok(String::new());
         }
-        // The table as the catalog has it: a relational table's key columns are
-        // marked primary there (whatever made the table).
-        let key: Vec<&str> = if ts {
-            schema
-                .primary_tags()
-                .map(|t| t.name.as_str())
-                .chain(schema.columns.first().map(|c| c.name.as_str()))
-                .collect()
-        } else {
-            schema
-                .columns
-                .iter()
-                .filter(|c| c.primary)
-                .map(|c| c.name.as_str())
-                .collect()
-        };
         let nothing = match self.0 {
             Dialect::Kwdb => "",
             Dialect::Postgres => " ON CONFLICT DO NOTHING",
@@ -610,20 +599,27 @@ mod tests {
         let sql = Sql(Dialect::Postgres);
         let t = sql.ident("cpu").unwrap();
         let w = idents(&sql, &["k_timestamp", "usage_user", "id", "region"]);
+        let key: Vec<String> = ["id", "region", "k_timestamp"].map(String::from).to_vec();
+        let ts = TableKind::TimeSeries;
         assert_eq!(
-            sql.upsert_suffix(&t, &cpu(), &w).unwrap(),
+            sql.upsert_suffix(&t, ts, &key, &w).unwrap(),
             " ON CONFLICT (\"id\", \"region\", \"k_timestamp\") DO UPDATE SET \
              \"usage_user\" = COALESCE(EXCLUDED.\"usage_user\", \"cpu\".\"usage_user\")"
         );
         // Only the key written: nothing to merge.
-        let key = idents(&sql, &["k_timestamp", "id", "region"]);
+        let only_key = idents(&sql, &["k_timestamp", "id", "region"]);
         assert_eq!(
-            sql.upsert_suffix(&t, &cpu(), &key).unwrap(),
+            sql.upsert_suffix(&t, ts, &key, &only_key).unwrap(),
             " ON CONFLICT (\"id\", \"region\", \"k_timestamp\") DO NOTHING"
+        );
+        // A table without a key (a user's own): nothing to name.
+        assert_eq!(
+            sql.upsert_suffix(&t, ts, &[], &w).unwrap(),
+            " ON CONFLICT DO NOTHING"
         );
         // KWDB deduplicates by its ts.dedup.rule.
         let kw = Sql(Dialect::Kwdb);
-        assert_eq!(kw.upsert_suffix(&t, &cpu(), &w).unwrap(), "");
+        assert_eq!(kw.upsert_suffix(&t, ts, &key, &w).unwrap(), "");
     }
 
     /// KWDB's relational tables take PRIMARY KEY and ON CONFLICT (they are
@@ -645,16 +641,16 @@ mod tests {
             kw.create_table(&t, &rel, Precision::Ms).unwrap(),
             vec!["CREATE TABLE \"orders\" (\"id\" INT8 NOT NULL, \"name\" VARCHAR(32), PRIMARY KEY (\"id\"))".to_string()]
         );
-        // As the catalog reads it back: the key columns marked primary.
-        let mut read = rel.clone();
-        read.columns[0].primary = true;
+        // As the catalog reads it back.
+        let key = vec!["id".to_string()];
         let w = idents(&kw, &["id", "name"]);
+        let rel_kind = TableKind::Relational;
         assert_eq!(
-            kw.upsert_suffix(&t, &read, &w).unwrap(),
+            kw.upsert_suffix(&t, rel_kind, &key, &w).unwrap(),
             " ON CONFLICT (\"id\") DO UPDATE SET \"name\" = EXCLUDED.\"name\""
         );
         // No key read: nothing to name.
-        assert_eq!(kw.upsert_suffix(&t, &rel, &w).unwrap(), "");
+        assert_eq!(kw.upsert_suffix(&t, rel_kind, &[], &w).unwrap(), "");
     }
 
     #[test]

@@ -639,7 +639,7 @@ impl Worker {
             WriteMethod::Insert => None,
         };
         let insert_suffix = sql
-            .upsert_suffix(&ident, &info.schema, &idents)
+            .upsert_suffix(&ident, info.schema.kind, &info.key, &idents)
             .map_err(reject)?;
         let stage = match &copy_sql {
             Some(_) => {
@@ -1304,6 +1304,7 @@ mod tests {
             schema,
             ts_precision: Precision::Ms,
             kwpipe_made: true,
+            key: Vec::new(),
         }
     }
 
