@@ -279,6 +279,19 @@ impl ComponentConfig for KwdbSinkConfig {
             .simple_query("SELECT 1")
             .await
             .map_err(|e| config_error(KwdbError::db("health check query failed", e)))?;
+        // KWDB takes a connection to a database that does not exist.
+        if let (Dialect::Kwdb, None, Some(db)) = (
+            params.dialect,
+            self.create_database,
+            params.database.as_deref(),
+        ) {
+            if !catalog::kwdb_database_exists(&client, db)
+                .await
+                .map_err(config_error)?
+            {
+                return Err(config_error(KwdbError::UnknownDatabase(db.to_string())));
+            }
+        }
         Ok(())
     }
 
@@ -320,7 +333,7 @@ impl Component for KwdbSink {
             Dialect::Postgres => None,
         };
         let mut senders = Vec::with_capacity(self.concurrency);
-        let mut tasks = Vec::with_capacity(self.concurrency);
+        let mut tasks = tokio::task::JoinSet::new();
         for n in 0..self.concurrency {
             // Small queues: the backlog stays in the upstream channels, bounded there.
             // A few batches waiting let the COPY path stream them in one statement.
@@ -333,10 +346,25 @@ impl Component for KwdbSink {
                 dedup.clone(),
             );
             senders.push(tx);
-            tasks.push(tokio::spawn(w.run(rx)));
+            tasks.spawn(w.run(rx));
         }
         let mut failure = None;
-        while let Some(event) = input.recv().await {
+        loop {
+            let event = tokio::select! {
+                event = input.recv() => match event {
+                    Some(e) => e,
+                    None => break,
+                },
+                // A writer ends before its queue closes only when it gave up (an
+                // unknown database, a refused login, max_retries spent): the sink
+                // stops now, not at the next batch, however quiet the input is.
+                Some(done) = tasks.join_next() => {
+                    failure = Some(writer_failure(done).unwrap_or_else(|| {
+                        ComponentError::msg("a kwdb writer stopped")
+                    }));
+                    break;
+                }
+            };
             let batch = match event {
                 Event::Rows(b) => b,
                 Event::Raw(m) => {
@@ -358,17 +386,26 @@ impl Component for KwdbSink {
             }
         }
         drop(senders);
-        for t in tasks {
-            match t.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => failure = Some(config_error(e)),
-                Err(e) => failure = Some(ComponentError::msg(format!("kwdb writer panicked: {e}"))),
+        while let Some(done) = tasks.join_next().await {
+            if let Some(e) = writer_failure(done) {
+                failure = Some(e);
             }
         }
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+/// The error a writer task ended with, if any.
+fn writer_failure(
+    done: Result<Result<(), KwdbError>, tokio::task::JoinError>,
+) -> Option<ComponentError> {
+    match done {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(config_error(e)),
+        Err(e) => Some(ComponentError::msg(format!("kwdb writer panicked: {e}"))),
     }
 }
 
