@@ -1809,4 +1809,26 @@ fn kwdb_dialect_golden_files() {
             Precision::Ms,
         ),
     );
+    // Without a declared key (no column NOT NULL): no PRIMARY KEY, no ON CONFLICT
+    // (there is no conflict to name); the sink warns that replays repeat rows.
+    let log = TableSchema::new(
+        TableKind::Relational,
+        vec![
+            Field::column("at", DataType::Timestamp),
+            Field::column("line", DataType::Varchar).with_length(200),
+        ],
+        vec![],
+    );
+    golden(
+        "relational_no_key.sql",
+        &kwdb_statements(
+            "log",
+            &log,
+            &[vec![
+                Value::Timestamp(Timestamp::new(1690855924005123, Precision::Us)),
+                s("started"),
+            ]],
+            Precision::Us,
+        ),
+    );
 }
