@@ -265,6 +265,19 @@ impl ComponentConfig for KwdbSinkConfig {
         Vec::new()
     }
 
+    /// What can be told without the database: the options, the database name
+    /// against KWDB's rules (a time-series database name of at most 63 bytes).
+    fn check(&self) -> Result<(), ComponentError> {
+        let (params, _) = self.options().map_err(config_error)?;
+        if let (Some(DatabaseKind::Ts), Some(db)) =
+            (self.create_database, params.database.as_deref())
+        {
+            crate::kwdb::rules::check_ts_database_name(db)
+                .map_err(|e| config_error(KwdbError::Config(format!("database: {e}"))))?;
+        }
+        Ok(())
+    }
+
     async fn healthcheck(&self, _cx: &BuildContext) -> Result<(), ComponentError> {
         let (mut params, _) = self.options().map_err(config_error)?;
         // One try: a check reports what it finds, the running sink retries.
@@ -482,6 +495,26 @@ mod tests {
         let mut c = KwdbSinkConfig::new("jdbc:kaiwudb://h/db");
         c.write_method = Some(WriteMethod::Copy);
         assert!(c.options().is_err());
+    }
+
+    /// Checked at load, before anything connects: KWDB's limit on time-series
+    /// database names (create_database.go MaxTSDBNameLength) and its quotes rule.
+    #[test]
+    fn database_names_are_checked_at_load() {
+        let mut c = KwdbSinkConfig::new(&format!("jdbc:kaiwudb://h:26257/{}", "d".repeat(64)));
+        assert!(
+            c.check().is_ok(),
+            "may exist already: only creating it is refused"
+        );
+        c.create_database = Some(DatabaseKind::Ts);
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("MaxTSDBNameLength"), "{e}");
+        let mut c = KwdbSinkConfig::new("jdbc:kaiwudb://h:26257/db");
+        c.database = Some("it's".into());
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("show_attributes.go"), "{e}");
+        let c = KwdbSinkConfig::new("jdbc:kaiwudb://h:26257");
+        assert!(c.check().is_err(), "no database");
     }
 
     #[tokio::test]
