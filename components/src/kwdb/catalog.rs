@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 use super::dialect::{parse_kwdb_type, parse_pg_type, PgTagComment};
@@ -319,7 +320,7 @@ async fn read_kwdb(client: &Client, name: &str) -> Result<Option<TableInfo>, Kwd
     let ctx = || format!("cannot read the schema of table \"{name}\"");
     let cols = match simple_rows(client, &sql.show_columns(&table)).await {
         Ok(rows) => rows,
-        Err(e) if e.code().is_some_and(|c| c.code() == "42P01") => return Ok(None),
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => return Ok(None),
         Err(e) => return Err(KwdbError::db(ctx(), e)),
     };
     let any_tag = cols.iter().any(|r| truthy(r.get("is_tag")));

@@ -111,7 +111,7 @@ pub(super) async fn create_database(
             match client.batch_execute(&sql.create_database(&db, kind)?).await {
                 Ok(()) => Ok(()),
                 // Another writer was faster.
-                Err(e) if e.code().is_some_and(|c| c.code() == "42P04") => Ok(()),
+                Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(()),
                 Err(e) => Err(KwdbError::db(format!("cannot create database {db}"), e)),
             }
         }
@@ -781,7 +781,7 @@ impl Worker {
                     ErrorClass::StaleSchema if !stale_is_permanent => return Err(Step::Stale(e)),
                     // A replay (duplicate key) or a bad row: the staged COPY or the
                     // INSERT path sorts it out.
-                    _ => e.sqlstate() == Some("23505"),
+                    _ => e.class() == ErrorClass::Duplicate,
                 },
             };
             let all_encoded = good.len() + rejected.len() == idx.len();
