@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use components::api::{ComponentMetrics, GlobalOptions, Input, Outputs, ShutdownSignal};
 use components::kwdb::dialect::{DatabaseKind, Sql};
-use components::kwdb::values::render_insert;
+use components::kwdb::values::{render_insert_with, Encoding};
 use components::kwdb::Dialect;
 use components::sinks::kwdb::{KwdbSinkConfig, SchemaEvolution, WriteMethod};
 use components::{
@@ -749,12 +749,6 @@ async fn missing_tables_follow_auto_create() {
         ..Default::default()
     });
     assert_eq!(sink.write(b).await, EventStatus::Delivered);
-    let mut missing = batch("no_such_table", &guessed, vec![row(1, "x")]);
-    missing.meta = Arc::new(components::Metadata {
-        extra: [("format".to_string(), "line_influxdb".to_string())].into(),
-        ..Default::default()
-    });
-    assert_eq!(sink.write(missing).await, EventStatus::Rejected);
     sink.stop().await;
     let r = c
         .query_one("SELECT c7, c13::text FROM ts_line_influxdb_tb", &[])
@@ -762,15 +756,480 @@ async fn missing_tables_follow_auto_create() {
         .unwrap();
     assert_eq!(r.get::<_, Vec<u8>>(0), b"123");
     assert!(r.get::<_, String>(1).starts_with("2023-08-11 12:12:10.249"));
+}
+
+/// A table the format may not create (line_influxdb under the default
+/// auto_create, or auto_create = "never") is missing from the environment, not
+/// wrong in the record: the rows wait, as for an outage, and land once someone
+/// creates it. Nothing is rejected, nothing is created by the sink.
+#[tokio::test]
+async fn rows_for_a_missing_table_wait_until_it_is_created() {
+    let db = TestDb::new("late").await;
+    let c = db.client().await;
+    let guessed = Arc::new(TableSchema::new(
+        TableKind::TimeSeries,
+        vec![
+            Field::column("time", DataType::TimestampTz),
+            Field::column("v", DataType::Float8),
+        ],
+        vec![Field::tag("host", DataType::Varchar, false)],
+    ));
+    let partial = Arc::new(components::Metadata {
+        extra: [("schema".to_string(), "partial".to_string())].into(),
+        ..Default::default()
+    });
+    let row = |ts: i64, v: f64| {
+        vec![
+            Value::Timestamp(Timestamp::new(ts, Precision::Ms)),
+            Value::Float8(v),
+            Value::String("h1".into()),
+        ]
+    };
+    for (method, auto_create) in [
+        (
+            WriteMethod::Copy,
+            components::sinks::kwdb::AutoCreate::Declared,
+        ),
+        (
+            WriteMethod::Insert,
+            components::sinks::kwdb::AutoCreate::Never,
+        ),
+    ] {
+        let table = format!("late_{method:?}").to_lowercase();
+        let mut cfg = config(&db, method);
+        cfg.auto_create = auto_create;
+        let sink = Running::start(cfg).await;
+        let mut acks = Vec::new();
+        for k in 0..3i64 {
+            let mut b = batch(
+                &table,
+                &guessed,
+                vec![
+                    row(1_700_000_000_000 + 2 * k, k as f64),
+                    row(1_700_000_000_001 + 2 * k, 0.5),
+                ],
+            );
+            b.meta = partial.clone();
+            acks.push(sink.send(b).await);
+        }
+        // Other tables go on meanwhile (on the same connection: concurrency 1).
+        if auto_create == components::sinks::kwdb::AutoCreate::Declared {
+            assert_eq!(
+                sink.write(batch("flowing", &seed_schema(), seed_rows()))
+                    .await,
+                EventStatus::Delivered
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for rx in &mut acks {
+            assert_eq!(
+                rx.try_recv(),
+                None,
+                "{method:?}: acknowledged before the table exists"
+            );
+        }
+        let exists: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_class WHERE relname = $1",
+                &[&table],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(exists, 0, "the sink must not create it");
+        c.batch_execute(&format!(
+            "CREATE TABLE {table} (time TIMESTAMPTZ NOT NULL, v DOUBLE PRECISION, \
+             host VARCHAR(64) NOT NULL, PRIMARY KEY (host, time))"
+        ))
+        .await
+        .unwrap();
+        for rx in acks {
+            assert_eq!(
+                tokio::time::timeout(Duration::from_secs(30), rx)
+                    .await
+                    .unwrap(),
+                EventStatus::Delivered,
+                "{method:?}"
+            );
+        }
+        sink.stop().await;
+        let n: i64 = c
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 6, "{method:?}");
+    }
+}
+
+/// A table someone made without a key (the e2e test's seed influx table) has no
+/// conflict to name: ON CONFLICT must not name one it lacks, or every INSERT fails.
+#[tokio::test]
+async fn a_users_table_without_a_key_takes_inserts() {
+    let db = TestDb::new("nokey").await;
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE nokey (ts TIMESTAMPTZ NOT NULL, c1 INT2, location VARCHAR(64) NOT NULL, temperature REAL)")
+        .await
+        .unwrap();
+    let s = Arc::new(TableSchema::new(
+        TableKind::TimeSeries,
+        vec![
+            Field::column("ts", DataType::TimestampTz).not_null(),
+            Field::column("c1", DataType::Int2),
+        ],
+        vec![
+            Field::tag("location", DataType::Varchar, true).with_length(64),
+            Field::tag("temperature", DataType::Float4, false),
+        ],
+    ));
+    let row = |ts: i64| {
+        vec![
+            Value::Timestamp(Timestamp::new(ts, Precision::Ms)),
+            Value::Int2(1),
+            Value::String("tianjin".into()),
+            Value::Float4(35.5),
+        ]
+    };
+    let sink = Running::start(config(&db, WriteMethod::Insert)).await;
+    assert_eq!(
+        sink.write(batch("nokey", &s, vec![row(1), row(2)])).await,
+        EventStatus::Delivered
+    );
+    sink.stop().await;
     let n: i64 = c
-        .query_one(
-            "SELECT count(*) FROM pg_class WHERE relname = 'no_such_table'",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM nokey", &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(n, 0);
+    assert_eq!(n, 2);
+}
+
+/// Start without the health check, which would refuse the configurations the
+/// running sink must refuse itself.
+async fn start_unchecked(cfg: KwdbSinkConfig) -> Running {
+    let globals = Arc::new(GlobalOptions::default());
+    let bcx = BuildContext {
+        id: "out".into(),
+        globals: globals.clone(),
+    };
+    let sink = cfg.build(&bcx).await.expect("build");
+    let (tx, rx) = mpsc::channel(8);
+    let metrics = ComponentMetrics::new("out", "kwdb");
+    let cx = ComponentContext {
+        id: "out".into(),
+        input: Some(Input::new(rx, metrics.clone())),
+        outputs: Outputs::detached(metrics),
+        shutdown: ShutdownSignal::new(),
+        globals,
+    };
+    Running {
+        tx: Some(tx),
+        task: tokio::spawn(sink.run(cx)),
+    }
+}
+
+/// An unknown database or a refused login is no row's fault and no wait heals
+/// it: the sink stops at once with the server's reason, the rows unacknowledged
+/// (Failed), instead of `retrying ... retry_in=30s` forever.
+#[tokio::test]
+async fn unknown_database_and_refused_login_stop_the_sink_at_once() {
+    let base = crate::support::pg::server_url();
+    let missing_db = format!("{base}/kwpipe_no_such_database_17");
+    let bad_user = {
+        let (scheme, rest) = base.split_once("://").unwrap();
+        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        format!("{scheme}://kwpipe_no_such_role_17@{host}/postgres")
+    };
+    for (url, says) in [
+        (missing_db, "does not exist"),
+        (bad_user, "kwpipe_no_such_role_17"),
+    ] {
+        let mut cfg = config_url(&url, WriteMethod::Insert);
+        // What made the loop endless: retries without limit, 30 s apart.
+        cfg.retry_backoff = Duration::from_secs(30);
+        cfg.retry_backoff_max = Duration::from_secs(30);
+        let mut sink = start_unchecked(cfg).await;
+        let ack = sink.send(batch("t", &seed_schema(), seed_rows())).await;
+        // The input stays open and quiet: the sink must stop by itself.
+        let ended = tokio::time::timeout(Duration::from_secs(10), &mut sink.task)
+            .await
+            .expect("stopped at once, not retried")
+            .unwrap();
+        let e = ended.expect_err("the sink fails").to_string();
+        assert!(e.contains(says), "{e}");
+        assert_eq!(ack.await, EventStatus::Failed);
+    }
+}
+
+/// OpenTSDB as the decoder gives it: `timestamp`, metric columns typed from the
+/// values, tags, and the synthetic primary tag.
+fn tsdb_schema(cols: &[(&str, DataType)]) -> Arc<TableSchema> {
+    let mut columns = vec![Field::column("timestamp", DataType::TimestampTz).not_null()];
+    columns.extend(cols.iter().map(|(n, t)| Field::column(*n, *t)));
+    Arc::new(TableSchema::new(
+        TableKind::TimeSeries,
+        columns,
+        vec![
+            Field::tag("tag1", DataType::Varchar, false),
+            Field::tag("primary_tag", DataType::Varchar, true).with_length(64),
+        ],
+    ))
+}
+
+fn tsdb_row(ts: i64, values: Vec<Value>) -> Row {
+    let mut r = vec![Value::Timestamp(Timestamp::new(ts, Precision::Ms))];
+    r.extend(values);
+    r.push(Value::String("1".into()));
+    r.push(Value::String("c4ca4238a0b923820dcc509a6f75849b".into()));
+    r
+}
+
+/// Issue 11's repro: the seed's OpenTSDB lines for one point arrive in separate
+/// messages (c1, then c2 and a later c1). The table must end with the later c1
+/// and the c2 (KWDB's `merge`), not keep the first row and drop the rest.
+#[tokio::test]
+async fn partial_rows_of_one_point_merge_per_column() {
+    for method in [WriteMethod::Copy, WriteMethod::Insert] {
+        let db = TestDb::new("merge").await;
+        let sink = Running::start(config(&db, method)).await;
+        let c1 = tsdb_schema(&[("c1", DataType::Float8)]);
+        let c2 = tsdb_schema(&[("c2", DataType::Float8)]);
+        let t = "line_opentsdb_tb";
+        let first = vec![tsdb_row(1648432611249, vec![Value::Float8(10.3)])];
+        assert_eq!(
+            sink.write(batch(t, &c1, first.clone())).await,
+            EventStatus::Delivered
+        );
+        assert_eq!(
+            sink.write(batch(
+                t,
+                &c2,
+                vec![tsdb_row(1648432611249, vec![Value::Float8(219.0)])]
+            ))
+            .await,
+            EventStatus::Delivered
+        );
+        let later = vec![tsdb_row(1648432611249, vec![Value::Float8(10.8)])];
+        assert_eq!(
+            sink.write(batch(t, &c1, later.clone())).await,
+            EventStatus::Delivered
+        );
+        // A replay of all three in the same order changes nothing.
+        assert_eq!(
+            sink.write(batch(t, &c1, first)).await,
+            EventStatus::Delivered
+        );
+        assert_eq!(
+            sink.write(batch(
+                t,
+                &c2,
+                vec![tsdb_row(1648432611249, vec![Value::Float8(219.0)])]
+            ))
+            .await,
+            EventStatus::Delivered
+        );
+        assert_eq!(
+            sink.write(batch(t, &c1, later)).await,
+            EventStatus::Delivered
+        );
+        sink.stop().await;
+        let c = db.client().await;
+        let rows = c
+            .query("SELECT c1, c2 FROM line_opentsdb_tb", &[])
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "{method:?}");
+        assert_eq!(
+            (
+                rows[0].get::<_, Option<f64>>(0),
+                rows[0].get::<_, Option<f64>>(1)
+            ),
+            (Some(10.8), Some(219.0)),
+            "{method:?}"
+        );
+    }
+}
+
+/// A VARCHAR column created by kwpipe widens for any later longer value, of any
+/// type: OpenTSDB's `"str"` made `c1 VARCHAR(3)`, then 10.3 was "value too long".
+#[tokio::test]
+async fn a_created_varchar_widens_for_later_longer_values() {
+    let db = TestDb::new("widen").await;
+    let sink = Running::start(config(&db, WriteMethod::Insert)).await;
+    let mut s = (*tsdb_schema(&[("c1", DataType::Varchar)])).clone();
+    s.columns[1].length = 3;
+    let s = Arc::new(s);
+    let t = "widen_tb";
+    assert_eq!(
+        sink.write(batch(
+            t,
+            &s,
+            vec![tsdb_row(1, vec![Value::String("str".into())])]
+        ))
+        .await,
+        EventStatus::Delivered
+    );
+    let floats = tsdb_schema(&[("c1", DataType::Float8)]);
+    assert_eq!(
+        sink.write(batch(
+            t,
+            &floats,
+            vec![tsdb_row(2, vec![Value::Float8(10.3)])]
+        ))
+        .await,
+        EventStatus::Delivered
+    );
+    assert_eq!(
+        sink.write(batch(
+            t,
+            &s,
+            vec![tsdb_row(3, vec![Value::String("a longer text".into())])]
+        ))
+        .await,
+        EventStatus::Delivered
+    );
+    sink.stop().await;
+    let c = db.client().await;
+    let got: Vec<String> = c
+        .query("SELECT c1 FROM widen_tb ORDER BY timestamp", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(got, vec!["str", "10.3", "a longer text"]);
+}
+
+/// The sink's sessions run in UTC: timestamp text without a zone into a
+/// TIMESTAMPTZ column does not depend on the server's or the role's setting.
+#[tokio::test]
+async fn zoneless_timestamp_text_is_utc_whatever_the_server_says() {
+    let db = TestDb::new("tz").await;
+    let c = db.client().await;
+    c.batch_execute(&format!(
+        "ALTER DATABASE \"{}\" SET timezone = 'Asia/Shanghai'",
+        db.name
+    ))
+    .await
+    .unwrap();
+    let s = Arc::new(TableSchema::new(
+        TableKind::TimeSeries,
+        vec![
+            Field::column("ts", DataType::TimestampTz).not_null(),
+            Field::column("at", DataType::TimestampTz),
+        ],
+        vec![Field::tag("dev", DataType::Varchar, true).with_length(16)],
+    ));
+    for method in [WriteMethod::Copy, WriteMethod::Insert] {
+        let sink = Running::start(config(&db, method)).await;
+        let row = vec![
+            Value::Timestamp(Timestamp::new(1_000 + method as i64, Precision::Ms)),
+            Value::String("2023-08-11 12:12:10.249".into()),
+            Value::String("d".into()),
+        ];
+        assert_eq!(
+            sink.write(batch("tz", &s, vec![row])).await,
+            EventStatus::Delivered
+        );
+        sink.stop().await;
+    }
+    let got: Vec<f64> = c
+        .query("SELECT extract(epoch FROM at)::float8 FROM tz", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(got, vec![1691755930.249, 1691755930.249]);
+}
+
+/// NaN and ±Infinity are decided on the client (KWDB refuses them with 42804,
+/// which was read as "schema changed"): rejected with the rule, or NULL by option.
+#[tokio::test]
+async fn non_finite_floats_are_rejected_with_a_reason_or_written_as_null() {
+    let db = TestDb::new("nan").await;
+    let s = seed_schema();
+    let mut rows = seed_rows();
+    rows[1][5] = Value::Float8(f64::NAN);
+    rows[3][4] = Value::Float4(f32::INFINITY);
+    for method in [WriteMethod::Copy, WriteMethod::Insert] {
+        let t = format!("nan_{method:?}").to_lowercase();
+        let sink = Running::start(config(&db, method)).await;
+        assert_eq!(
+            sink.write(batch(&t, &s, rows.clone())).await,
+            EventStatus::Rejected
+        );
+        sink.stop().await;
+        let c = db.client().await;
+        let n: i64 = c
+            .query_one(&format!("SELECT count(*) FROM {t}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            n, 3,
+            "{method:?}: only the two rows with non-finite floats are refused"
+        );
+
+        let t = format!("null_{method:?}").to_lowercase();
+        let mut cfg = config(&db, method);
+        cfg.non_finite_floats = components::sinks::kwdb::NonFinite::Null;
+        let sink = Running::start(cfg).await;
+        assert_eq!(
+            sink.write(batch(&t, &s, rows.clone())).await,
+            EventStatus::Delivered
+        );
+        sink.stop().await;
+        let r = c
+            .query_one(
+                &format!("SELECT count(*), count(c5), count(c4) FROM {t}"),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, i64>(2)),
+            (5, 4, 4),
+            "{method:?}"
+        );
+    }
+}
+
+/// A relational table gets a key (its NOT NULL columns) and is written with ON
+/// CONFLICT: a replay rewrites rows instead of adding them, a later row wins.
+#[tokio::test]
+async fn relational_replays_do_not_duplicate_rows() {
+    let db = TestDb::new("rel").await;
+    let s = Arc::new(TableSchema::new(
+        TableKind::Relational,
+        vec![
+            Field::column("id", DataType::Int8).not_null(),
+            Field::column("name", DataType::Varchar).with_length(32),
+        ],
+        vec![],
+    ));
+    let rows = |name: &str| {
+        (1..=3i64)
+            .map(|i| vec![Value::Int8(i), Value::String(format!("{name}{i}"))])
+            .collect::<Vec<_>>()
+    };
+    for method in [WriteMethod::Copy, WriteMethod::Insert] {
+        let t = format!("orders_{method:?}").to_lowercase();
+        let sink = Running::start(config(&db, method)).await;
+        for b in [rows("a"), rows("a"), rows("b")] {
+            assert_eq!(sink.write(batch(&t, &s, b)).await, EventStatus::Delivered);
+        }
+        sink.stop().await;
+        let c = db.client().await;
+        let got: Vec<String> = c
+            .query(&format!("SELECT name FROM {t} ORDER BY id"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(got, vec!["b1", "b2", "b3"], "{method:?}");
+    }
 }
 
 /// On a server of its own: a restart of the shared one would break the
@@ -865,12 +1324,19 @@ fn kwdb_statements(
         .map(|f| sql.ident(&f.name).unwrap())
         .collect();
     let fields: Vec<Field> = schema.fields().cloned().collect();
+    // The suffix as the sink computes it from the table the catalog reads back,
+    // whose key is the relational key kwpipe created it with.
+    let key: Vec<String> = components::kwdb::dialect::relational_key(schema)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
     out.push_str(
-        &render_insert(
+        &render_insert_with(
+            Encoding::new(Dialect::Kwdb),
             &sql.insert_prefix(&t, &idents),
             &fields,
             rows,
-            sql.insert_suffix(),
+            &sql.upsert_suffix(&t, schema.kind, &key, &idents).unwrap(),
         )
         .unwrap(),
     );
@@ -886,8 +1352,9 @@ fn kwdb_dialect_golden_files() {
         "database.sql",
         &format!(
             "{};\n{};\n",
-            sql.create_database(&db, DatabaseKind::Ts),
+            sql.create_database(&db, DatabaseKind::Ts).unwrap(),
             sql.create_database(&sql.ident("rdb").unwrap(), DatabaseKind::Relational)
+                .unwrap()
         ),
     );
     golden(
@@ -1078,57 +1545,240 @@ fn kwdb_dialect_golden_files() {
             s("tag_value"),
         ],
     ];
+    // VARBYTES as b'\x..' literals: KWDB's insert path (insert_direct.go, the
+    // `len(rawValue) > width` check) measures an E'\\x..' string's text before
+    // decoding it, so 6 bytes in E'\\x313132313332' (16 characters) did not fit
+    // VARBYTES(10); a b'' literal is decoded by the scanner first.
     golden(
         "line_influxdb.sql",
         &format!(
             "{};\n",
-            render_insert(
+            render_insert_with(
+                Encoding::new(Dialect::Kwdb),
                 &sql.insert_prefix(&t, &idents),
                 &fields,
                 &influx_rows,
-                sql.insert_suffix()
+                ""
             )
             .unwrap()
         ),
     );
 
-    // Evolution and the catalog.
+    // Evolution. One ALTER per field (alter_table.go: "alter timeseries table with
+    // multiple commands is not supported"); added fields nullable (no NOT NULL
+    // ADD COLUMN on a ts table); tags never NVARCHAR (create_table.go
+    // checkTagType, alter_table.go validateTextType: "tag %s does not support
+    // type NVARCHAR"); VARCHAR widens, never shortens (validateTextType);
+    // VARBYTES is not in validateAlterTSType at all.
     let seed_t = sql.ident("ts_json_kaiwudb_tb").unwrap();
+    let ts = TableKind::TimeSeries;
+    let c7 = Field::column("c7", DataType::Varchar).with_length(20);
+    let site = Field::tag("site", DataType::Varchar, false).with_length(32);
     golden(
         "evolution.sql",
         &format!(
-            "{};\n{};\n{};\n",
-            sql.add_field(
-                &seed_t,
-                &Field::column("c7", DataType::Varchar).with_length(20),
-                false,
-                Precision::Ms
-            )
-            .unwrap(),
-            sql.add_field(
-                &seed_t,
-                &Field::tag("site", DataType::NVarchar, false).with_length(32),
-                true,
-                Precision::Ms
-            )
-            .unwrap(),
-            sql.widen_field(
-                &seed_t,
-                &Field::tag("site", DataType::NVarchar, false).with_length(64),
-                true
-            )
-            .unwrap(),
+            "{};\n{};\n{};\n{};\n",
+            sql.add_field(&seed_t, ts, &c7, false, Precision::Ms)
+                .unwrap(),
+            sql.add_field(&seed_t, ts, &site, true, Precision::Ms)
+                .unwrap(),
+            sql.widen_field(&seed_t, &site, &site.clone().with_length(64), true)
+                .unwrap(),
+            sql.widen_field(&seed_t, &c7, &c7.clone().with_length(40), false)
+                .unwrap(),
         ),
     );
+    let refused = [
+        sql.add_field(
+            &seed_t,
+            ts,
+            &Field::tag("n", DataType::NVarchar, false).with_length(32),
+            true,
+            Precision::Ms,
+        ),
+        sql.add_field(
+            &seed_t,
+            ts,
+            &Field::tag("at", DataType::TimestampTz, false),
+            true,
+            Precision::Ms,
+        ),
+        sql.add_field(
+            &seed_t,
+            ts,
+            &Field::column("d", DataType::Date),
+            false,
+            Precision::Ms,
+        ),
+        sql.widen_field(
+            &seed_t,
+            &Field::column("c7", DataType::Varbytes).with_length(10),
+            &Field::column("c7", DataType::Varbytes).with_length(20),
+            false,
+        ),
+    ];
+    for r in refused {
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("(KWDB: ") && e.contains(".go"), "{e}");
+    }
     golden(
         "catalog.sql",
         &format!(
-            "{};\n{};\n{};\n{};\n",
+            "{};\n{};\n{};\n{};\n{};\n",
             sql.show_databases(),
             sql.show_tables(&db),
             sql.show_columns(&seed_t),
-            sql.show_tags(&seed_t)
+            sql.show_tags(&seed_t),
+            components::kwdb::dedup::SHOW_DEDUP_RULE,
         ),
+    );
+    // What kwpipe refuses before sending anything, and the message that says why
+    // (each names the KWDB rule and where KWDB states it).
+    let mk = |columns: Vec<Field>, tags: Vec<Field>| {
+        TableSchema::new(TableKind::TimeSeries, columns, tags)
+    };
+    let k = || Field::column("ts", DataType::TimestampTz).not_null();
+    let v = || Field::column("v", DataType::Float8);
+    let p = || Field::tag("dev", DataType::Varchar, true).with_length(64);
+    let t = sql.ident("t").unwrap();
+    let mut refused = String::new();
+    let mut case = |what: &str, e: components::kwdb::KwdbError| {
+        refused.push_str(&format!("{what}\n  {e}\n"));
+    };
+    let create = |s: TableSchema, p: Precision| sql.create_table(&t, &s, p).unwrap_err();
+    for ty in [
+        DataType::NVarchar,
+        DataType::Timestamp,
+        DataType::TimestampTz,
+        DataType::Geometry,
+    ] {
+        case(
+            &format!("{ty} tag"),
+            create(
+                mk(vec![k(), v()], vec![p(), Field::tag("g", ty, false)]),
+                Precision::Ms,
+            ),
+        );
+    }
+    for ty in [
+        DataType::Date,
+        DataType::Bytes,
+        DataType::Text,
+        DataType::Decimal,
+    ] {
+        case(
+            &format!("{ty} column"),
+            create(
+                mk(vec![k(), Field::column("c", ty)], vec![p()]),
+                Precision::Ms,
+            ),
+        );
+    }
+    case(
+        "one column",
+        create(mk(vec![k()], vec![p()]), Precision::Ms),
+    );
+    case(
+        "no primary tag",
+        create(mk(vec![k(), v()], vec![]), Precision::Ms),
+    );
+    case(
+        "five primary tags",
+        create(
+            mk(
+                vec![k(), v()],
+                (0..5)
+                    .map(|i| Field::tag(format!("p{i}"), DataType::Int4, true))
+                    .collect(),
+            ),
+            Precision::Ms,
+        ),
+    );
+    case(
+        "VARCHAR(129) primary tag",
+        create(
+            mk(vec![k(), v()], vec![p().with_length(129)]),
+            Precision::Ms,
+        ),
+    );
+    case(
+        "FLOAT8 primary tag",
+        create(
+            mk(
+                vec![k(), v()],
+                vec![Field::tag("f", DataType::Float8, true)],
+            ),
+            Precision::Ms,
+        ),
+    );
+    case(
+        "NCHAR(255)",
+        create(
+            mk(
+                vec![k(), Field::column("n", DataType::NChar).with_length(255)],
+                vec![p()],
+            ),
+            Precision::Ms,
+        ),
+    );
+    case(
+        "VARCHAR(65535)",
+        create(
+            mk(
+                vec![
+                    k(),
+                    Field::column("s", DataType::Varchar).with_length(65_535),
+                ],
+                vec![p()],
+            ),
+            Precision::Ms,
+        ),
+    );
+    case(
+        "relational nanoseconds",
+        create(
+            TableSchema::new(
+                TableKind::Relational,
+                vec![Field::column("at", DataType::Timestamp)],
+                vec![],
+            ),
+            Precision::Ns,
+        ),
+    );
+    case(
+        "ts database name of 64 bytes",
+        sql.create_database(&sql.ident(&"d".repeat(64)).unwrap(), DatabaseKind::Ts)
+            .unwrap_err(),
+    );
+    case("a name with '", sql.ident("it's").unwrap_err());
+    let enc = Encoding::new(Dialect::Kwdb);
+    let mut out = String::new();
+    for (what, value, field) in [
+        (
+            "NaN",
+            Value::Float8(f64::NAN),
+            Field::column("v", DataType::Float8),
+        ),
+        (
+            "-Infinity",
+            Value::Float4(f32::NEG_INFINITY),
+            Field::column("v", DataType::Float4),
+        ),
+        (
+            "7 bytes into VARBYTES(6)",
+            Value::Bytes(b"1234567".to_vec()),
+            Field::column("b", DataType::Varbytes).with_length(6),
+        ),
+    ] {
+        let e = enc.literal(&value, &field, &mut out).unwrap_err();
+        refused.push_str(&format!("{what}\n  {e}\n"));
+    }
+    golden("refused.txt", &refused);
+
+    // Every session of the sink, before anything else.
+    golden(
+        "session.sql",
+        &format!("{};\n", sql.session_setup().join(";\n")),
     );
     let rel = TableSchema::new(
         TableKind::Relational,
@@ -1140,6 +1790,11 @@ fn kwdb_dialect_golden_files() {
         ],
         vec![],
     );
+    // KWDB's relational tables are CockroachDB's: PRIMARY KEY and INSERT ... ON
+    // CONFLICT (cols) DO UPDATE SET c = excluded.c are accepted (docs
+    // en/sql-reference/ddl/relational-db/relational-table.md,
+    // en/sql-reference/dml/relational-db/relational-insert.md); with them a replay
+    // rewrites the same row instead of adding one.
     golden(
         "relational.sql",
         &kwdb_statements(
@@ -1152,6 +1807,28 @@ fn kwdb_dialect_golden_files() {
                 Value::Timestamp(Timestamp::new(1690855924005, Precision::Ms)),
             ]],
             Precision::Ms,
+        ),
+    );
+    // Without a declared key (no column NOT NULL): no PRIMARY KEY, no ON CONFLICT
+    // (there is no conflict to name); the sink warns that replays repeat rows.
+    let log = TableSchema::new(
+        TableKind::Relational,
+        vec![
+            Field::column("at", DataType::Timestamp),
+            Field::column("line", DataType::Varchar).with_length(200),
+        ],
+        vec![],
+    );
+    golden(
+        "relational_no_key.sql",
+        &kwdb_statements(
+            "log",
+            &log,
+            &[vec![
+                Value::Timestamp(Timestamp::new(1690855924005123, Precision::Us)),
+                s("started"),
+            ]],
+            Precision::Us,
         ),
     );
 }

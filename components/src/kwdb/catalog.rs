@@ -7,17 +7,28 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 use super::dialect::{parse_kwdb_type, parse_pg_type, PgTagComment};
 use super::{Dialect, KwdbError, Sql};
-use crate::event::{DataType, Field, TableKind, TableSchema};
+use crate::event::{DataType, Field, Precision, TableKind, TableSchema};
 
 /// A table as the database has it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TableInfo {
     pub name: String,
     pub schema: TableSchema,
+    /// What the leading timestamp column keeps (ms when there is none): finer
+    /// digits are rounded by the server.
+    pub ts_precision: Precision,
+    /// Whether kwpipe made the table (postgres: its comment says so; kwdb keeps
+    /// no mark, so the sink remembers the tables it created itself). Only such a
+    /// table's VARCHAR columns are widened for longer values: a user's own table
+    /// keeps its schema, and a value too long for it is a bad record.
+    pub kwpipe_made: bool,
+    /// The table's primary key columns: what ON CONFLICT may name (empty: none).
+    pub key: Vec<String>,
 }
 
 impl TableInfo {
@@ -95,11 +106,7 @@ pub async fn list_tables(
                 .iter()
                 .filter_map(|r| {
                     let name = r.get("table_name")?.to_string();
-                    let kind = match r.get("table_type") {
-                        Some("TIME SERIES TABLE") => TableKind::TimeSeries,
-                        _ => TableKind::Relational,
-                    };
-                    Some((name, kind))
+                    Some((name, kwdb_table_kind(r.get("table_type")?)?))
                 })
                 .collect())
         }
@@ -137,12 +144,41 @@ pub async fn list_tables(
     }
 }
 
+/// Whether `database` exists (kwdb dialect: `SHOW DATABASES`, whose first
+/// column is `database_name`). KWDB accepts a connection to any database name, so
+/// this is the only early sign of a misspelled one.
+pub async fn kwdb_database_exists(client: &Client, database: &str) -> Result<bool, KwdbError> {
+    let rows = simple_rows(client, Sql(Dialect::Kwdb).show_databases())
+        .await
+        .map_err(|e| KwdbError::db("cannot list databases", e))?;
+    // Case-insensitive: the check is there to catch a database that is plainly
+    // missing, never to stop a sink over how a name was folded.
+    Ok(rows
+        .iter()
+        .any(|r| r.get(0).is_some_and(|n| n.eq_ignore_ascii_case(database))))
+}
+
+/// The kind of a table by KWDB's `table_type` (`information_schema.go`:
+/// tableTypeNormalTimeSeries, tableTypeSparse, tableTypeSuper, tableTypeChild,
+/// tableTypeBaseTable). Sparse and instance tables hold time-series rows. A
+/// template table holds none of its own: reading it reads every instance, which
+/// are listed themselves, so it is left out, as are views and system tables.
+pub fn kwdb_table_kind(table_type: &str) -> Option<TableKind> {
+    match table_type {
+        "TIME SERIES TABLE" | "SPARSE TIME SERIES TABLE" | "INSTANCE TABLE" => {
+            Some(TableKind::TimeSeries)
+        }
+        "BASE TABLE" => Some(TableKind::Relational),
+        _ => None,
+    }
+}
+
 async fn read_pg(client: &Client, name: &str) -> Result<Option<TableInfo>, KwdbError> {
     let ctx = || format!("cannot read the schema of table \"{name}\"");
     let cols = client
         .query(
             "SELECT column_name::text, data_type::text, character_maximum_length::int4, \
-             is_nullable::text = 'YES' \
+             is_nullable::text = 'YES', datetime_precision::int4 \
              FROM information_schema.columns \
              WHERE table_schema = current_schema() AND table_name = $1 \
              ORDER BY ordinal_position",
@@ -184,28 +220,34 @@ async fn read_pg(client: &Client, name: &str) -> Result<Option<TableInfo>, KwdbE
         })
         .collect();
     let ts = fields[0].ty.is_timestamp();
-    let tags = comment
-        .as_deref()
-        .and_then(PgTagComment::parse)
-        .unwrap_or_else(|| {
-            // A table kwpipe did not create: its key columns other than the timestamp
-            // are the primary tags, and it has no other tags.
-            let primary: Vec<String> = pk
-                .iter()
-                .filter(|c| !(ts && **c == fields[0].name))
-                .cloned()
-                .collect();
-            PgTagComment {
-                tags: if ts { primary.clone() } else { Vec::new() },
-                primary_tags: if ts { primary } else { Vec::new() },
-            }
-        });
+    let ts_precision = if ts {
+        precision_of_digits(cols[0].get::<_, Option<i32>>(4).map(|d| d.max(0) as u32))
+    } else {
+        Precision::Ms
+    };
+    let marked = comment.as_deref().and_then(PgTagComment::parse);
+    let kwpipe_made = marked.is_some();
+    let tags = marked.unwrap_or_else(|| {
+        // A table kwpipe did not create: its key columns other than the timestamp
+        // are the primary tags, and it has no other tags.
+        let primary: Vec<String> = pk
+            .iter()
+            .filter(|c| !(ts && **c == fields[0].name))
+            .cloned()
+            .collect();
+        PgTagComment {
+            tags: if ts { primary.clone() } else { Vec::new() },
+            primary_tags: if ts { primary } else { Vec::new() },
+        }
+    });
     let (mut columns, mut tag_fields) = (Vec::new(), Vec::new());
     for mut f in fields {
         if tags.tags.contains(&f.name) {
             f.primary = tags.primary_tags.contains(&f.name);
             tag_fields.push(f);
         } else {
+            // A relational table's key columns: what ON CONFLICT names.
+            f.primary = !ts && pk.contains(&f.name);
             columns.push(f);
         }
     }
@@ -217,6 +259,9 @@ async fn read_pg(client: &Client, name: &str) -> Result<Option<TableInfo>, KwdbE
     Ok(Some(TableInfo {
         name: name.to_string(),
         schema: TableSchema::new(kind, columns, tag_fields),
+        ts_precision,
+        kwpipe_made,
+        key: pk,
     }))
 }
 
@@ -255,6 +300,16 @@ async fn simple_rows(
         .collect())
 }
 
+/// The precision that keeps `digits` fraction digits (None: PostgreSQL's us).
+fn precision_of_digits(digits: Option<u32>) -> Precision {
+    match digits {
+        Some(0) => Precision::S,
+        Some(1..=3) => Precision::Ms,
+        Some(4..=6) | None => Precision::Us,
+        Some(_) => Precision::Ns,
+    }
+}
+
 fn truthy(v: Option<&str>) -> bool {
     matches!(v, Some("true" | "t" | "TRUE" | "YES" | "yes" | "1"))
 }
@@ -265,7 +320,7 @@ async fn read_kwdb(client: &Client, name: &str) -> Result<Option<TableInfo>, Kwd
     let ctx = || format!("cannot read the schema of table \"{name}\"");
     let cols = match simple_rows(client, &sql.show_columns(&table)).await {
         Ok(rows) => rows,
-        Err(e) if e.code().is_some_and(|c| c.code() == "42P01") => return Ok(None),
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => return Ok(None),
         Err(e) => return Err(KwdbError::db(ctx(), e)),
     };
     let any_tag = cols.iter().any(|r| truthy(r.get("is_tag")));
@@ -281,6 +336,7 @@ async fn read_kwdb(client: &Client, name: &str) -> Result<Option<TableInfo>, Kwd
         Vec::new()
     };
     let (mut columns, mut tags) = (Vec::new(), Vec::new());
+    let mut ts_precision = Precision::Ms;
     for r in &cols {
         let Some(col) = r.get("column_name") else {
             continue;
@@ -289,6 +345,14 @@ async fn read_kwdb(client: &Client, name: &str) -> Result<Option<TableInfo>, Kwd
             continue;
         }
         let (ty, arg) = parse_kwdb_type(r.get("data_type").unwrap_or("STRING"));
+        if columns.is_empty() && ty.is_timestamp() {
+            // KWDB's TIMESTAMPTZ without a precision keeps milliseconds.
+            ts_precision = precision_of_digits(Some(arg.unwrap_or(3)));
+        }
+        let is_key = r.get("indices").is_some_and(|i| {
+            i.split(|c: char| !c.is_alphanumeric())
+                .any(|x| x == "primary")
+        });
         let f = Field {
             name: col.to_string(),
             ty,
@@ -298,7 +362,7 @@ async fn read_kwdb(client: &Client, name: &str) -> Result<Option<TableInfo>, Kwd
                 ty.default_length()
             },
             nullable: truthy(r.get("is_nullable")),
-            primary: primary.iter().any(|p| p == col),
+            primary: primary.iter().any(|p| p == col) || (!any_tag && is_key),
         };
         if truthy(r.get("is_tag")) {
             tags.push(f);
@@ -309,6 +373,17 @@ async fn read_kwdb(client: &Client, name: &str) -> Result<Option<TableInfo>, Kwd
     if columns.is_empty() {
         return Ok(None);
     }
+    // Time-series: (primary tags, timestamp), deduplicated by the server itself;
+    // relational: the columns SHOW COLUMNS lists in the primary index.
+    let key: Vec<String> = if any_tag {
+        primary.clone()
+    } else {
+        columns
+            .iter()
+            .filter(|c| c.primary)
+            .map(|c| c.name.clone())
+            .collect()
+    };
     let kind = if any_tag {
         TableKind::TimeSeries
     } else {
@@ -317,5 +392,41 @@ async fn read_kwdb(client: &Client, name: &str) -> Result<Option<TableInfo>, Kwd
     Ok(Some(TableInfo {
         name: name.to_string(),
         schema: TableSchema::new(kind, columns, tags),
+        ts_precision,
+        kwpipe_made: false,
+        key,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kwdb_table_kinds() {
+        assert_eq!(
+            kwdb_table_kind("TIME SERIES TABLE"),
+            Some(TableKind::TimeSeries)
+        );
+        assert_eq!(
+            kwdb_table_kind("SPARSE TIME SERIES TABLE"),
+            Some(TableKind::TimeSeries)
+        );
+        assert_eq!(
+            kwdb_table_kind("INSTANCE TABLE"),
+            Some(TableKind::TimeSeries)
+        );
+        assert_eq!(kwdb_table_kind("TEMPLATE TABLE"), None);
+        assert_eq!(kwdb_table_kind("BASE TABLE"), Some(TableKind::Relational));
+        assert_eq!(kwdb_table_kind("VIEW"), None);
+        assert_eq!(kwdb_table_kind("SYSTEM VIEW"), None);
+    }
+
+    #[test]
+    fn precisions_by_digits() {
+        assert_eq!(precision_of_digits(Some(3)), Precision::Ms);
+        assert_eq!(precision_of_digits(Some(6)), Precision::Us);
+        assert_eq!(precision_of_digits(Some(9)), Precision::Ns);
+        assert_eq!(precision_of_digits(None), Precision::Us);
+    }
 }

@@ -235,7 +235,7 @@ impl ConnectParams {
                     // Authentication and unknown-database errors do not heal by waiting.
                     let permanent = e
                         .code()
-                        .is_some_and(|c| c.code().starts_with("28") || c.code() == "3D000");
+                        .is_some_and(|c| super::classify_state(c) == super::ErrorClass::Fatal);
                     let error = KwdbError::Connect {
                         hosts: self.hosts_display(),
                         source: e,

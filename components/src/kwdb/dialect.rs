@@ -14,6 +14,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::ident::Ident;
+use super::rules;
 use super::values::push_string_literal;
 use super::KwdbError;
 use crate::event::{DataType, Field, Precision, TableKind, TableSchema};
@@ -129,14 +130,18 @@ impl Sql {
     }
 
     /// KWDB has IF NOT EXISTS; PostgreSQL does not (callers look in pg_database first).
-    pub fn create_database(&self, db: &Ident, kind: DatabaseKind) -> String {
-        match (self.0, kind) {
+    /// A time-series database name is checked against KWDB's limit in both dialects.
+    pub fn create_database(&self, db: &Ident, kind: DatabaseKind) -> Result<String, KwdbError> {
+        if kind == DatabaseKind::Ts {
+            rules::check_ts_database_name(db.as_str())?;
+        }
+        Ok(match (self.0, kind) {
             (Dialect::Kwdb, DatabaseKind::Ts) => format!("CREATE TS DATABASE IF NOT EXISTS {db}"),
             (Dialect::Kwdb, DatabaseKind::Relational) => {
                 format!("CREATE DATABASE IF NOT EXISTS {db}")
             }
             (Dialect::Postgres, _) => format!("CREATE DATABASE {db}"),
-        }
+        })
     }
 
     /// The type of a field as this dialect spells it. `precision` applies to
@@ -183,57 +188,6 @@ impl Sql {
         }
     }
 
-    /// Checks a schema against KWDB's limits for time-series tables. Applied in both
-    /// dialects, so a table made against PostgreSQL could also be made in KWDB.
-    pub fn check_ts_schema(&self, schema: &TableSchema) -> Result<(), KwdbError> {
-        let bad = |m: String| Err(KwdbError::Schema(m));
-        let Some(first) = schema.columns.first() else {
-            return bad("a time-series table needs at least a timestamp column".into());
-        };
-        if !first.ty.is_timestamp() {
-            return bad(format!(
-                "the first column of a time-series table must be a timestamp, not {} (\"{}\")",
-                first.ty, first.name
-            ));
-        }
-        if schema.columns.len() > 4096 {
-            return bad(format!(
-                "{} columns; at most 4096 allowed",
-                schema.columns.len()
-            ));
-        }
-        if schema.tags.len() > 128 {
-            return bad(format!("{} tags; at most 128 allowed", schema.tags.len()));
-        }
-        let primary: Vec<&Field> = schema.primary_tags().collect();
-        if primary.is_empty() || primary.len() > 4 {
-            return bad(format!(
-                "a time-series table needs 1 to 4 primary tags, got {}",
-                primary.len()
-            ));
-        }
-        for p in primary {
-            if p.ty.is_float() || p.ty.is_binary() {
-                return bad(format!("primary tag \"{}\" cannot be {}", p.name, p.ty));
-            }
-            if matches!(p.ty, DataType::Varchar | DataType::NVarchar) && p.length > 128 {
-                return bad(format!(
-                    "VARCHAR primary tag \"{}\" is {} bytes long; at most 128 allowed",
-                    p.name, p.length
-                ));
-            }
-        }
-        for c in &schema.columns {
-            if matches!(c.ty, DataType::Text | DataType::Decimal) {
-                return bad(format!(
-                    "column \"{}\" is {}, which time-series tables do not support",
-                    c.name, c.ty
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// The statements that create a table (one for kwdb; table and comment for postgres).
     pub fn create_table(
         &self,
@@ -242,21 +196,32 @@ impl Sql {
         precision: Precision,
     ) -> Result<Vec<String>, KwdbError> {
         let ts = schema.kind == TableKind::TimeSeries;
-        if ts {
-            self.check_ts_schema(schema)?;
-        }
+        // Both dialects: a table made in PostgreSQL could be made the same in KWDB.
+        rules::check_table(schema, precision)?;
+        let key = relational_key(schema);
         let def = |f: &Field, out: &mut String| -> Result<(), KwdbError> {
             let name = self.ident(&f.name)?;
             let _ = write!(out, "{name} {}", self.type_name(f, precision));
-            // A time-series table's timestamp and primary tags are never NULL.
+            // A time-series table's timestamp and primary tags are never NULL, nor
+            // are the columns of a relational table's key.
             let first = std::ptr::eq(f, &schema.columns[0]);
-            if !f.nullable || f.primary || (ts && first) {
+            if !f.nullable || f.primary || (ts && first) || key.contains(&f.name.as_str()) {
                 out.push_str(" NOT NULL");
             }
             Ok(())
         };
         let mut sql = format!("CREATE TABLE {table} (");
         let mut stmts = Vec::new();
+        let key_sql = |sql: &mut String| -> Result<(), KwdbError> {
+            if !ts && !key.is_empty() {
+                let cols: Vec<String> = key
+                    .iter()
+                    .map(|c| self.ident(c).map(|i| i.to_string()))
+                    .collect::<Result<_, _>>()?;
+                let _ = write!(sql, ", PRIMARY KEY ({})", cols.join(", "));
+            }
+            Ok(())
+        };
         match self.0 {
             Dialect::Kwdb => {
                 for (i, c) in schema.columns.iter().enumerate() {
@@ -265,6 +230,7 @@ impl Sql {
                     }
                     def(c, &mut sql)?;
                 }
+                key_sql(&mut sql)?;
                 sql.push(')');
                 if ts {
                     sql.push_str(" TAGS (");
@@ -296,17 +262,19 @@ impl Sql {
                     def(f, &mut sql)?;
                 }
                 if ts {
-                    let mut key: Vec<String> = schema
+                    let mut ts_key: Vec<String> = schema
                         .primary_tags()
                         .map(|t| self.ident(&t.name).map(|i| i.to_string()))
                         .collect::<Result<_, _>>()?;
-                    key.push(self.ident(&schema.columns[0].name)?.to_string());
-                    let _ = write!(sql, ", PRIMARY KEY ({})", key.join(", "));
+                    ts_key.push(self.ident(&schema.columns[0].name)?.to_string());
+                    let _ = write!(sql, ", PRIMARY KEY ({})", ts_key.join(", "));
                 }
+                key_sql(&mut sql)?;
                 sql.push(')');
                 stmts.push(sql);
+                // The comment marks the table as kwpipe's (and lists its tags).
+                stmts.push(self.pg_comment(table, &PgTagComment::of(schema)));
                 if ts {
-                    stmts.push(self.pg_comment(table, &PgTagComment::of(schema)));
                     stmts.push(self.pg_poll_index(table, schema)?);
                 }
             }
@@ -344,14 +312,17 @@ impl Sql {
     }
 
     /// Adds a nullable column or tag (added fields are always nullable: existing
-    /// rows have no value for them). KWDB wants one ALTER per field.
+    /// rows have no value for them, and KWDB adds no NOT NULL column to a
+    /// time-series table). KWDB wants one ALTER per field.
     pub fn add_field(
         &self,
         table: &Ident,
+        kind: TableKind,
         f: &Field,
         tag: bool,
         precision: Precision,
     ) -> Result<String, KwdbError> {
+        rules::check_add(f, tag, kind)?;
         let name = self.ident(&f.name)?;
         let ty = self.type_name(f, precision);
         Ok(match (self.0, tag) {
@@ -363,16 +334,31 @@ impl Sql {
         })
     }
 
-    /// Widens a VARCHAR-like column or tag to `f`'s length.
-    pub fn widen_field(&self, table: &Ident, f: &Field, tag: bool) -> Result<String, KwdbError> {
-        let name = self.ident(&f.name)?;
-        let ty = self.type_name(f, Precision::Ms);
+    /// Widens `old`, a VARCHAR-like column or tag, to `new`'s length, where KWDB's
+    /// ALTER allows it ([`rules::check_widen`]: never VARBYTES, never a primary tag).
+    pub fn widen_field(
+        &self,
+        table: &Ident,
+        old: &Field,
+        new: &Field,
+        tag: bool,
+    ) -> Result<String, KwdbError> {
+        rules::check_widen(old, new, tag)?;
+        let name = self.ident(&new.name)?;
+        let ty = self.type_name(new, Precision::Ms);
         Ok(match (self.0, tag) {
             (Dialect::Kwdb, true) => format!("ALTER TABLE {table} ALTER TAG {name} TYPE {ty}"),
             (Dialect::Kwdb, false) | (Dialect::Postgres, _) => {
                 format!("ALTER TABLE {table} ALTER COLUMN {name} TYPE {ty}")
             }
         })
+    }
+
+    /// What the sink sends on every new session, before anything else: timestamp
+    /// text without a zone into TIMESTAMPTZ must mean UTC whatever the server's
+    /// or the user's default (the `kwdb-poll` source does the same).
+    pub fn session_setup(&self) -> &'static [&'static str] {
+        &["SET TIME ZONE 'UTC'"]
     }
 
     /// `INSERT INTO t (a, b) VALUES ` — the rows follow, then [`Sql::insert_suffix`].
@@ -382,12 +368,77 @@ impl Sql {
     }
 
     /// PostgreSQL needs ON CONFLICT DO NOTHING for a replay to be a no-op; KWDB
-    /// deduplicates time-series rows on (primary tags, timestamp) by itself.
+    /// deduplicates time-series rows on (primary tags, timestamp) by itself. The
+    /// sink writes with [`Sql::upsert_suffix`], which also merges; this one is for
+    /// callers without a table schema at hand.
     pub fn insert_suffix(&self) -> &'static str {
         match self.0 {
             Dialect::Kwdb => "",
             Dialect::Postgres => " ON CONFLICT DO NOTHING",
         }
+    }
+
+    /// What follows the VALUES of an INSERT of `written` fields into `table`, whose
+    /// schema is `schema`, so that a replay changes nothing and rows of one key
+    /// arriving in parts end up whole:
+    ///
+    /// - `kwdb`, time-series: nothing; the server deduplicates on (primary tags,
+    ///   timestamp) by its `ts.dedup.rule` (see docs/delivery.md).
+    /// - `postgres`, time-series: `ON CONFLICT (primary tags, timestamp) DO UPDATE
+    ///   SET c = COALESCE(EXCLUDED.c, t.c)`: later non-null values win, the others
+    ///   are kept (KWDB's `merge` rule), and writing the same rows again in the same
+    ///   order gives the same table.
+    /// - relational, both dialects, with a key: `ON CONFLICT (key) DO UPDATE SET c =
+    ///   EXCLUDED.c`: the later row wins whole (an upsert), as idempotent under replay.
+    /// - without a key, or with nothing but the key written: DO NOTHING (postgres)
+    ///   or nothing (kwdb, which has no conflict to name).
+    ///
+    /// `key` is the table's primary key as the catalog reads it (kwpipe's tables:
+    /// primary tags and timestamp, or the relational key; a user's table: whatever
+    /// it has, maybe nothing), so ON CONFLICT always names a real constraint.
+    pub fn upsert_suffix(
+        &self,
+        table: &Ident,
+        kind: TableKind,
+        key: &[String],
+        written: &[Ident],
+    ) -> Result<String, KwdbError> {
+        let ts = kind == TableKind::TimeSeries;
+        if ts && self.0 == Dialect::Kwdb {
+            return Ok(String::new());
+        }
+        let nothing = match self.0 {
+            Dialect::Kwdb => "",
+            Dialect::Postgres => " ON CONFLICT DO NOTHING",
+        };
+        if key.is_empty() {
+            return Ok(nothing.to_string());
+        }
+        let key_idents: Vec<Ident> = key
+            .iter()
+            .map(|k| self.ident(k))
+            .collect::<Result<_, _>>()?;
+        let sets: Vec<String> = written
+            .iter()
+            .filter(|w| !key_idents.contains(w))
+            .map(|w| {
+                if ts {
+                    format!("{w} = COALESCE(EXCLUDED.{w}, {table}.{w})")
+                } else {
+                    format!("{w} = EXCLUDED.{w}")
+                }
+            })
+            .collect();
+        let cols: Vec<String> = key_idents.iter().map(Ident::to_string).collect();
+        Ok(if sets.is_empty() {
+            format!(" ON CONFLICT ({}) DO NOTHING", cols.join(", "))
+        } else {
+            format!(
+                " ON CONFLICT ({}) DO UPDATE SET {}",
+                cols.join(", "),
+                sets.join(", ")
+            )
+        })
     }
 
     pub fn copy_in(&self, table: &Ident, fields: &[Ident]) -> Option<String> {
@@ -418,6 +469,32 @@ impl Sql {
     pub fn show_tags(&self, table: &Ident) -> String {
         format!("SHOW TAGS FROM {table}")
     }
+}
+
+/// The key of a relational table kwpipe creates: the columns marked primary, or
+/// else the columns declared NOT NULL (`"nullable": false` in json_kaiwudb), in
+/// schema order. Empty for time-series tables (their key is the primary tags and
+/// the timestamp) and for relational tables that declare neither: those have no
+/// key, and a replay writes their rows again (the sink warns).
+pub fn relational_key(schema: &TableSchema) -> Vec<&str> {
+    if schema.kind != TableKind::Relational {
+        return Vec::new();
+    }
+    let marked: Vec<&str> = schema
+        .columns
+        .iter()
+        .filter(|c| c.primary)
+        .map(|c| c.name.as_str())
+        .collect();
+    if !marked.is_empty() {
+        return marked;
+    }
+    schema
+        .columns
+        .iter()
+        .filter(|c| !c.nullable)
+        .map(|c| c.name.as_str())
+        .collect()
 }
 
 /// Parses a KWDB catalog type such as `VARCHAR(64)` or `TIMESTAMPTZ(3)` into the
@@ -501,11 +578,99 @@ mod tests {
         );
         let pg = Sql(Dialect::Postgres);
         let t = pg.ident("r").unwrap();
-        assert_eq!(pg.create_table(&t, &rel, Precision::Ms).unwrap().len(), 1);
+        let stmts = pg.create_table(&t, &rel, Precision::Ms).unwrap();
+        assert_eq!(stmts.len(), 2, "table and comment: {stmts:?}");
+        assert!(stmts[1].starts_with("COMMENT ON TABLE"));
         let kw = Sql(Dialect::Kwdb);
         let t = kw.ident("cpu").unwrap();
         let stmts = kw.create_table(&t, &cpu(), Precision::Ms).unwrap();
         assert_eq!(stmts.len(), 1);
         assert!(!stmts[0].contains("INDEX"));
+    }
+
+    fn idents(sql: &Sql, names: &[&str]) -> Vec<Ident> {
+        names.iter().map(|n| sql.ident(n).unwrap()).collect()
+    }
+
+    /// Rows of one (primary tags, timestamp) arriving in parts merge per column:
+    /// later non-null values win, the others are kept.
+    #[test]
+    fn postgres_time_series_inserts_merge_per_column() {
+        let sql = Sql(Dialect::Postgres);
+        let t = sql.ident("cpu").unwrap();
+        let w = idents(&sql, &["k_timestamp", "usage_user", "id", "region"]);
+        let key: Vec<String> = ["id", "region", "k_timestamp"].map(String::from).to_vec();
+        let ts = TableKind::TimeSeries;
+        assert_eq!(
+            sql.upsert_suffix(&t, ts, &key, &w).unwrap(),
+            " ON CONFLICT (\"id\", \"region\", \"k_timestamp\") DO UPDATE SET \
+             \"usage_user\" = COALESCE(EXCLUDED.\"usage_user\", \"cpu\".\"usage_user\")"
+        );
+        // Only the key written: nothing to merge.
+        let only_key = idents(&sql, &["k_timestamp", "id", "region"]);
+        assert_eq!(
+            sql.upsert_suffix(&t, ts, &key, &only_key).unwrap(),
+            " ON CONFLICT (\"id\", \"region\", \"k_timestamp\") DO NOTHING"
+        );
+        // A table without a key (a user's own): nothing to name.
+        assert_eq!(
+            sql.upsert_suffix(&t, ts, &[], &w).unwrap(),
+            " ON CONFLICT DO NOTHING"
+        );
+        // KWDB deduplicates by its ts.dedup.rule.
+        let kw = Sql(Dialect::Kwdb);
+        assert_eq!(kw.upsert_suffix(&t, ts, &key, &w).unwrap(), "");
+    }
+
+    /// KWDB's relational tables take PRIMARY KEY and ON CONFLICT (they are
+    /// CockroachDB's): without them a replay duplicated rows.
+    #[test]
+    fn relational_tables_get_a_key_and_upsert() {
+        let rel = TableSchema::new(
+            TableKind::Relational,
+            vec![
+                Field::column("id", DataType::Int8).not_null(),
+                Field::column("name", DataType::Varchar).with_length(32),
+            ],
+            Vec::new(),
+        );
+        assert_eq!(relational_key(&rel), vec!["id"]);
+        let kw = Sql(Dialect::Kwdb);
+        let t = kw.ident("orders").unwrap();
+        assert_eq!(
+            kw.create_table(&t, &rel, Precision::Ms).unwrap(),
+            vec!["CREATE TABLE \"orders\" (\"id\" INT8 NOT NULL, \"name\" VARCHAR(32), PRIMARY KEY (\"id\"))".to_string()]
+        );
+        // As the catalog reads it back.
+        let key = vec!["id".to_string()];
+        let w = idents(&kw, &["id", "name"]);
+        let rel_kind = TableKind::Relational;
+        assert_eq!(
+            kw.upsert_suffix(&t, rel_kind, &key, &w).unwrap(),
+            " ON CONFLICT (\"id\") DO UPDATE SET \"name\" = EXCLUDED.\"name\""
+        );
+        // No key read: nothing to name.
+        assert_eq!(kw.upsert_suffix(&t, rel_kind, &[], &w).unwrap(), "");
+    }
+
+    #[test]
+    fn ddl_consults_the_rules() {
+        let kw = Sql(Dialect::Kwdb);
+        let t = kw.ident("cpu").unwrap();
+        let nv = Field::tag("site", DataType::NVarchar, false).with_length(32);
+        let e = kw
+            .add_field(&t, TableKind::TimeSeries, &nv, true, Precision::Ms)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("checkTagType"), "{e}");
+        let old = Field::column("b", DataType::Varbytes).with_length(10);
+        let e = kw
+            .widen_field(&t, &old, &old.clone().with_length(20), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("validateAlterTSType"), "{e}");
+        let long = kw.ident(&"d".repeat(64)).unwrap();
+        assert!(kw.create_database(&long, DatabaseKind::Ts).is_err());
+        assert!(kw.create_database(&long, DatabaseKind::Relational).is_ok());
     }
 }

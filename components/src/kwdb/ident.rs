@@ -34,6 +34,9 @@ impl Ident {
         } else {
             None
         };
+        if reason.is_none() && dialect == Dialect::Kwdb {
+            super::rules::check_kwdb_name(name)?;
+        }
         match reason {
             Some(reason) => Err(KwdbError::InvalidIdentifier {
                 name: printable(name),
@@ -91,5 +94,13 @@ mod tests {
             .to_string();
         assert!(err.contains("at most 63"), "{err}");
         assert!(Ident::new(&"x".repeat(129), Dialect::Kwdb).is_err());
+    }
+
+    /// KWDB's SHOW TAGS FROM builds `'<table>'` itself: a quote in a name breaks it.
+    #[test]
+    fn quotes_in_names_are_refused_for_kwdb_only() {
+        let e = Ident::new("it's", Dialect::Kwdb).unwrap_err().to_string();
+        assert!(e.contains("show_attributes.go"), "{e}");
+        assert!(Ident::new("it's", Dialect::Postgres).is_ok());
     }
 }

@@ -5,8 +5,12 @@
 
 pub mod catalog;
 pub mod conn;
+pub mod dedup;
 pub mod dialect;
 pub mod ident;
+pub mod rules;
+#[cfg(test)]
+mod rules_proptest;
 mod tls;
 pub mod values;
 
@@ -16,6 +20,7 @@ pub use dialect::{DatabaseKind, Dialect, Sql};
 pub use ident::Ident;
 /// The client the connections are made with, for callers that query them.
 pub use tokio_postgres;
+use tokio_postgres::error::SqlState;
 
 /// What can go wrong talking to KWDB. Never carries a password: connection errors
 /// name hosts, not URLs.
@@ -48,6 +53,29 @@ pub enum KwdbError {
     InvalidIdentifier { name: String, reason: String },
     #[error("{0}")]
     Schema(String),
+    /// A table the rows need does not exist and may not be created by the sink:
+    /// an environment problem (someone must create it), never a bad record.
+    #[error(
+        "table \"{table}\" does not exist in database \"{database}\" and is not created \
+         ({why}); create {wanted}, and the waiting rows are written"
+    )]
+    MissingTable {
+        table: String,
+        database: String,
+        wanted: String,
+        why: &'static str,
+    },
+    /// KWDB (like CockroachDB) takes a connection to a database that does not
+    /// exist and fails only later; the sink looks in `SHOW DATABASES` at start.
+    #[error("database \"{0}\" does not exist (SHOW DATABASES does not list it); create it or set create_database")]
+    UnknownDatabase(String),
+    /// A schema, name or value that KWDB would refuse, found before anything was
+    /// sent: what is wrong, and the rule with where KWDB states it.
+    #[error("{detail} (KWDB: {}; {})", .rule.text, .rule.source)]
+    Rule {
+        detail: String,
+        rule: &'static rules::Rule,
+    },
 }
 
 /// How the caller should react to an error.
@@ -61,6 +89,10 @@ pub enum ErrorClass {
     Duplicate,
     /// The table is not what the cache believes (changed behind our back).
     StaleSchema,
+    /// The environment or the configuration is wrong (unknown database, refused
+    /// login, missing privilege): no row is at fault and waiting does not heal
+    /// it. The component stops at once and says why.
+    Fatal,
 }
 
 impl KwdbError {
@@ -91,10 +123,20 @@ impl KwdbError {
 
     pub fn class(&self) -> ErrorClass {
         match self {
-            KwdbError::Connect { .. } | KwdbError::ConnectTimeout { .. } => ErrorClass::Retryable,
+            KwdbError::ConnectTimeout { .. } => ErrorClass::Retryable,
+            // A refused login or an unknown database comes back from the handshake.
+            KwdbError::Connect { source, .. } => match classify(source) {
+                ErrorClass::Fatal => ErrorClass::Fatal,
+                _ => ErrorClass::Retryable,
+            },
             KwdbError::Db { source, .. } => classify(source),
+            KwdbError::UnknownDatabase(_) => ErrorClass::Fatal,
             KwdbError::Tls(_) | KwdbError::Config(_) => ErrorClass::Retryable,
-            KwdbError::InvalidIdentifier { .. } | KwdbError::Schema(_) => ErrorClass::Permanent,
+            // Waits like an outage: rows resume when the table exists.
+            KwdbError::MissingTable { .. } => ErrorClass::Retryable,
+            KwdbError::InvalidIdentifier { .. } | KwdbError::Schema(_) | KwdbError::Rule { .. } => {
+                ErrorClass::Permanent
+            }
         }
     }
 
@@ -106,23 +148,65 @@ impl KwdbError {
 /// Classifies by SQLSTATE. Errors without one are I/O: the connection is gone.
 /// Unknown classes (internal errors, resource limits) are retried: dropping data
 /// because the server had a bad moment is worse than waiting.
+///
+/// 42804 (datatype mismatch) is a bad value, not a changed table: KWDB's
+/// time-series insert path answers NaN or a wrong literal with it, and reading it
+/// as "schema changed" re-read the catalog twice per batch before the row was
+/// rejected anyway.
 pub fn classify(e: &tokio_postgres::Error) -> ErrorClass {
     let Some(code) = e.code() else {
         return ErrorClass::Retryable;
     };
-    let code = code.code();
-    match code {
-        "23505" => ErrorClass::Duplicate,
-        "42703" | "42P01" | "42804" => ErrorClass::StaleSchema,
-        "57P01" | "57P02" | "57P03" | "57014" | "40001" | "40P01" => ErrorClass::Retryable,
-        _ if code.starts_with("08") || code.starts_with("53") || code.starts_with("58") => {
-            ErrorClass::Retryable
-        }
-        _ if code.starts_with("22") || code.starts_with("23") || code.starts_with("42") => {
-            ErrorClass::Permanent
-        }
-        "54000" | "54001" | "54011" | "54023" => ErrorClass::Permanent,
-        _ => ErrorClass::Retryable,
+    classify_state(code)
+}
+
+/// [`classify`] on the SQLSTATE alone.
+pub fn classify_state(code: &SqlState) -> ErrorClass {
+    const DUPLICATE: &[SqlState] = &[SqlState::UNIQUE_VIOLATION];
+    const STALE: &[SqlState] = &[SqlState::UNDEFINED_COLUMN, SqlState::UNDEFINED_TABLE];
+    // Nothing a row holds causes these, and nothing but the operator fixes them.
+    const FATAL: &[SqlState] = &[
+        SqlState::INVALID_CATALOG_NAME,
+        SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+        SqlState::INVALID_PASSWORD,
+        SqlState::INSUFFICIENT_PRIVILEGE,
+        SqlState::INVALID_SCHEMA_NAME,
+    ];
+    const RETRY: &[SqlState] = &[
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::QUERY_CANCELED,
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+    ];
+    // One statement holding two rows of the same key under ON CONFLICT DO UPDATE:
+    // the statement is split until the rows stand alone, which then succeed.
+    const SPLIT: &[SqlState] = &[SqlState::CARDINALITY_VIOLATION];
+    const TOO_BIG: &[SqlState] = &[
+        SqlState::PROGRAM_LIMIT_EXCEEDED,
+        SqlState::STATEMENT_TOO_COMPLEX,
+        SqlState::TOO_MANY_COLUMNS,
+        SqlState::TOO_MANY_ARGUMENTS,
+    ];
+    let class = |prefix: &str| code.code().starts_with(prefix);
+    if DUPLICATE.contains(code) {
+        ErrorClass::Duplicate
+    } else if STALE.contains(code) {
+        ErrorClass::StaleSchema
+    } else if FATAL.contains(code) || class("28") {
+        ErrorClass::Fatal
+    } else if RETRY.contains(code) || class("08") || class("53") || class("58") {
+        ErrorClass::Retryable
+    } else if class("22")
+        || class("23")
+        || class("42")
+        || TOO_BIG.contains(code)
+        || SPLIT.contains(code)
+    {
+        ErrorClass::Permanent
+    } else {
+        ErrorClass::Retryable
     }
 }
 
@@ -160,5 +244,34 @@ fn db_message(e: &tokio_postgres::Error) -> String {
             m
         }
         None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(code: &str) -> ErrorClass {
+        classify_state(&SqlState::from_code(code))
+    }
+
+    #[test]
+    fn environment_errors_are_fatal_not_retried() {
+        for code in ["3D000", "28P01", "28000", "42501"] {
+            assert_eq!(class(code), ErrorClass::Fatal, "{code}");
+        }
+        assert_eq!(class("08006"), ErrorClass::Retryable);
+        assert_eq!(class("57P03"), ErrorClass::Retryable);
+    }
+
+    /// KWDB answers NaN into a float column with 42804; the table did not change.
+    #[test]
+    fn datatype_mismatch_is_a_bad_value_not_a_stale_schema() {
+        assert_eq!(class("42804"), ErrorClass::Permanent);
+        assert_eq!(class("42703"), ErrorClass::StaleSchema);
+        assert_eq!(class("42P01"), ErrorClass::StaleSchema);
+        assert_eq!(class("23505"), ErrorClass::Duplicate);
+        assert_eq!(class("21000"), ErrorClass::Permanent);
+        assert_eq!(class("XX000"), ErrorClass::Retryable);
     }
 }

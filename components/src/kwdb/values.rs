@@ -8,7 +8,82 @@
 
 use std::fmt::Write as _;
 
+use serde::Deserialize;
+
+use super::{rules, Dialect};
 use crate::event::{DataType, Field, Precision, Timestamp, Value};
+
+/// What the sink does with NaN and ±Infinity bound for a float column. KWDB's
+/// time-series insert path refuses them ([`rules::FINITE_FLOATS`]), so the choice
+/// is made here, the same in both dialects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NonFinite {
+    /// Reject the row, saying why.
+    #[default]
+    Reject,
+    /// Write NULL instead.
+    Null,
+}
+
+/// How the sink encodes values: the dialect (VARBYTES literals differ) and the
+/// choice for non-finite floats. [`write_value`] without it sends NaN as text,
+/// which is what a query condition wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Encoding {
+    pub dialect: Dialect,
+    pub non_finite: NonFinite,
+}
+
+impl Encoding {
+    pub fn new(dialect: Dialect) -> Self {
+        Encoding {
+            dialect,
+            non_finite: NonFinite::default(),
+        }
+    }
+
+    /// `value` as an SQL literal of this dialect, checked against KWDB's rules.
+    pub fn literal(&self, value: &Value, target: &Field, out: &mut String) -> Result<(), String> {
+        match self.dialect {
+            Dialect::Kwdb => write(value, target, &mut KwdbLiteral(out), Some(self.non_finite)),
+            Dialect::Postgres => write(value, target, &mut Literal(out), Some(self.non_finite)),
+        }
+    }
+
+    /// `value` as a field of COPY's text format (postgres only).
+    pub fn copy(&self, value: &Value, target: &Field, out: &mut Vec<u8>) -> Result<(), String> {
+        write(value, target, &mut CopyText(out), Some(self.non_finite))
+    }
+}
+
+/// KWDB's literals: as [`Literal`], but bytes as `b'\x31\x32'`. KWDB's time-series
+/// insert path checks the length of the literal's text against the column's
+/// width before decoding an `E'\\x..'` string, so a 6-byte value into VARBYTES(10)
+/// was refused; a `b'..'` literal is decoded first ([`rules::VARBYTES_LENGTH`]).
+pub struct KwdbLiteral<'a>(pub &'a mut String);
+
+impl ValueOut for KwdbLiteral<'_> {
+    fn null(&mut self) {
+        Literal(self.0).null()
+    }
+    fn token(&mut self, s: &str) {
+        Literal(self.0).token(s)
+    }
+    fn text(&mut self, s: &str) {
+        Literal(self.0).text(s)
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.0.push_str("b'");
+        for &x in b {
+            self.0.push_str("\\x");
+            self.0.push(HEX[(x >> 4) as usize] as char);
+            self.0.push(HEX[(x & 15) as usize] as char);
+        }
+        self.0.push('\'');
+    }
+}
 
 /// Where rendered values go.
 pub trait ValueOut {
@@ -45,11 +120,37 @@ impl ValueOut for Literal<'_> {
 
 /// One multi-row INSERT: `prefix` (from [`super::Sql::insert_prefix`]), the rows'
 /// values coerced to `fields` (the table's fields, in row order), then `suffix`.
+/// PostgreSQL's literals, NaN as text: [`render_insert_with`] is what the sink sends.
 pub fn render_insert(
     prefix: &str,
     fields: &[Field],
     rows: &[crate::event::Row],
     suffix: &str,
+) -> Result<String, String> {
+    render(prefix, fields, rows, suffix, |v, f, out| {
+        write_value(v, f, &mut Literal(out))
+    })
+}
+
+/// [`render_insert`] as the sink renders it with `enc`.
+pub fn render_insert_with(
+    enc: Encoding,
+    prefix: &str,
+    fields: &[Field],
+    rows: &[crate::event::Row],
+    suffix: &str,
+) -> Result<String, String> {
+    render(prefix, fields, rows, suffix, |v, f, out| {
+        enc.literal(v, f, out)
+    })
+}
+
+fn render(
+    prefix: &str,
+    fields: &[Field],
+    rows: &[crate::event::Row],
+    suffix: &str,
+    lit: impl Fn(&Value, &Field, &mut String) -> Result<(), String>,
 ) -> Result<String, String> {
     let mut out = String::from(prefix);
     for (r, row) in rows.iter().enumerate() {
@@ -61,11 +162,7 @@ pub fn render_insert(
             if k > 0 {
                 out.push(',');
             }
-            write_value(
-                row.get(k).unwrap_or(&Value::Null),
-                f,
-                &mut Literal(&mut out),
-            )?;
+            lit(row.get(k).unwrap_or(&Value::Null), f, &mut out)?;
         }
         out.push(')');
     }
@@ -140,8 +237,21 @@ fn push_hex(out: &mut String, b: &[u8]) {
     }
 }
 
-/// Writes `value` coerced to `target`'s type, or says why it cannot be.
+/// Writes `value` coerced to `target`'s type, or says why it cannot be. NaN and
+/// ±Infinity are written as text (what a query condition wants); the sink writes
+/// through [`Encoding`], which decides them by KWDB's rule.
 pub fn write_value(value: &Value, target: &Field, out: &mut impl ValueOut) -> Result<(), String> {
+    write(value, target, out, None)
+}
+
+/// `non_finite`: None writes NaN as text; Some applies KWDB's rules (floats
+/// finite, VARBYTES within the column's length).
+fn write(
+    value: &Value,
+    target: &Field,
+    out: &mut impl ValueOut,
+    non_finite: Option<NonFinite>,
+) -> Result<(), String> {
     let ty = target.ty;
     let mut tok = String::new();
     match (value, ty) {
@@ -171,7 +281,11 @@ pub fn write_value(value: &Value, target: &Field, out: &mut impl ValueOut) -> Re
                 Value::String(s) => s.trim().parse::<f64>().map_err(|_| mismatch(v, target))?,
                 _ => return Err(mismatch(v, target)),
             };
-            if f.is_nan() {
+            if !f.is_finite() && non_finite == Some(NonFinite::Null) {
+                out.null();
+            } else if !f.is_finite() && non_finite.is_some() {
+                rules::check_finite(f, &target.name)?;
+            } else if f.is_nan() {
                 out.text("NaN");
             } else if f.is_infinite() {
                 out.text(if f > 0.0 { "Infinity" } else { "-Infinity" });
@@ -242,14 +356,24 @@ pub fn write_value(value: &Value, target: &Field, out: &mut impl ValueOut) -> Re
             }
             out.text(&tok);
         }
-        (v, DataType::Varbytes | DataType::Bytes) => match v {
-            Value::Bytes(b) => out.bytes(b),
-            Value::String(s) => match s.strip_prefix("\\x").and_then(decode_hex) {
-                Some(b) => out.bytes(&b),
-                None => out.bytes(s.as_bytes()),
-            },
-            _ => return Err(mismatch(v, target)),
-        },
+        (v, DataType::Varbytes | DataType::Bytes) => {
+            let decoded;
+            let b: &[u8] = match v {
+                Value::Bytes(b) => b,
+                Value::String(s) => match s.strip_prefix("\\x").and_then(decode_hex) {
+                    Some(b) => {
+                        decoded = b;
+                        &decoded
+                    }
+                    None => s.as_bytes(),
+                },
+                _ => return Err(mismatch(v, target)),
+            };
+            if non_finite.is_some() {
+                rules::check_varbytes_len(b.len(), target)?;
+            }
+            out.bytes(b)
+        }
         // Every string-like type: strings as they are, other values as their text.
         (v, _) => match v {
             Value::String(s) => {
@@ -281,6 +405,29 @@ pub fn write_value(value: &Value, target: &Field, out: &mut impl ValueOut) -> Re
         },
     }
     Ok(())
+}
+
+/// The length `value` has once written into `target`, a VARCHAR-like field
+/// (characters for NCHAR/NVARCHAR, bytes otherwise); None for NULL and for values
+/// that do not fit at all.
+pub fn text_len(value: &Value, target: &Field) -> Option<usize> {
+    struct Measure(Option<String>);
+    impl ValueOut for Measure {
+        fn null(&mut self) {}
+        fn token(&mut self, s: &str) {
+            self.0 = Some(s.to_string());
+        }
+        fn text(&mut self, s: &str) {
+            self.0 = Some(s.to_string());
+        }
+        fn bytes(&mut self, _: &[u8]) {}
+    }
+    if let Value::String(s) = value {
+        return Some(crate::formats::value::string_len(target.ty, s));
+    }
+    let mut m = Measure(None);
+    write_value(value, target, &mut m).ok()?;
+    m.0.map(|s| crate::formats::value::string_len(target.ty, &s))
 }
 
 fn check_text(s: &str) -> Result<(), String> {
@@ -501,6 +648,67 @@ mod tests {
         );
         assert_eq!(lit(Value::Float8(2.5), DataType::Varchar).unwrap(), "'2.5'");
         assert_eq!(lit(Value::Bool(true), DataType::Bool).unwrap(), "TRUE");
+    }
+
+    fn kwdb(v: Value, f: Field, non_finite: NonFinite) -> Result<String, String> {
+        let mut s = String::new();
+        Encoding {
+            dialect: Dialect::Kwdb,
+            non_finite,
+        }
+        .literal(&v, &f, &mut s)?;
+        Ok(s)
+    }
+
+    /// insert_direct.go checks the width against the literal's text before an
+    /// E'\\x..' string is decoded; b'\x..' is decoded first.
+    #[test]
+    fn kwdb_bytes_are_byte_literals_checked_against_the_length() {
+        let f = Field::column("c7", DataType::Varbytes).with_length(6);
+        assert_eq!(
+            kwdb(Value::String("112132".into()), f.clone(), NonFinite::Reject).unwrap(),
+            r"b'\x31\x31\x32\x31\x33\x32'"
+        );
+        assert_eq!(
+            kwdb(
+                Value::String(r"\x313233".into()),
+                f.clone(),
+                NonFinite::Reject
+            )
+            .unwrap(),
+            r"b'\x31\x32\x33'"
+        );
+        let e = kwdb(Value::Bytes(vec![0; 7]), f, NonFinite::Reject).unwrap_err();
+        assert!(e.contains("7 bytes do not fit VARBYTES(6)"), "{e}");
+    }
+
+    #[test]
+    fn non_finite_floats_are_decided_here() {
+        let f = Field::column("v", DataType::Float8);
+        for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let e = kwdb(Value::Float8(x), f.clone(), NonFinite::Reject).unwrap_err();
+            assert!(e.contains("convertFloat"), "{e}");
+            assert_eq!(
+                kwdb(Value::Float8(x), f.clone(), NonFinite::Null).unwrap(),
+                "NULL"
+            );
+        }
+        let e = kwdb(Value::String("NaN".into()), f.clone(), NonFinite::Reject).unwrap_err();
+        assert!(e.contains("NaN"), "{e}");
+        assert_eq!(
+            kwdb(Value::Float8(1.5), f, NonFinite::Reject).unwrap(),
+            "1.5"
+        );
+    }
+
+    #[test]
+    fn text_lengths_as_written() {
+        let v = Field::column("c1", DataType::Varchar).with_length(3);
+        assert_eq!(text_len(&Value::Float8(10.3), &v), Some(4));
+        assert_eq!(text_len(&Value::String("天津".into()), &v), Some(6));
+        let n = Field::column("c1", DataType::NVarchar);
+        assert_eq!(text_len(&Value::String("天津".into()), &n), Some(2));
+        assert_eq!(text_len(&Value::Null, &v), None);
     }
 
     #[test]

@@ -20,7 +20,9 @@ use crate::ack::EventStatus;
 use crate::api::{
     BuildContext, Component, ComponentConfig, ComponentContext, ComponentError, OutputDef,
 };
-use crate::event::{Event, EventKind, Field, Precision, Row, RowBatch, TableSchema, Value};
+use crate::event::{
+    DataType, Event, EventKind, Field, Precision, Row, RowBatch, TableSchema, Value,
+};
 use crate::event::{SCHEMA_HINT_KEY, SCHEMA_INFERRED};
 use crate::formats::value::{coerce_value, string_len, widen_type};
 
@@ -129,40 +131,52 @@ pub fn merge_schemas(a: &TableSchema, b: &TableSchema) -> Option<TableSchema> {
             return None;
         }
     }
-    let merge_list = |xs: &[Field], ys: &[Field], other_a: &[Field], other_b: &[Field]| {
-        let mut out = Vec::with_capacity(xs.len().max(ys.len()));
-        for x in xs {
-            if other_b.iter().any(|f| f.name == x.name) {
-                return None;
-            }
-            match ys.iter().find(|y| y.name == x.name) {
-                Some(y) => out.push(Field {
-                    name: x.name.clone(),
-                    ty: widen_type(x.ty, y.ty)?,
-                    length: x.length.max(y.length),
-                    nullable: x.nullable || y.nullable,
-                    primary: x.primary || y.primary,
-                }),
-                None if x.nullable => out.push(x.clone()),
-                None => return None,
-            }
-        }
-        for y in ys {
-            if other_a.iter().any(|f| f.name == y.name) {
-                return None;
-            }
-            if !xs.iter().any(|x| x.name == y.name) {
-                if !y.nullable {
+    let merge_list =
+        |xs: &[Field], ys: &[Field], other_a: &[Field], other_b: &[Field], tags: bool| {
+            let mut out = Vec::with_capacity(xs.len().max(ys.len()));
+            for x in xs {
+                if other_b.iter().any(|f| f.name == x.name) {
                     return None;
                 }
-                out.push(y.clone());
+                match ys.iter().find(|y| y.name == x.name) {
+                    Some(y) => out.push(Field {
+                        name: x.name.clone(),
+                        ty: widen_type(x.ty, y.ty).map(|t| if tags { tag_type(t) } else { t })?,
+                        length: x.length.max(y.length),
+                        nullable: x.nullable || y.nullable,
+                        primary: x.primary || y.primary,
+                    }),
+                    None if x.nullable => out.push(x.clone()),
+                    None => return None,
+                }
             }
-        }
-        Some(out)
-    };
-    let columns = merge_list(&a.columns, &b.columns, &a.tags, &b.tags)?;
-    let tags = merge_list(&a.tags, &b.tags, &a.columns, &b.columns)?;
+            for y in ys {
+                if other_a.iter().any(|f| f.name == y.name) {
+                    return None;
+                }
+                if !xs.iter().any(|x| x.name == y.name) {
+                    if !y.nullable {
+                        return None;
+                    }
+                    out.push(y.clone());
+                }
+            }
+            Some(out)
+        };
+    let columns = merge_list(&a.columns, &b.columns, &a.tags, &b.tags, false)?;
+    let tags = merge_list(&a.tags, &b.tags, &a.columns, &b.columns, true)?;
     Some(TableSchema::new(a.kind, columns, tags))
+}
+
+/// A widened type a tag can have: KWDB's tags are never NVARCHAR
+/// ([`crate::kwdb::rules::TAG_TYPES`]), so VARCHAR + NCHAR gives VARCHAR, whose
+/// length counts bytes and so holds any text.
+fn tag_type(t: DataType) -> DataType {
+    if t == DataType::NVarchar && !crate::kwdb::rules::tag_type_allowed(t) {
+        DataType::Varchar
+    } else {
+        t
+    }
 }
 
 /// Rows of `from` reshaped to `to`: fields by name, values converted exactly.
@@ -290,6 +304,31 @@ mod tests {
         );
     }
 
+    /// VARCHAR + NCHAR widens to NVARCHAR for a column, but a tag cannot be
+    /// NVARCHAR in KWDB (create_table.go checkTagType): it becomes VARCHAR, long
+    /// enough in bytes for every value.
+    #[test]
+    fn tags_widen_to_varchar_never_nvarchar() {
+        use crate::event::TableKind;
+        let mk = |ty: DataType| {
+            TableSchema::new(
+                TableKind::TimeSeries,
+                vec![
+                    Field::column("ts", DataType::TimestampTz).not_null(),
+                    Field::column("s", ty),
+                ],
+                vec![
+                    Field::tag("p", DataType::Varchar, true).with_length(64),
+                    Field::tag("site", ty, false),
+                ],
+            )
+        };
+        let m = merge_schemas(&mk(DataType::Varchar), &mk(DataType::NChar)).unwrap();
+        assert_eq!(m.columns[1].ty, DataType::NVarchar);
+        assert_eq!(m.tags[1].ty, DataType::Varchar);
+        assert!(crate::kwdb::rules::check_table(&m, Precision::Ms).is_ok());
+    }
+
     #[test]
     fn floats_absorb_integers_only_when_exact() {
         let out = infer(decoded("m v=1i 1\nm v=2.5 2\n"));
@@ -318,7 +357,7 @@ mod tests {
 
     #[test]
     fn missing_not_null_fields_prevent_merging() {
-        use crate::event::{DataType, TableKind};
+        use crate::event::TableKind;
         let a = TableSchema::new(
             TableKind::TimeSeries,
             vec![Field::column("ts", DataType::TimestampTz).not_null()],

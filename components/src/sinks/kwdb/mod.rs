@@ -25,9 +25,13 @@ use crate::api::{
 use crate::durations;
 use crate::event::{Event, EventKind};
 use crate::kwdb::conn::{default_connection_attempts, default_connection_backoff};
+use crate::kwdb::dedup::{self, DedupRule};
+use crate::kwdb::{catalog, ErrorClass};
 use crate::kwdb::{
     ConnUrl, ConnectParams, ConnectionOptions, DatabaseKind, Dialect, KwdbError, Secret, SslMode,
 };
+
+pub use crate::kwdb::values::NonFinite;
 
 /// When a missing table is created.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -156,6 +160,10 @@ pub struct KwdbSinkConfig {
     /// Default: `copy` for postgres, `insert` for kwdb.
     #[serde(default)]
     pub write_method: Option<WriteMethod>,
+    /// NaN and ±Infinity for a float column, which KWDB refuses: `"reject"` the
+    /// row with the reason (default) or write `"null"`.
+    #[serde(default)]
+    pub non_finite_floats: NonFinite,
 }
 
 impl KwdbSinkConfig {
@@ -219,6 +227,7 @@ impl KwdbSinkConfig {
                 retry_backoff: self.retry_backoff,
                 retry_backoff_max: self.retry_backoff_max.max(self.retry_backoff),
                 method,
+                non_finite_floats: self.non_finite_floats,
             },
         ))
     }
@@ -235,6 +244,7 @@ pub(crate) struct SinkOptions {
     pub retry_backoff: Duration,
     pub retry_backoff_max: Duration,
     pub method: WriteMethod,
+    pub non_finite_floats: NonFinite,
 }
 
 fn config_error(e: KwdbError) -> ComponentError {
@@ -255,6 +265,19 @@ impl ComponentConfig for KwdbSinkConfig {
         Vec::new()
     }
 
+    /// What can be told without the database: the options, the database name
+    /// against KWDB's rules (a time-series database name of at most 63 bytes).
+    fn check(&self) -> Result<(), ComponentError> {
+        let (params, _) = self.options().map_err(config_error)?;
+        if let (Some(DatabaseKind::Ts), Some(db)) =
+            (self.create_database, params.database.as_deref())
+        {
+            crate::kwdb::rules::check_ts_database_name(db)
+                .map_err(|e| config_error(KwdbError::Config(format!("database: {e}"))))?;
+        }
+        Ok(())
+    }
+
     async fn healthcheck(&self, _cx: &BuildContext) -> Result<(), ComponentError> {
         let (mut params, _) = self.options().map_err(config_error)?;
         // One try: a check reports what it finds, the running sink retries.
@@ -269,6 +292,19 @@ impl ComponentConfig for KwdbSinkConfig {
             .simple_query("SELECT 1")
             .await
             .map_err(|e| config_error(KwdbError::db("health check query failed", e)))?;
+        // KWDB takes a connection to a database that does not exist.
+        if let (Dialect::Kwdb, None, Some(db)) = (
+            params.dialect,
+            self.create_database,
+            params.database.as_deref(),
+        ) {
+            if !catalog::kwdb_database_exists(&client, db)
+                .await
+                .map_err(config_error)?
+            {
+                return Err(config_error(KwdbError::UnknownDatabase(db.to_string())));
+            }
+        }
         Ok(())
     }
 
@@ -303,8 +339,14 @@ impl Component for KwdbSink {
                 .await
                 .map_err(config_error)?;
         }
+        let dedup = match self.params.dialect {
+            Dialect::Kwdb => kwdb_start_checks(&self.params)
+                .await
+                .map_err(config_error)?,
+            Dialect::Postgres => None,
+        };
         let mut senders = Vec::with_capacity(self.concurrency);
-        let mut tasks = Vec::with_capacity(self.concurrency);
+        let mut tasks = tokio::task::JoinSet::new();
         for n in 0..self.concurrency {
             // Small queues: the backlog stays in the upstream channels, bounded there.
             // A few batches waiting let the COPY path stream them in one statement.
@@ -314,12 +356,28 @@ impl Component for KwdbSink {
                 self.params.clone(),
                 self.options.clone(),
                 metrics.clone(),
+                dedup.clone(),
             );
             senders.push(tx);
-            tasks.push(tokio::spawn(w.run(rx)));
+            tasks.spawn(w.run(rx));
         }
         let mut failure = None;
-        while let Some(event) = input.recv().await {
+        loop {
+            let event = tokio::select! {
+                event = input.recv() => match event {
+                    Some(e) => e,
+                    None => break,
+                },
+                // A writer ends before its queue closes only when it gave up (an
+                // unknown database, a refused login, max_retries spent): the sink
+                // stops now, not at the next batch, however quiet the input is.
+                Some(done) = tasks.join_next() => {
+                    failure = Some(writer_failure(done).unwrap_or_else(|| {
+                        ComponentError::msg("a kwdb writer stopped")
+                    }));
+                    break;
+                }
+            };
             let batch = match event {
                 Event::Rows(b) => b,
                 Event::Raw(m) => {
@@ -341,16 +399,71 @@ impl Component for KwdbSink {
             }
         }
         drop(senders);
-        for t in tasks {
-            match t.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => failure = Some(config_error(e)),
-                Err(e) => failure = Some(ComponentError::msg(format!("kwdb writer panicked: {e}"))),
+        while let Some(done) = tasks.join_next().await {
+            if let Some(e) = writer_failure(done) {
+                failure = Some(e);
             }
         }
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+}
+
+/// The error a writer task ended with, if any.
+fn writer_failure(
+    done: Result<Result<(), KwdbError>, tokio::task::JoinError>,
+) -> Option<ComponentError> {
+    match done {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(config_error(e)),
+        Err(e) => Some(ComponentError::msg(format!("kwdb writer panicked: {e}"))),
+    }
+}
+
+/// kwdb dialect, at start: the database must exist (KWDB takes a connection
+/// to any name and fails only later), and `ts.dedup.rule` is read and what a
+/// replay does under it logged. A server that cannot be reached now is not a
+/// reason to stop (the writers wait for it); one that refuses the login, or
+/// lacks the database, is.
+async fn kwdb_start_checks(params: &ConnectParams) -> Result<Option<DedupRule>, KwdbError> {
+    let client = match params.connect().await {
+        Ok(c) => c,
+        Err(e) if e.class() == ErrorClass::Fatal => return Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read ts.dedup.rule now; what replays do is not known");
+            return Ok(None);
+        }
+    };
+    let database = params.database.clone().unwrap_or_default();
+    match catalog::kwdb_database_exists(&client, &database).await {
+        Ok(false) => return Err(KwdbError::UnknownDatabase(database)),
+        Ok(true) => {}
+        Err(e) if e.class() == ErrorClass::Fatal => return Err(e),
+        Err(e) => tracing::warn!(error = %e, "cannot list databases; going on"),
+    }
+    match dedup::read(&client).await {
+        Ok(rule) => {
+            if rule.is_risky() {
+                tracing::warn!(ts_dedup_rule = %rule, "replays: {}", rule.replay());
+            } else {
+                tracing::info!(ts_dedup_rule = %rule, "replays: {}", rule.replay());
+            }
+            if rule.loses_partial_rows() {
+                tracing::warn!(
+                    ts_dedup_rule = %rule,
+                    "rows that carry only some columns of a point (json_opentsdb, \
+                     line_opentsdb, line_influxdb) lose the others: {}",
+                    dedup::partial_rows_note(&rule)
+                );
+            }
+            Ok(Some(rule))
+        }
+        // Reading a cluster setting may need privileges a writer lacks: say so, go on.
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read ts.dedup.rule; what replays do is not known");
+            Ok(None)
         }
     }
 }
@@ -382,6 +495,26 @@ mod tests {
         let mut c = KwdbSinkConfig::new("jdbc:kaiwudb://h/db");
         c.write_method = Some(WriteMethod::Copy);
         assert!(c.options().is_err());
+    }
+
+    /// Checked at load, before anything connects: KWDB's limit on time-series
+    /// database names (create_database.go MaxTSDBNameLength) and its quotes rule.
+    #[test]
+    fn database_names_are_checked_at_load() {
+        let mut c = KwdbSinkConfig::new(&format!("jdbc:kaiwudb://h:26257/{}", "d".repeat(64)));
+        assert!(
+            c.check().is_ok(),
+            "may exist already: only creating it is refused"
+        );
+        c.create_database = Some(DatabaseKind::Ts);
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("MaxTSDBNameLength"), "{e}");
+        let mut c = KwdbSinkConfig::new("jdbc:kaiwudb://h:26257/db");
+        c.database = Some("it's".into());
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("show_attributes.go"), "{e}");
+        let c = KwdbSinkConfig::new("jdbc:kaiwudb://h:26257");
+        assert!(c.check().is_err(), "no database");
     }
 
     #[tokio::test]

@@ -1,13 +1,14 @@
 //! One connection's writer: plans a table (create, evolve, map fields), encodes
 //! rows, writes chunks, retries, bisects.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
 
 use super::{
@@ -15,10 +16,12 @@ use super::{
 };
 use crate::ack::EventStatus;
 use crate::api::{Backoff, ComponentMetrics};
+use crate::event::{DataType, TableKind};
 use crate::event::{Field, Metadata, Precision, Row, RowBatch, TableSchema, Value};
 use crate::kwdb::catalog::{Catalog, TableInfo};
-use crate::kwdb::dialect::PgTagComment;
-use crate::kwdb::values::{write_value, CopyText, Literal};
+use crate::kwdb::dedup::{partial_rows_note, DedupRule};
+use crate::kwdb::dialect::{relational_key, PgTagComment};
+use crate::kwdb::values::{text_len, Encoding};
 use crate::kwdb::{ConnectParams, DatabaseKind, Dialect, ErrorClass, Ident, KwdbError, Sql};
 
 /// Why a step did not finish.
@@ -29,6 +32,9 @@ enum Step {
     Stale(KwdbError),
     /// Every row of the batch is refused, for this reason.
     Reject(String),
+    /// The environment or configuration is wrong (unknown database, refused
+    /// login): the sink stops with this error, the rows stay unacknowledged.
+    Fatal(KwdbError),
 }
 
 impl From<KwdbError> for Step {
@@ -36,6 +42,7 @@ impl From<KwdbError> for Step {
         match e.class() {
             ErrorClass::Retryable => Step::Retry(e),
             ErrorClass::StaleSchema => Step::Stale(e),
+            ErrorClass::Fatal => Step::Fatal(e),
             ErrorClass::Permanent | ErrorClass::Duplicate => {
                 Step::Reject(e.db_message().unwrap_or_else(|| e.to_string()))
             }
@@ -51,6 +58,8 @@ struct Plan {
     copy_sql: Option<String>,
     /// With COPY: the way for chunks holding replayed rows.
     stage: Option<Stage>,
+    /// What follows the VALUES: see [`Sql::upsert_suffix`].
+    insert_suffix: String,
     table: String,
 }
 
@@ -99,10 +108,10 @@ pub(super) async fn create_database(
                     return Ok(());
                 }
             }
-            match client.batch_execute(&sql.create_database(&db, kind)).await {
+            match client.batch_execute(&sql.create_database(&db, kind)?).await {
                 Ok(()) => Ok(()),
                 // Another writer was faster.
-                Err(e) if e.code().is_some_and(|c| c.code() == "42P04") => Ok(()),
+                Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(()),
                 Err(e) => Err(KwdbError::db(format!("cannot create database {db}"), e)),
             }
         }
@@ -129,6 +138,21 @@ pub(super) struct Worker {
     write_seconds: metrics::Histogram,
     rows_written: metrics::Counter,
     retries: metrics::Counter,
+    encoding: Encoding,
+    /// The server's `ts.dedup.rule` (kwdb dialect), read at start.
+    dedup: Option<DedupRule>,
+    /// Tables this worker created (KWDB keeps no mark of who made a table).
+    created: HashSet<String>,
+    /// Tables already warned about (timestamps rounded, partial rows under
+    /// `override`, no key), so each warning comes once per table.
+    warned: HashSet<(String, Warning)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Warning {
+    Rounded,
+    PartialRows,
+    NoKey,
 }
 
 impl Worker {
@@ -137,8 +161,13 @@ impl Worker {
         params: Arc<ConnectParams>,
         options: Arc<SinkOptions>,
         metrics: ComponentMetrics,
+        dedup: Option<DedupRule>,
     ) -> Self {
         let labels = metrics.labels().to_vec();
+        let encoding = Encoding {
+            dialect: params.dialect,
+            non_finite: options.non_finite_floats,
+        };
         Worker {
             n,
             sql: Sql(params.dialect),
@@ -150,20 +179,53 @@ impl Worker {
             write_seconds: metrics::histogram!("kwdb_sink_batch_write_seconds", &labels),
             rows_written: metrics::counter!("kwdb_sink_rows_written_total", &labels),
             retries: metrics::counter!("kwdb_sink_retries_total", &labels),
+            encoding,
+            warned: HashSet::new(),
+            created: HashSet::new(),
+            dedup,
             metrics,
         }
     }
 
-    pub async fn run(mut self, mut rx: mpsc::Receiver<RowBatch>) -> Result<(), KwdbError> {
+    pub async fn run(mut self, rx: mpsc::Receiver<RowBatch>) -> Result<(), KwdbError> {
+        let mut parked = Parked::new(&self.options);
+        let result = self.write_all(rx, &mut parked).await;
+        // Stopping (the input closed, or an error): rows still waiting for their
+        // table are not written, so not acknowledged; they are read again later.
+        parked.give_up();
+        result
+    }
+
+    async fn write_all(
+        &mut self,
+        mut rx: mpsc::Receiver<RowBatch>,
+        parked: &mut Parked,
+    ) -> Result<(), KwdbError> {
         let mut next = None;
         loop {
+            if parked.due() {
+                self.retry_parked(parked).await?;
+            }
             let mut batch = match next.take() {
                 Some(b) => b,
-                None => match rx.recv().await {
+                None if parked.is_empty() => match rx.recv().await {
                     Some(b) => b,
                     None => return Ok(()),
                 },
+                None => tokio::select! {
+                    b = rx.recv() => match b {
+                        Some(b) => b,
+                        None => return Ok(()),
+                    },
+                    _ = tokio::time::sleep_until(parked.next_try) => continue,
+                },
             };
+            // Behind a parked batch of its table: wait with it, in order.
+            let batch_table = batch.target.table.clone();
+            if parked.holds(&batch_table) {
+                parked.push(batch);
+                continue;
+            }
             if self.options.method == WriteMethod::Copy {
                 // Batches already waiting for the same table go into the same COPY.
                 while batch.rows.len() < self.options.copy_max_rows {
@@ -181,14 +243,67 @@ impl Worker {
                     batch.finalizers.merge(finalizers);
                 }
             }
-            self.handle(batch).await?;
+            if let Some((batch, e)) = self.handle(batch).await? {
+                self.park(parked, batch, e);
+            }
+        }
+    }
+
+    /// Holds a batch whose table is missing; the worker goes on with other tables.
+    fn park(&mut self, parked: &mut Parked, batch: RowBatch, e: KwdbError) {
+        let first = !parked.holds(&batch.target.table);
+        parked.push_front(batch);
+        if first {
+            self.metrics.report_error("missing table", &e);
+            tracing::warn!(worker = self.n, error = %e, "rows wait for their table");
+        }
+    }
+
+    /// Tries the oldest batch of every parked table again; what now lands is
+    /// followed by the rest of that table's batches, in order.
+    async fn retry_parked(&mut self, parked: &mut Parked) -> Result<(), KwdbError> {
+        let mut still_missing = None;
+        for table in parked.tables() {
+            while let Some(batch) = parked.pop(&table) {
+                if let Some((batch, e)) = self.handle(batch).await? {
+                    parked.push_front(batch);
+                    still_missing = Some(e);
+                    break;
+                }
+            }
+        }
+        match still_missing {
+            None => {
+                parked.reset();
+                Ok(())
+            }
+            Some(e) => {
+                self.metrics.report_error("missing table", &e);
+                if let Some(m) = self.options.max_retries.filter(|m| parked.tries >= *m) {
+                    tracing::error!(worker = self.n, error = %e, retries = m, "giving up");
+                    return Err(e);
+                }
+                let delay = parked.wait_more();
+                self.retries.increment(1);
+                tracing::warn!(worker = self.n, error = %e, retry_in = ?delay, "rows wait for their table; retrying");
+                Ok(())
+            }
         }
     }
 
     async fn client(&mut self) -> Result<&Client, KwdbError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.copy_statements.clear();
-            self.client = Some(self.params.connect().await?);
+            let client = self.params.connect().await?;
+            // Timestamp text without a zone into TIMESTAMPTZ must not depend on
+            // the server's or the user's default time zone.
+            for stmt in self.sql.session_setup() {
+                client
+                    .batch_execute(stmt)
+                    .await
+                    .map_err(|e| KwdbError::db("cannot set up the session", e))?;
+            }
+            self.client = Some(client);
         }
         Ok(self.client.as_ref().expect("just connected"))
     }
@@ -220,7 +335,12 @@ impl Worker {
         Ok(())
     }
 
-    async fn handle(&mut self, batch: RowBatch) -> Result<(), KwdbError> {
+    /// Writes a batch; gives it back when its table is missing and may not be
+    /// created, for the caller to park.
+    async fn handle(
+        &mut self,
+        batch: RowBatch,
+    ) -> Result<Option<(RowBatch, KwdbError)>, KwdbError> {
         let RowBatch {
             target,
             schema,
@@ -239,7 +359,7 @@ impl Worker {
             );
             rejected.extend((0..rows.len()).map(|i| (i, reason.clone())));
             self.finish(&target.table, &rows, rejected, finalizers);
-            return Ok(());
+            return Ok(None);
         }
         let mut remaining: Vec<usize> = (0..rows.len()).collect();
         let mut refreshes = 0;
@@ -250,7 +370,21 @@ impl Worker {
                     Err(Step::Reject(reason)) => {
                         rejected.extend(remaining.iter().map(|&i| (i, reason.clone())));
                         self.finish(&target.table, &rows, rejected, finalizers);
-                        return Ok(());
+                        return Ok(None);
+                    }
+                    // Nothing written yet: the batch waits aside for its table, the
+                    // worker goes on with the others.
+                    Err(Step::Retry(e @ KwdbError::MissingTable { .. }))
+                        if rejected.is_empty() && remaining.len() == rows.len() =>
+                    {
+                        let batch = RowBatch {
+                            target,
+                            schema,
+                            rows,
+                            meta,
+                            finalizers,
+                        };
+                        return Ok(Some((batch, e)));
                     }
                     Err(Step::Retry(e)) | Err(Step::Stale(e)) => {
                         self.catalog.invalidate(&target.table);
@@ -258,6 +392,10 @@ impl Worker {
                             finalizers.finish(EventStatus::Failed);
                             return Err(e);
                         }
+                    }
+                    Err(Step::Fatal(e)) => {
+                        finalizers.finish(EventStatus::Failed);
+                        return Err(self.fatal(e));
                     }
                 }
             };
@@ -302,12 +440,58 @@ impl Worker {
                         rejected.extend(chunk.iter().map(|&i| (i, reason.clone())));
                         pos = end;
                     }
+                    Err(Step::Fatal(e)) => {
+                        finalizers.finish(EventStatus::Failed);
+                        return Err(self.fatal(e));
+                    }
                 }
             }
             break;
         }
         self.finish(&target.table, &rows, rejected, finalizers);
-        Ok(())
+        Ok(None)
+    }
+
+    fn warn_once(&mut self, table: &str, what: Warning, message: &str) {
+        if self.warned.insert((table.to_string(), what)) {
+            tracing::warn!(table, "{message}");
+        }
+    }
+
+    /// Warnings about what the server will do to rows it takes, once per table.
+    fn warn_about(&mut self, info: &TableInfo, schema: &TableSchema, precision: Precision) {
+        if precision > info.ts_precision {
+            let message = format!(
+                "rows carry timestamps in {precision} but the table keeps {}: the server \
+                 rounds the extra digits, and rows that then share a timestamp replace each \
+                 other (docs/formats.md)",
+                info.ts_precision
+            );
+            self.warn_once(&info.name, Warning::Rounded, &message);
+        }
+        let partial = carries_partial_rows(info, schema);
+        if let Some(rule) = self
+            .dedup
+            .as_ref()
+            .filter(|r| partial && r.loses_partial_rows())
+        {
+            let message = format!(
+                "rows carry only some of the table's columns; {}",
+                partial_rows_note(rule)
+            );
+            self.warn_once(&info.name, Warning::PartialRows, &message);
+        }
+    }
+
+    /// Logs an error no retry can fix and hands it to the sink, which stops.
+    fn fatal(&self, e: KwdbError) -> KwdbError {
+        self.metrics.report_error("fatal", &e);
+        tracing::error!(
+            worker = self.n,
+            error = %e,
+            "not retried: the database or the sink's configuration must be fixed; stopping"
+        );
+        e
     }
 
     fn finish(
@@ -351,6 +535,7 @@ impl Worker {
             sql.ident(&f.name).map_err(reject)?;
         }
         let precision = finest_precision(schema, rows);
+        let mut no_key = false;
         self.client().await?;
         let client = self.client.as_ref().expect("connected");
         let info = match self.catalog.table(client, table).await? {
@@ -358,19 +543,23 @@ impl Worker {
             None => {
                 let partial =
                     meta.extra.get(SCHEMA_HINT_KEY).map(String::as_str) == Some(SCHEMA_PARTIAL);
-                match (self.options.auto_create, partial) {
-                    (AutoCreate::Never, _) => {
-                        return Err(Step::Reject(format!(
-                            "table \"{table}\" does not exist (auto_create = \"never\")"
-                        )))
-                    }
-                    (AutoCreate::Declared, true) => {
-                        return Err(Step::Reject(format!(
-                            "table \"{table}\" does not exist; rows whose schema is guessed \
-                             (line_influxdb) create tables only with auto_create = \"always\""
-                        )))
-                    }
-                    _ => {}
+                // Not a bad record: the table is missing from the environment. The
+                // rows wait (as for an outage) until someone creates it.
+                let why = match (self.options.auto_create, partial) {
+                    (AutoCreate::Never, _) => Some("auto_create = \"never\""),
+                    (AutoCreate::Declared, true) => Some(
+                        "rows whose schema is guessed (line_influxdb) create tables only \
+                         with auto_create = \"always\"",
+                    ),
+                    _ => None,
+                };
+                if let Some(why) = why {
+                    return Err(Step::Retry(KwdbError::MissingTable {
+                        table: table.to_string(),
+                        database: self.params.database.clone().unwrap_or_default(),
+                        wanted: describe_wanted(schema),
+                        why,
+                    }));
                 }
                 let stmts = sql
                     .create_table(&ident, schema, precision)
@@ -380,7 +569,23 @@ impl Worker {
                 let created = client.batch_execute(&stmts.join("; ")).await;
                 self.catalog.invalidate(table);
                 match created {
-                    Ok(()) => tracing::info!(table, "created table"),
+                    Ok(()) => {
+                        tracing::info!(table, "created table");
+                        self.created.insert(table.to_string());
+                        if schema.kind == TableKind::Relational {
+                            let key = relational_key(schema);
+                            if key.is_empty() {
+                                no_key = true;
+                            } else {
+                                tracing::info!(
+                                    table,
+                                    key = %key.join(", "),
+                                    "relational table keyed by its NOT NULL columns: a row with \
+                                     the key of an earlier one replaces it (replays are idempotent)"
+                                );
+                            }
+                        }
+                    }
                     // Another writer (a second agent in the group) may have created it
                     // first; which error that gives depends on where the two CREATEs
                     // crossed (42P07, 23505 or 42710 on its row type): the table being
@@ -407,7 +612,16 @@ impl Worker {
                 })?
             }
         };
-        let info = self.evolve(&ident, &info, schema, precision).await?;
+        if no_key {
+            self.warn_once(
+                table,
+                Warning::NoKey,
+                "relational table created without a key (no column is primary or NOT NULL): \
+                 a replay writes its rows again",
+            );
+        }
+        let info = self.evolve(&ident, &info, schema, rows, precision).await?;
+        self.warn_about(&info, schema, precision);
         let mut fields = Vec::with_capacity(schema.width());
         let mut idents = Vec::with_capacity(schema.width());
         for (i, f) in schema.fields().enumerate() {
@@ -424,6 +638,9 @@ impl Worker {
             WriteMethod::Copy => sql.copy_in(&ident, &idents),
             WriteMethod::Insert => None,
         };
+        let insert_suffix = sql
+            .upsert_suffix(&ident, info.schema.kind, &info.key, &idents)
+            .map_err(reject)?;
         let stage = match &copy_sql {
             Some(_) => {
                 let stage = sql.ident("kwpipe_stage").map_err(reject)?;
@@ -435,8 +652,7 @@ impl Worker {
                     ),
                     copy,
                     insert: format!(
-                        "INSERT INTO {ident} ({cols}) SELECT {cols} FROM {stage}{}; COMMIT",
-                        sql.insert_suffix()
+                        "INSERT INTO {ident} ({cols}) SELECT {cols} FROM {stage}{insert_suffix}; COMMIT"
                     ),
                 })
             }
@@ -444,6 +660,7 @@ impl Worker {
         };
         Ok(Plan {
             insert_prefix: sql.insert_prefix(&ident, &idents),
+            insert_suffix,
             copy_sql,
             stage,
             fields,
@@ -451,18 +668,20 @@ impl Worker {
         })
     }
 
-    /// Adds missing fields and widens short VARCHARs, per `schema_evolution`.
+    /// Adds missing fields and widens VARCHAR-like fields too short for the batch
+    /// (its declared lengths, and its values), per `schema_evolution`.
     async fn evolve(
         &mut self,
         ident: &Ident,
         info: &Arc<TableInfo>,
         schema: &TableSchema,
+        rows: &[Row],
         precision: Precision,
     ) -> Result<Arc<TableInfo>, Step> {
         let sql = self.sql;
-        let reject = |e: KwdbError| Step::Reject(e.to_string());
         let mut stmts = Vec::new();
         let mut new_tags = Vec::new();
+        let ours = info.kwpipe_made || self.created.contains(&info.name);
         for (i, f) in schema.fields().enumerate() {
             let tag = schema.is_tag(i);
             match target_field(info, schema, i) {
@@ -475,26 +694,32 @@ impl Worker {
                             f.name
                         )));
                     }
-                    if f.primary {
-                        return Err(Step::Reject(format!(
-                            "table \"{}\" has no primary tag \"{}\"; primary tags cannot be added",
-                            info.name, f.name
-                        )));
-                    }
-                    stmts.push(sql.add_field(ident, f, tag, precision).map_err(reject)?);
+                    let add = sql.add_field(ident, info.schema.kind, f, tag, precision);
+                    stmts.push(add.map_err(|e| {
+                        Step::Reject(format!("table \"{}\" cannot get it: {e}", info.name))
+                    })?);
                     if tag {
                         new_tags.push(f.name.clone());
                     }
                 }
                 Some((have, have_tag)) => {
-                    let widen = self.options.evolution == SchemaEvolution::Add
-                        && f.ty.has_length_limit()
-                        && have.ty == f.ty
-                        && have.length > 0
-                        && f.length > have.length
-                        && !have.primary;
-                    if widen {
-                        stmts.push(sql.widen_field(ident, f, have_tag).map_err(reject)?);
+                    if self.options.evolution != SchemaEvolution::Add {
+                        continue;
+                    }
+                    let Some(wanted) = wanted_length(have, f, i, Some(rows).filter(|_| ours))
+                    else {
+                        continue;
+                    };
+                    let new = Field {
+                        length: wanted,
+                        ..have.clone()
+                    };
+                    match sql.widen_field(ident, have, &new, have_tag) {
+                        Ok(stmt) => stmts.push(stmt),
+                        // KWDB cannot (VARBYTES, a primary tag, beyond the type's
+                        // limit): the rows that fit are written, the others are
+                        // refused one by one with the rule.
+                        Err(e) => tracing::debug!(table = %info.name, error = %e, "not widened"),
                     }
                 }
             }
@@ -512,7 +737,7 @@ impl Worker {
             match client.batch_execute(stmt).await {
                 Ok(()) => tracing::info!(table = %info.name, statement = %stmt, "changed table"),
                 // Added meanwhile by someone else: fine.
-                Err(e) if e.code().is_some_and(|c| c.code() == "42701") => {}
+                Err(e) if e.code() == Some(&SqlState::DUPLICATE_COLUMN) => {}
                 Err(e) => {
                     return Err(
                         KwdbError::db(format!("cannot change table \"{}\"", info.name), e).into(),
@@ -552,10 +777,11 @@ impl Worker {
                 Ok(()) => return Ok(rejected),
                 Err(e) => match e.class() {
                     ErrorClass::Retryable => return Err(Step::Retry(e)),
+                    ErrorClass::Fatal => return Err(Step::Fatal(e)),
                     ErrorClass::StaleSchema if !stale_is_permanent => return Err(Step::Stale(e)),
                     // A replay (duplicate key) or a bad row: the staged COPY or the
                     // INSERT path sorts it out.
-                    _ => e.sqlstate() == Some("23505"),
+                    _ => e.class() == ErrorClass::Duplicate,
                 },
             };
             let all_encoded = good.len() + rejected.len() == idx.len();
@@ -563,6 +789,7 @@ impl Worker {
                 match self.stage_copy(plan, stage, rows, &good).await {
                     Ok(()) => return Ok(rejected),
                     Err(e) if e.class() == ErrorClass::Retryable => return Err(Step::Retry(e)),
+                    Err(e) if e.class() == ErrorClass::Fatal => return Err(Step::Fatal(e)),
                     // Something else is wrong with a row: the INSERT path finds it.
                     Err(e) => {
                         tracing::debug!(table = %plan.table, error = %e, "staged COPY failed")
@@ -728,7 +955,7 @@ impl Worker {
             let mut buf = Vec::with_capacity(piece.len() * 96);
             for &i in piece {
                 let mark = buf.len();
-                match encode_copy(plan, &rows[i], &mut buf) {
+                match encode_copy(self.encoding, plan, &rows[i], &mut buf) {
                     Ok(()) => good.push(i),
                     Err(reason) => {
                         buf.truncate(mark);
@@ -766,7 +993,7 @@ impl Worker {
         let mut tuples: Vec<(usize, String)> = Vec::with_capacity(idx.len());
         for &i in idx {
             let mut s = String::with_capacity(64);
-            match encode_tuple(plan, &rows[i], &mut s) {
+            match encode_tuple(self.encoding, plan, &rows[i], &mut s) {
                 Ok(()) => tuples.push((i, s)),
                 Err(reason) => rejected.push((i, reason)),
             }
@@ -791,7 +1018,7 @@ impl Worker {
         }
         // A stack, left half on top, so rows go in their order.
         groups.reverse();
-        let suffix = self.sql.insert_suffix();
+        let suffix = plan.insert_suffix.as_str();
         while let Some(r) = groups.pop() {
             let mut stmt = String::with_capacity(size + plan.insert_prefix.len() + suffix.len());
             stmt.push_str(&plan.insert_prefix);
@@ -809,6 +1036,7 @@ impl Worker {
             let e = KwdbError::db(format!("INSERT into \"{}\" failed", plan.table), e);
             match e.class() {
                 ErrorClass::Retryable => return Err(Step::Retry(e)),
+                ErrorClass::Fatal => return Err(Step::Fatal(e)),
                 ErrorClass::StaleSchema if !stale_is_permanent => return Err(Step::Stale(e)),
                 _ if r.len() == 1 => {
                     let reason = e.db_message().unwrap_or_else(|| e.to_string());
@@ -822,6 +1050,107 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+/// Batches waiting for their table to be created, per table in arrival order,
+/// with the backoff of their retries (as for an outage).
+struct Parked {
+    tables: Vec<(String, std::collections::VecDeque<RowBatch>)>,
+    backoff: Backoff,
+    first: std::time::Duration,
+    max: std::time::Duration,
+    next_try: tokio::time::Instant,
+    tries: u32,
+}
+
+impl Parked {
+    fn new(options: &SinkOptions) -> Self {
+        Parked {
+            tables: Vec::new(),
+            backoff: Backoff::new(options.retry_backoff, options.retry_backoff_max),
+            first: options.retry_backoff,
+            max: options.retry_backoff_max,
+            next_try: tokio::time::Instant::now(),
+            tries: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    fn due(&self) -> bool {
+        !self.is_empty() && tokio::time::Instant::now() >= self.next_try
+    }
+
+    fn holds(&self, table: &str) -> bool {
+        self.tables.iter().any(|(t, _)| t == table)
+    }
+
+    fn tables(&self) -> Vec<String> {
+        self.tables.iter().map(|(t, _)| t.clone()).collect()
+    }
+
+    fn queue(&mut self, table: &str) -> &mut std::collections::VecDeque<RowBatch> {
+        if !self.holds(table) {
+            if self.tables.is_empty() {
+                self.next_try = tokio::time::Instant::now() + self.backoff.next_delay();
+            }
+            self.tables
+                .push((table.to_string(), std::collections::VecDeque::new()));
+        }
+        let i = self
+            .tables
+            .iter()
+            .position(|(t, _)| t == table)
+            .expect("added");
+        &mut self.tables[i].1
+    }
+
+    /// After the batches of its table already waiting.
+    fn push(&mut self, batch: RowBatch) {
+        let table = batch.target.table.clone();
+        self.queue(&table).push_back(batch);
+    }
+
+    /// Before them (it came out first).
+    fn push_front(&mut self, batch: RowBatch) {
+        let table = batch.target.table.clone();
+        self.queue(&table).push_front(batch);
+    }
+
+    /// The oldest batch of `table`; a table left with none is no longer parked.
+    fn pop(&mut self, table: &str) -> Option<RowBatch> {
+        let i = self.tables.iter().position(|(t, _)| t == table)?;
+        let b = self.tables[i].1.pop_front();
+        if self.tables[i].1.is_empty() {
+            self.tables.remove(i);
+        }
+        b
+    }
+
+    /// Every table landed: the next one to go missing starts the backoff afresh.
+    fn reset(&mut self) {
+        self.backoff = Backoff::new(self.first, self.max);
+        self.tries = 0;
+    }
+
+    fn wait_more(&mut self) -> std::time::Duration {
+        self.tries += 1;
+        let delay = self.backoff.next_delay();
+        self.next_try = tokio::time::Instant::now() + delay;
+        delay
+    }
+
+    /// The sink stops: the waiting rows are not written, so not acknowledged;
+    /// their source reads them again after a restart.
+    fn give_up(&mut self) {
+        for (_, q) in self.tables.drain(..) {
+            for b in q {
+                b.finalizers.finish(EventStatus::Failed);
+            }
+        }
     }
 }
 
@@ -853,24 +1182,24 @@ fn finest_precision(schema: &TableSchema, rows: &[Row]) -> Precision {
     p
 }
 
-fn encode_tuple(plan: &Plan, row: &Row, out: &mut String) -> Result<(), String> {
+fn encode_tuple(enc: Encoding, plan: &Plan, row: &Row, out: &mut String) -> Result<(), String> {
     out.push('(');
     for (k, (i, f)) in plan.fields.iter().enumerate() {
         if k > 0 {
             out.push(',');
         }
-        write_value(row.get(*i).unwrap_or(&Value::Null), f, &mut Literal(out))?;
+        enc.literal(row.get(*i).unwrap_or(&Value::Null), f, out)?;
     }
     out.push(')');
     Ok(())
 }
 
-fn encode_copy(plan: &Plan, row: &Row, out: &mut Vec<u8>) -> Result<(), String> {
+fn encode_copy(enc: Encoding, plan: &Plan, row: &Row, out: &mut Vec<u8>) -> Result<(), String> {
     for (k, (i, f)) in plan.fields.iter().enumerate() {
         if k > 0 {
             out.push(b'\t');
         }
-        write_value(row.get(*i).unwrap_or(&Value::Null), f, &mut CopyText(out))?;
+        enc.copy(row.get(*i).unwrap_or(&Value::Null), f, out)?;
     }
     out.push(b'\n');
     Ok(())
@@ -891,4 +1220,127 @@ fn target_field<'a>(
     let first = info.schema.columns.first()?;
     (i == 0 && !schema.is_tag(0) && f.ty.is_timestamp() && first.ty.is_timestamp())
         .then_some((first, false))
+}
+
+/// The length `have` (a column or tag of the table) needs for field `i` of the
+/// batch, when longer than it is: the batch's declared length for the same type,
+/// and for VARCHAR / NVARCHAR the longest value as it will be written (a column
+/// typed by its first value, `"str"` making VARCHAR(3), takes a later 10.3).
+/// `rows` only for a table kwpipe made ([`TableInfo::kwpipe_made`]).
+fn wanted_length(have: &Field, f: &Field, i: usize, rows: Option<&[Row]>) -> Option<u32> {
+    if !have.ty.has_length_limit() || have.length == 0 || have.primary {
+        return None;
+    }
+    let mut wanted = if f.ty == have.ty { f.length } else { 0 };
+    if matches!(have.ty, DataType::Varchar | DataType::NVarchar) {
+        for row in rows.unwrap_or_default() {
+            if let Some(n) = row.get(i).and_then(|v| text_len(v, have)) {
+                wanted = wanted.max(u32::try_from(n).unwrap_or(u32::MAX));
+            }
+        }
+    }
+    (wanted > have.length).then_some(wanted)
+}
+
+/// Whether rows of `schema` carry only some of a time-series table's columns
+/// (OpenTSDB and InfluxDB lines: one metric or field set per row), which KWDB's
+/// `override` and `discard` rules lose.
+fn carries_partial_rows(info: &TableInfo, schema: &TableSchema) -> bool {
+    info.schema.kind == TableKind::TimeSeries
+        && info
+            .schema
+            .columns
+            .iter()
+            .skip(1)
+            .any(|c| schema.position(&c.name).is_none())
+}
+
+/// What a missing table should look like, for the message that asks for it.
+fn describe_wanted(schema: &TableSchema) -> String {
+    let list = |fs: &[Field]| {
+        fs.iter()
+            .map(|f| {
+                let mut s = format!("{} {}", f.name, f.ty);
+                if f.primary {
+                    s.push_str(" primary");
+                }
+                s
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match schema.kind {
+        TableKind::TimeSeries => format!(
+            "a time-series table with columns ({}) and tags ({})",
+            list(&schema.columns),
+            list(&schema.tags)
+        ),
+        TableKind::Relational => {
+            format!(
+                "a relational table with columns ({})",
+                list(&schema.columns)
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tsdb(cols: &[&str]) -> TableSchema {
+        let mut columns = vec![Field::column("timestamp", DataType::TimestampTz).not_null()];
+        columns.extend(cols.iter().map(|c| Field::column(*c, DataType::Float8)));
+        TableSchema::new(
+            TableKind::TimeSeries,
+            columns,
+            vec![Field::tag("primary_tag", DataType::Varchar, true).with_length(64)],
+        )
+    }
+
+    fn info(schema: TableSchema) -> TableInfo {
+        TableInfo {
+            name: "t".into(),
+            schema,
+            ts_precision: Precision::Ms,
+            kwpipe_made: true,
+            key: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn partial_rows_are_those_missing_a_table_column() {
+        let table = info(tsdb(&["c1", "c2"]));
+        assert!(carries_partial_rows(&table, &tsdb(&["c1"])));
+        assert!(!carries_partial_rows(&table, &tsdb(&["c1", "c2"])));
+        assert!(!carries_partial_rows(&table, &tsdb(&["c2", "c1", "c3"])));
+    }
+
+    #[test]
+    fn varchar_lengths_wanted_for_values_of_any_type() {
+        let have = Field::column("c1", DataType::Varchar).with_length(3);
+        let f = Field::column("c1", DataType::Float8);
+        let rows = vec![
+            vec![Value::Null, Value::Float8(10.3)],
+            vec![Value::Null, Value::Float8(1.0)],
+        ];
+        assert_eq!(wanted_length(&have, &f, 1, Some(&rows)), Some(4));
+        // A table kwpipe did not make: only a declared longer length counts.
+        assert_eq!(wanted_length(&have, &f, 1, None), None);
+        let declared = Field::column("c1", DataType::Varchar).with_length(10);
+        assert_eq!(wanted_length(&have, &declared, 1, None), Some(10));
+        // Primary tags never change.
+        let primary = Field::tag("p", DataType::Varchar, true).with_length(3);
+        assert_eq!(wanted_length(&primary, &f, 1, Some(&rows)), None);
+    }
+
+    #[test]
+    fn a_missing_table_is_described_for_whoever_creates_it() {
+        let d = describe_wanted(&tsdb(&["c1"]));
+        assert_eq!(
+            d,
+            "a time-series table with columns (timestamp TIMESTAMPTZ, c1 FLOAT8) and tags \
+             (primary_tag VARCHAR primary)"
+        );
+    }
 }
