@@ -217,10 +217,15 @@ async fn connect_command(command: ConnectCommand) -> anyhow::Result<ExitCode> {
         } => {
             let opts = worker.options()?;
             if opts.bootstrap_servers.is_none() {
-                anyhow::bail!(
-                    "no brokers: give --bootstrap-servers, KAFKA_BOOTSTRAP_SERVERS, or a \
-                     --worker-config with bootstrap.servers"
-                );
+                // A command-line mistake, reported as clap reports its own (exit 2).
+                use clap::CommandFactory;
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::MissingRequiredArgument,
+                        "no brokers: give --bootstrap-servers, KAFKA_BOOTSTRAP_SERVERS, or a \
+                         --worker-config with bootstrap.servers",
+                    )
+                    .exit();
             }
             (opts, files, Some(data_dir))
         }
