@@ -842,6 +842,65 @@ fn ts_schema(columns: Vec<Field>) -> TableSchema {
     )
 }
 
+/// Issue 18, item 1: kwdb-poll reads a `now()` row of a TIMESTAMPTZ(6) column as a
+/// µs timestamp; json_kaiwudb at the default ms rejected it, and the source's
+/// checkpoint moved past it. Now it is written with every digit, as the format's
+/// text timestamp, and a reader at the column's precision gets it back exactly.
+#[test]
+fn json_kaiwudb_keeps_timestamps_finer_than_its_precision_as_text() {
+    let b = batch(
+        ts_schema(vec![Field::column("v", DataType::Int4)]),
+        vec![
+            vec![
+                Value::Timestamp(Timestamp::new(1_705_962_142_224_001, Precision::Us)),
+                Value::Int4(1),
+                s("a"),
+            ],
+            vec![
+                Value::Timestamp(Timestamp::new(1_705_962_142_224_000_007, Precision::Ns)),
+                Value::Int4(2),
+                s("a"),
+            ],
+            vec![ms(1_705_962_142_225), Value::Int4(3), s("a")],
+        ],
+    );
+    let mut out = Vec::new();
+    let errs = encode_lenient(
+        Format::JsonKaiwudb,
+        &b,
+        &EncodeOptions {
+            precision: Precision::Ms,
+        },
+        &mut out,
+    )
+    .unwrap();
+    assert!(errs.is_empty(), "{errs:?}");
+    let text = std::str::from_utf8(&out).unwrap();
+    assert!(
+        text.contains("\"ts\":\"2024-01-22 22:22:22.224001\""),
+        "{text}"
+    );
+    assert!(text.contains("\"ts\":\"2024-01-22 22:22:22.224000007\""));
+    // Rows that fit stay epoch numbers, as the seed's example shows.
+    assert!(text.contains("\"ts\":1705962142225,"));
+    // Text timestamps carry their own digits: a reader at ns gets them exactly.
+    let decoded = Decoder::new(Format::JsonKaiwudb, opts(Precision::Ns)).decode(&out);
+    assert!(decoded.errors.is_empty(), "{:?}", errors(&decoded));
+    let as_ns = |r: &Row| match &r[0] {
+        Value::Timestamp(t) => t.to_precision(Precision::Ns).unwrap().value,
+        other => panic!("{other:?}"),
+    };
+    let rows = &decoded.batches[0].rows;
+    assert_eq!(
+        [as_ns(&rows[0]), as_ns(&rows[1])],
+        [1_705_962_142_224_001_000, 1_705_962_142_224_000_007]
+    );
+    // A reader at ms refuses the finer ones with a reason, never truncates them.
+    let decoded = Decoder::new(Format::JsonKaiwudb, opts(Precision::Ms)).decode(&out);
+    assert_eq!(decoded.errors.len(), 2, "{:?}", errors(&decoded));
+    assert!(errors(&decoded)[0].contains("more fractional digits than ms precision holds"));
+}
+
 #[test]
 fn encode_errors_name_the_row() {
     let b = batch(
@@ -864,18 +923,15 @@ fn encode_errors_name_the_row() {
     };
     let mut out = Vec::new();
     assert_eq!(
-        encode(Format::JsonKaiwudb, &b, &o, &mut out)
+        encode(Format::LineInfluxdb, &b, &o, &mut out)
             .unwrap_err()
             .to_string(),
         "row 0: field \"ts\": timestamp 1000001 us would lose digits in ms precision"
     );
     assert!(out.is_empty());
-    let errs = encode_lenient(Format::JsonKaiwudb, &b, &o, &mut out).unwrap();
+    let errs = encode_lenient(Format::LineInfluxdb, &b, &o, &mut out).unwrap();
     assert_eq!(errs.len(), 1);
-    assert_eq!(
-        std::str::from_utf8(&out).unwrap(),
-        "{\"table\":\"t\",\"columns\":[{\"name\":\"ts\",\"type\":\"TIMESTAMPTZ\",\"length\":64},{\"name\":\"v\",\"type\":\"VARCHAR\",\"length\":254}],\"data\":[{\"ts\":2000,\"v\":\"y\",\"g\":\"a\"}],\"tags\":[{\"name\":\"g\",\"type\":\"VARCHAR\",\"length\":254,\"isPrimary\":true,\"nullable\":false}]}\n"
-    );
+    assert_eq!(std::str::from_utf8(&out).unwrap(), "t,g=a v=\"y\" 2000\n");
     out.clear();
     assert_eq!(
         encode(
