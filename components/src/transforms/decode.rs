@@ -182,8 +182,9 @@ impl Decode {
                     let mut h = headers.clone();
                     h.push((ERROR_HEADER.to_string(), Bytes::from(err.to_string())));
                     push_origin_headers(&meta, &mut h);
+                    // Its status is the dead-letter write's: a dead-lettered
+                    // record is handled, whatever the source's reject policy.
                     let fin = finalizers.fork();
-                    fin.update_status(EventStatus::Rejected);
                     let dropped = RawMessage {
                         payload: payload.slice(span),
                         key: key.clone(),
@@ -350,8 +351,9 @@ mod tests {
         assert_eq!(bad.meta.offset, Some(42));
         a.finalizers.finish(EventStatus::Delivered);
         bad.finalizers.finish(EventStatus::Delivered);
-        // Rejected is final: the source may move past it.
-        assert_eq!(status.await, EventStatus::Rejected);
+        // Dead-lettered is handled: Delivered once the dead-letter write is, so
+        // even a source that stops on rejects moves past it.
+        assert_eq!(status.await, EventStatus::Delivered);
     }
 
     #[tokio::test]

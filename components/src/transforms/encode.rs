@@ -109,8 +109,9 @@ impl Encode {
                     Some(row) => one_row(&batch, row),
                     None => Bytes::new(),
                 };
+                // Its status is the dead-letter write's: a dead-lettered row is
+                // handled, whatever the source's reject policy.
                 let fin = batch.finalizers.fork();
-                fin.update_status(EventStatus::Rejected);
                 let dropped = RawMessage {
                     payload,
                     key: None,
@@ -266,7 +267,8 @@ mod tests {
             .contains("\"ts\":5001,"));
         msg.finalizers.finish(EventStatus::Delivered);
         bad.finalizers.finish(EventStatus::Delivered);
-        assert_eq!(status.await, EventStatus::Rejected);
+        // Dead-lettered is handled, whatever the source's reject policy.
+        assert_eq!(status.await, EventStatus::Delivered);
     }
 
     #[tokio::test]

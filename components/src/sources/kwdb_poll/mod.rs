@@ -23,6 +23,7 @@ use serde::Deserialize;
 use tokio::sync::{Mutex, Semaphore};
 use tokio_postgres::Client;
 
+use crate::ack::RejectPolicy;
 use crate::api::{
     BuildContext, Component, ComponentConfig, ComponentContext, ComponentError, OutputDef,
     ShutdownSignal,
@@ -177,6 +178,13 @@ pub struct KwdbPollConfig {
         deserialize_with = "durations::deserialize"
     )]
     pub progress_interval: Duration,
+    /// A row that a component downstream rejected and no `dropped` output took
+    /// (an `encode` that cannot carry it, a sink that refuses it): `skip`
+    /// (default) logs, counts and checkpoints past it; `stop` holds the table's
+    /// checkpoint before it and reads it again after a backoff, so the table
+    /// exports nothing further until it goes through (see `ack::RejectPolicy`).
+    #[serde(default)]
+    pub on_reject: RejectPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -292,6 +300,7 @@ impl ComponentConfig for KwdbPollConfig {
                 delay: self.delay,
                 max_in_flight: self.max_in_flight,
                 progress_interval: self.progress_interval,
+                on_reject: self.on_reject,
                 store,
             }),
             concurrency: self.concurrency,
@@ -314,6 +323,7 @@ pub(crate) struct Settings {
     pub delay: Option<Duration>,
     pub max_in_flight: usize,
     pub progress_interval: Duration,
+    pub on_reject: RejectPolicy,
     pub store: CheckpointStore,
 }
 
