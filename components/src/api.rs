@@ -14,6 +14,7 @@ use metrics::Counter;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::ack::RejectPolicy;
 use crate::event::{Event, EventKind};
 
 /// Sources, transforms and sinks: the three sections of a topology.
@@ -98,6 +99,21 @@ pub trait ComponentConfig: fmt::Debug + Send + Sync {
     /// other before anything starts.
     fn check(&self) -> Result<(), ComponentError> {
         Ok(())
+    }
+
+    /// For a source that owns positions: what it does with a record rejected
+    /// downstream that no `dropped` output took (see [`RejectPolicy`]). None for
+    /// components that hold no position.
+    fn reject_policy(&self) -> Option<RejectPolicy> {
+        None
+    }
+
+    /// Whether it may reject records (it reports `Rejected` or sends to a
+    /// `dropped` output). By default: whether it declares a `dropped` output.
+    fn may_reject(&self) -> bool {
+        self.outputs()
+            .iter()
+            .any(|o| o.name.as_deref() == Some(DROPPED_OUTPUT))
     }
 
     /// Checks the parts of the configuration that only the outside world can tell

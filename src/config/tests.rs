@@ -241,6 +241,46 @@ fn an_output_nobody_reads_is_a_warning() {
     assert_eq!(t.warnings, vec!["sources.other: nothing reads its output"]);
 }
 
+/// Issue 18: `validate` says where rejected records would be skipped because the
+/// source that owns their position skips them and no `dropped` output is wired.
+#[test]
+fn rejects_nobody_takes_under_skip_are_a_warning() {
+    let topology = |on_reject: &str, dropped: bool| {
+        format!(
+            r#"
+[sources.k]
+type = "kafka"
+bootstrap_servers = "127.0.0.1:9092"
+group_id = "g"
+topics = ["t"]
+{on_reject}
+[transforms.d]
+type = "decode"
+inputs = ["k"]
+format = "line_influxdb"
+[sinks.out]
+type = "console"
+inputs = ["d"]
+{}
+"#,
+            if dropped {
+                "[sinks.dlq]\ntype = \"console\"\ninputs = [\"d.dropped\"]"
+            } else {
+                ""
+            }
+        )
+    };
+    let t = load(&topology("", false)).unwrap();
+    assert_eq!(
+        t.warnings,
+        vec!["sources.k: records rejected by transforms.d are logged, counted and skipped (on_reject = \"skip\", the default); wire their `dropped` output to keep them, or set on_reject = \"stop\" to hold the position"]
+    );
+    let t = load(&topology("on_reject = \"stop\"", false)).unwrap();
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    let t = load(&topology("", true)).unwrap();
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+}
+
 /// A component of given kinds, for graph checks the registered ones cannot show.
 #[derive(Debug)]
 struct Kinds {

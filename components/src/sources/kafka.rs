@@ -315,6 +315,10 @@ impl ComponentConfig for KafkaSourceConfig {
         Ok(self.validate()?)
     }
 
+    fn reject_policy(&self) -> Option<RejectPolicy> {
+        Some(self.on_reject)
+    }
+
     async fn healthcheck(&self, cx: &BuildContext) -> Result<(), ComponentError> {
         self.validate()?;
         let config = self

@@ -36,6 +36,7 @@ use crate::kwdb::{
 };
 
 pub use checkpoint::{Checkpoint, CheckpointStore};
+pub use query::parse_start_at;
 
 fn default_discover_interval() -> Duration {
     Duration::from_millis(5000)
@@ -268,8 +269,20 @@ impl ComponentConfig for KwdbPollConfig {
         vec![OutputDef::default(EventKind::Rows)]
     }
 
+    fn reject_policy(&self) -> Option<RejectPolicy> {
+        Some(self.on_reject)
+    }
+
+    /// What the configuration alone tells (a `start_at` that is no time, a bad
+    /// table name), so `validate --no-environment` reports it.
+    fn check(&self) -> Result<(), ComponentError> {
+        KwdbPollConfig::check(self)
+            .map(|_| ())
+            .map_err(ComponentError::other)
+    }
+
     async fn healthcheck(&self, _cx: &BuildContext) -> Result<(), ComponentError> {
-        let (mut params, _) = self.check().map_err(ComponentError::other)?;
+        let (mut params, _) = KwdbPollConfig::check(self).map_err(ComponentError::other)?;
         // One try: a check reports what it finds, the running source retries.
         params.attempts = 1;
         let client = params
@@ -283,7 +296,7 @@ impl ComponentConfig for KwdbPollConfig {
     }
 
     async fn build(&self, cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError> {
-        let (params, start_at) = self.check().map_err(ComponentError::other)?;
+        let (params, start_at) = KwdbPollConfig::check(self).map_err(ComponentError::other)?;
         let store = CheckpointStore::open(cx.globals.data_dir.join(&*cx.id))
             .map_err(ComponentError::other)?;
         Ok(Box::new(KwdbPoll {
