@@ -176,7 +176,7 @@ pub fn convert_text(
 }
 
 fn sink(id: &str, name: &str, p: &mut Params, opts: &ConvertOptions, out: &mut Converted) {
-    let tasks = p.take_positive("tasks.max").unwrap_or(1);
+    let tasks = p.take_tasks();
     let topics = p.take_string("topics");
     let topics_regex = p.take_string("topics.regex");
     let format = p.take_format("protocol.type", true);
@@ -237,6 +237,10 @@ fn sink(id: &str, name: &str, p: &mut Params, opts: &ConvertOptions, out: &mut C
     kwdb.insert("type".into(), "kwdb".into());
     kwdb.insert("inputs".into(), inputs(&format!("{id}_batch")));
     p.connection(&mut kwdb);
+    if !kwdb.contains_key("database") {
+        // The connector cannot start without it either; say so before anything runs.
+        p.error("connection.database: missing; the KWDB database to write into".into());
+    }
     if let Some(n) = p.take_nonnegative("max.retries") {
         kwdb.insert("max_retries".into(), toml::Value::Integer(n));
     }
@@ -252,6 +256,7 @@ fn sink(id: &str, name: &str, p: &mut Params, opts: &ConvertOptions, out: &mut C
         kwdb.insert("auto_create".into(), "never".into());
     }
 
+    error_handling(id, "decode", p, opts, &mut source, out);
     out.add("sources", format!("{id}_kafka"), source);
     out.add("transforms", format!("{id}_decode"), decode);
     out.add("transforms", format!("{id}_batch"), batch);
@@ -259,7 +264,7 @@ fn sink(id: &str, name: &str, p: &mut Params, opts: &ConvertOptions, out: &mut C
 }
 
 fn source(id: &str, p: &mut Params, opts: &ConvertOptions, out: &mut Converted) {
-    let tasks = p.take_positive("tasks.max").unwrap_or(1);
+    let tasks = p.take_tasks();
     let mut poll = toml::Table::new();
     poll.insert("type".into(), "kwdb-poll".into());
     p.connection(&mut poll);
@@ -280,11 +285,7 @@ fn source(id: &str, p: &mut Params, opts: &ConvertOptions, out: &mut Converted) 
         poll.insert("fetch_max_rows".into(), toml::Value::Integer(n));
     }
     if let Some(t) = p.take_string("timestamp.initial") {
-        if !looks_like_datetime(&t) {
-            p.error(format!(
-                "timestamp.initial: \"{t}\" is not a time; expected yyyy-MM-dd HH:mm:ss"
-            ));
-        }
+        start_at(&t, p, &mut out.warnings);
         poll.insert("start_at".into(), t.into());
     }
     poll.insert("concurrency".into(), toml::Value::Integer(tasks));
@@ -330,9 +331,75 @@ fn source(id: &str, p: &mut Params, opts: &ConvertOptions, out: &mut Converted) 
     kafka.insert("bootstrap_servers".into(), bootstrap(opts).into());
     kafka.insert("topic".into(), topic.into());
 
+    error_handling(id, "encode", p, opts, &mut poll, out);
     out.add("sources", id.to_string(), poll);
     out.add("transforms", format!("{id}_encode"), encode);
     out.add("sinks", format!("{id}_kafka"), kafka);
+}
+
+/// Connect's `errors.*`: what becomes of a record that cannot be converted or
+/// written. `errors.tolerance` sets the source's `on_reject` (`none`, Connect's
+/// default: stop there, keep the position; `all`: skip, count, log); with `all`, a
+/// dead-letter topic gets what `rejecter` (the decode or encode transform) rejects,
+/// through a `kafka` sink of its own reading `rejecter`'s `dropped` output.
+fn error_handling(
+    id: &str,
+    rejecter: &str,
+    p: &mut Params,
+    opts: &ConvertOptions,
+    source: &mut toml::Table,
+    out: &mut Converted,
+) {
+    let tolerance = match p.take_string("errors.tolerance").as_deref() {
+        None | Some("none") => "none",
+        Some("all") => "all",
+        Some(other) => {
+            p.error(format!(
+                "errors.tolerance: \"{other}\" is not allowed; expected none or all"
+            ));
+            "none"
+        }
+    };
+    let on_reject = if tolerance == "all" { "skip" } else { "stop" };
+    source.insert("on_reject".into(), on_reject.into());
+    // kwpipe always logs a rejected record with its reason and origin (never
+    // silently); the record's content is in the dead-letter topic, not the log.
+    p.take_bool("errors.log.enable");
+    p.take_bool("errors.log.include.messages");
+    // kwpipe always adds its context headers (kwpipe.error, kwpipe.topic,
+    // kwpipe.partition, kwpipe.offset) to dead-lettered records.
+    p.take_bool("errors.deadletterqueue.context.headers.enable");
+    if let Some(n) = p.take_positive("errors.deadletterqueue.topic.replication.factor") {
+        out.warnings.push(format!(
+            "errors.deadletterqueue.topic.replication.factor: {n} ignored; kwpipe does not create topics (the broker's auto.create.topics.enable and default.replication.factor apply)"
+        ));
+    }
+    let Some(topic) = p
+        .take_string("errors.deadletterqueue.topic.name")
+        .filter(|t| !t.trim().is_empty())
+    else {
+        return;
+    };
+    if tolerance == "none" {
+        // As in Connect: with tolerance none the task stops at the first error and
+        // the dead-letter queue is never written.
+        out.warnings.push(format!(
+            "errors.deadletterqueue.topic.name: \"{topic}\" unused with errors.tolerance=none (as in Kafka Connect); set errors.tolerance=all to dead-letter rejected records"
+        ));
+        return;
+    }
+    let mut dlq = toml::Table::new();
+    dlq.insert("type".into(), "kafka".into());
+    dlq.insert(
+        "inputs".into(),
+        inputs(&format!(
+            "{id}_{rejecter}.{}",
+            components::api::DROPPED_OUTPUT
+        )),
+    );
+    dlq.insert("bootstrap_servers".into(), bootstrap(opts).into());
+    dlq.insert("topic".into(), escape_template(&topic).into());
+    out.add("sinks", format!("{id}_dead_letter"), dlq);
 }
 
 /// Braces in literal topic parts must not read as template fields.
@@ -340,15 +407,23 @@ fn escape_template(s: &str) -> String {
     s.replace('{', "{{").replace('}', "}}")
 }
 
-fn looks_like_datetime(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 19
-        && b.iter().enumerate().all(|(i, c)| match i {
-            4 | 7 => *c == b'-',
-            10 => *c == b' ',
-            13 | 16 => *c == b':',
-            _ => c.is_ascii_digit(),
-        })
+/// `timestamp.initial`, checked as kwdb-poll will read it (a real date and time,
+/// not only its shape). Without an offset it is UTC in kwpipe; the connector read
+/// it in the JVM's time zone, so that is said (issue 18, item 8).
+fn start_at(t: &str, p: &mut Params, warnings: &mut Vec<String>) {
+    if components::sources::kwdb_poll::parse_start_at(t).is_err() {
+        p.error(format!(
+            "timestamp.initial: \"{t}\" is not a time; expected yyyy-MM-dd HH:mm:ss"
+        ));
+        return;
+    }
+    let tail = t.trim().get(19..).unwrap_or("");
+    let has_offset = tail.ends_with('Z') || tail.contains('+') || tail.contains('-');
+    if !has_offset {
+        warnings.push(format!(
+            "timestamp.initial: \"{t}\" is read as UTC; the connector read it in the JVM's time zone: append that zone's offset (\"{t}+08:00\") if it was not UTC"
+        ));
+    }
 }
 
 fn bootstrap(opts: &ConvertOptions) -> String {
@@ -496,6 +571,21 @@ impl Params {
             return None;
         }
         Some(n)
+    }
+
+    /// `tasks.max`: Connect runs that many tasks; kwpipe runs that many consumers
+    /// or connections, up to 256 (what its components accept).
+    fn take_tasks(&mut self) -> i64 {
+        match self.take_positive("tasks.max") {
+            Some(n) if n > 256 => {
+                self.error(format!(
+                    "tasks.max: {n} is not allowed; kwpipe runs at most 256 tasks"
+                ));
+                1
+            }
+            Some(n) => n,
+            None => 1,
+        }
     }
 
     fn take_nonnegative(&mut self, key: &str) -> Option<i64> {

@@ -132,7 +132,7 @@ fn topic_naming_follows_the_connector_switches() {
 
 #[test]
 fn a_bare_config_object_is_accepted() {
-    let c = convert(r#"{"name":"s","connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","topics":"a, b","connection.url":"jdbc:kaiwudb://h:26257","protocol.type":"line_influxdb"}"#).unwrap();
+    let c = convert(r#"{"name":"s","connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","topics":"a, b","connection.url":"jdbc:kaiwudb://h:26257","connection.database":"d","protocol.type":"line_influxdb"}"#).unwrap();
     let src = table(&c, "sources", "s_kafka");
     let topics: Vec<&str> = src["topics"]
         .as_array()
@@ -150,7 +150,7 @@ fn a_bare_config_object_is_accepted() {
 #[test]
 fn impossible_values_and_unknown_keys_are_errors_naming_them() {
     let errs = errors(
-        r#"{"name":"x","config":{"connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","tasks.max":"0","topics":"t","connection.url":"jdbc:kaiwudb://h:1","protocol.type":"csv","batch.size":"many","errors.tolerance":"all","value.converter":"io.confluent.connect.avro.AvroConverter"}}"#,
+        r#"{"name":"x","config":{"connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","tasks.max":"0","topics":"t","connection.url":"jdbc:kaiwudb://h:1","protocol.type":"csv","batch.size":"many","errors.tolerance":"some","value.converter":"io.confluent.connect.avro.AvroConverter"}}"#,
     );
     assert_eq!(
         errs,
@@ -158,8 +158,9 @@ fn impossible_values_and_unknown_keys_are_errors_naming_them() {
             "tasks.max: 0 is not allowed; expected a positive integer",
             "protocol.type: unknown format \"csv\"; expected one of json_kaiwudb, json_opentsdb, line_opentsdb, line_influxdb",
             "batch.size: expected an integer, found \"many\"",
+            "connection.database: missing; the KWDB database to write into",
+            "errors.tolerance: \"some\" is not allowed; expected none or all",
             "value.converter: \"io.confluent.connect.avro.AvroConverter\" is not supported; kwpipe reads message bytes as they are (StringConverter)",
-            "errors.tolerance: unknown or unsupported parameter",
         ]
     );
 }
@@ -167,7 +168,7 @@ fn impossible_values_and_unknown_keys_are_errors_naming_them() {
 #[test]
 fn precision_must_suit_the_format() {
     let errs = errors(
-        r#"{"connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","topics":"t","connection.url":"jdbc:kaiwudb://h:1","protocol.type":"json_opentsdb","timestamp.precision":"ns"}"#,
+        r#"{"connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","topics":"t","connection.url":"jdbc:kaiwudb://h:1","connection.database":"d","protocol.type":"json_opentsdb","timestamp.precision":"ns"}"#,
     );
     assert_eq!(
         errs,
@@ -211,14 +212,14 @@ fn the_toml_output_parses_back_to_the_same_tables() {
 #[test]
 fn what_kafka_connect_returns_for_a_connector_is_accepted() {
     // `GET /connectors/NAME`: the name again inside "config", plus "tasks" and "type".
-    let c = convert(r#"{"name":"s","config":{"name":"s","connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","topics":"t","connection.url":"jdbc:kaiwudb://h:26257","protocol.type":"json_kaiwudb"},"tasks":[{"connector":"s","task":0}],"type":"sink"}"#).unwrap();
+    let c = convert(r#"{"name":"s","config":{"name":"s","connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","topics":"t","connection.url":"jdbc:kaiwudb://h:26257","connection.database":"d","protocol.type":"json_kaiwudb"},"tasks":[{"connector":"s","task":0}],"type":"sink"}"#).unwrap();
     assert_eq!(
         table(&c, "sources", "s_kafka")["group_id"].as_str(),
         Some("connect-s")
     );
     assert_eq!(
         errors(
-            r#"{"name":"s","config":{"name":"t","connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","topics":"t","connection.url":"jdbc:kaiwudb://h:26257","protocol.type":"json_kaiwudb"},"type":"source"}"#
+            r#"{"name":"s","config":{"name":"t","connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","topics":"t","connection.url":"jdbc:kaiwudb://h:26257","connection.database":"d","protocol.type":"json_kaiwudb"},"type":"source"}"#
         ),
         vec![
             "name: \"t\" inside \"config\" differs from \"s\" beside it",
@@ -234,5 +235,119 @@ fn without_a_known_class_only_the_class_is_reported() {
         vec![format!(
             "connector.class: missing; expected {SINK_CLASS} or {SOURCE_CLASS}"
         )]
+    );
+}
+
+const SINK: &str = r#""connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","topics":"t","connection.url":"jdbc:kaiwudb://h:26257","connection.database":"d","protocol.type":"json_kaiwudb""#;
+const SOURCE: &str = r#""connector.class":"com.kaiwudb.kafka.connect.source.KwdbSourceConnector","connection.url":"jdbc:kaiwudb://h:26257","connection.database":"d""#;
+
+/// Issue 18, item 2: Connect's `errors.*` are mapped, and the default
+/// (`errors.tolerance = none`) holds the position instead of skipping.
+#[test]
+fn errors_tolerance_and_the_dead_letter_queue_are_mapped() {
+    let c = convert(&format!("{{{SINK}}}")).unwrap();
+    assert_eq!(
+        table(&c, "sources", "c_kafka")["on_reject"].as_str(),
+        Some("stop")
+    );
+    assert!(!c.sections["sinks"].contains_key("c_dead_letter"));
+
+    let c = convert(&format!(
+        r#"{{{SINK},"errors.tolerance":"all","errors.deadletterqueue.topic.name":"dlq-{{x}}","errors.deadletterqueue.context.headers.enable":"true","errors.deadletterqueue.topic.replication.factor":"1","errors.log.enable":true,"errors.log.include.messages":"false"}}"#
+    ))
+    .unwrap();
+    assert_eq!(
+        table(&c, "sources", "c_kafka")["on_reject"].as_str(),
+        Some("skip")
+    );
+    let dlq = table(&c, "sinks", "c_dead_letter");
+    assert_eq!(dlq["type"].as_str(), Some("kafka"));
+    assert_eq!(dlq["topic"].as_str(), Some("dlq-{{x}}"));
+    assert_eq!(
+        dlq["inputs"].as_array().unwrap()[0].as_str(),
+        Some("c_decode.dropped")
+    );
+    assert!(c
+        .warnings
+        .iter()
+        .any(|w| w.contains("replication.factor: 1 ignored")));
+
+    // As in Connect, tolerance none never writes the dead-letter queue.
+    let c = convert(&format!(
+        r#"{{{SINK},"errors.deadletterqueue.topic.name":"dlq"}}"#
+    ))
+    .unwrap();
+    assert!(!c.sections["sinks"].contains_key("c_dead_letter"));
+    assert!(
+        c.warnings[0].contains("unused with errors.tolerance=none"),
+        "{:?}",
+        c.warnings
+    );
+
+    // The source connector: its encode's rejects, its kwdb-poll's checkpoint.
+    let c = convert(&format!(
+        r#"{{{SOURCE},"errors.tolerance":"all","errors.deadletterqueue.topic.name":"dlq"}}"#
+    ))
+    .unwrap();
+    assert_eq!(
+        table(&c, "sources", "c")["on_reject"].as_str(),
+        Some("skip")
+    );
+    assert_eq!(
+        table(&c, "sinks", "c_dead_letter")["inputs"]
+            .as_array()
+            .unwrap()[0]
+            .as_str(),
+        Some("c_encode.dropped")
+    );
+    let c = convert(&format!("{{{SOURCE}}}")).unwrap();
+    assert_eq!(
+        table(&c, "sources", "c")["on_reject"].as_str(),
+        Some("stop")
+    );
+}
+
+/// Issue 18, item 7: values that could only fail at start fail `convert`.
+#[test]
+fn values_that_would_fail_at_start_fail_the_conversion() {
+    assert_eq!(
+        errors(&format!(r#"{{{SINK},"tasks.max":"300"}}"#)),
+        vec!["tasks.max: 300 is not allowed; kwpipe runs at most 256 tasks"]
+    );
+    assert_eq!(
+        errors(
+            r#"{"connector.class":"com.kaiwudb.kafka.connect.sink.KwdbSinkConnector","topics":"t","connection.url":"jdbc:kaiwudb://h:26257","protocol.type":"json_kaiwudb"}"#
+        ),
+        vec!["connection.database: missing; the KWDB database to write into"]
+    );
+    assert_eq!(
+        errors(&format!(
+            r#"{{{SOURCE},"timestamp.initial":"2024-02-30 10:00:00"}}"#
+        )),
+        vec!["timestamp.initial: \"2024-02-30 10:00:00\" is not a time; expected yyyy-MM-dd HH:mm:ss"]
+    );
+}
+
+/// Issue 18, item 8: `timestamp.initial` without an offset is UTC in kwpipe, the
+/// JVM's zone in the connector: said, and an offset is accepted.
+#[test]
+fn timestamp_initial_without_an_offset_is_said_to_be_utc() {
+    let c = convert(&format!(
+        r#"{{{SOURCE},"timestamp.initial":"2024-01-22 22:22:22"}}"#
+    ))
+    .unwrap();
+    assert!(
+        c.warnings.iter().any(|w| w.contains("is read as UTC")),
+        "{:?}",
+        c.warnings
+    );
+    let c = convert(&format!(
+        r#"{{{SOURCE},"timestamp.initial":"2024-01-22 22:22:22+08:00"}}"#
+    ))
+    .unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(
+        table(&c, "sources", "c")["start_at"].as_str(),
+        Some("2024-01-22 22:22:22+08:00")
     );
 }
