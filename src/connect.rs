@@ -299,10 +299,17 @@ fn source(id: &str, p: &mut Params, opts: &ConvertOptions, out: &mut Converted) 
     let format = p
         .take_format("out.format", false)
         .unwrap_or_else(|| "json_kaiwudb".into());
+    // Not a parameter of the connector's source (it wrote ms): kwpipe's way to
+    // export µs/ns columns as numbers. json_kaiwudb keeps finer digits as text
+    // without it; the line formats need it for them.
+    let precision = p.take_precision("timestamp.precision", Some(format.as_str()));
     let mut encode = toml::Table::new();
     encode.insert("type".into(), "encode".into());
     encode.insert("inputs".into(), inputs(id));
     encode.insert("format".into(), format.into());
+    if let Some(pr) = precision {
+        encode.insert("timestamp_precision".into(), pr.into());
+    }
 
     let prefix = p.take_string("topic.prefix");
     let delimiter = p
