@@ -3,7 +3,7 @@
 //! `measurement[,tag=value...] field=value[,field=value...] [timestamp]`, one record
 //! per line; blank lines and lines starting with `#` are skipped. Field values:
 //! integers with `i16`, `i32`, `i64`/`i` (or `u`, read as INT8), floats with `f32`,
-//! `f64` or no suffix (FLOAT8), booleans `t T true True TRUE f F false False FALSE`,
+//! `f64` or no suffix (FLOAT8), booleans `t`, `true`, `f`, `false` in any case,
 //! strings in `"..."` or `'...'` (VARCHAR) and `L"..."` (NVARCHAR). A backslash
 //! escapes space, `,`, `=`, `"`, `'` and `\` in names, tag values and strings; before
 //! any other character it is a plain backslash (so `"\x313233"` is the 8 characters).
@@ -401,10 +401,13 @@ fn parse_value(
 
 /// A bare field value: a boolean or a number with its type suffix.
 fn parse_scalar(token: &str) -> Result<(DataType, Value), Parse> {
-    match token {
-        "t" | "T" | "true" | "True" | "TRUE" => return Ok((DataType::Bool, Value::Bool(true))),
-        "f" | "F" | "false" | "False" | "FALSE" => return Ok((DataType::Bool, Value::Bool(false))),
-        _ => {}
+    // Case-insensitive, as the seed's type table says (`tRuE`); InfluxDB's own
+    // spellings are among them.
+    if token.eq_ignore_ascii_case("t") || token.eq_ignore_ascii_case("true") {
+        return Ok((DataType::Bool, Value::Bool(true)));
+    }
+    if token.eq_ignore_ascii_case("f") || token.eq_ignore_ascii_case("false") {
+        return Ok((DataType::Bool, Value::Bool(false)));
     }
     let bad = || InfluxError::BadValue(excerpt(token.as_bytes()));
     let int = |digits: &str, ty: DataType| -> Result<(DataType, Value), Parse> {

@@ -539,6 +539,23 @@ fn influx_syntax_comments_and_escapes() {
     assert_eq!(b.schema.field(3).length, 2);
 }
 
+/// Issue 18, item 5: booleans are case-insensitive, as the seed's table says.
+#[test]
+fn influx_booleans_in_any_case() {
+    let d = decode(
+        Format::LineInfluxdb,
+        b"m a=tRuE,b=fAlSe,c=t,d=F,e=TRUE 1\n",
+        &opts(Precision::Ms),
+    );
+    assert_eq!(errors(&d), Vec::<String>::new());
+    assert_eq!(
+        d.batches[0].rows[0][1..],
+        [true, false, true, false, true].map(Value::Bool)
+    );
+    let d = decode(Format::LineInfluxdb, b"m a=tru 1\n", &opts(Precision::Ms));
+    assert_eq!(errors(&d).len(), 1, "only true/false/t/f are booleans");
+}
+
 #[test]
 fn influx_lines_without_timestamp_take_now() {
     let d = decode(Format::LineInfluxdb, b"m v=1i", &opts(Precision::Ms));
