@@ -109,7 +109,7 @@ async fn run_kwpipe(db_url: &str, table: &str, method: WriteMethod, decode: bool
         let (dec_tx, dec_rx) = mpsc::channel::<Event>(64);
         let d = DecodeConfig {
             format: Format::JsonKaiwudb,
-            timestamp_precision: Precision::Ms,
+            timestamp_precision: Some(Precision::Ms),
             database: None,
         }
         .build(&bcx)

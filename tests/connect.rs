@@ -952,7 +952,14 @@ async fn connect_source_exports_every_row_with_its_microseconds() {
                 ("timestamp.precision", "us"),
             ],
         ),
-        source("ms", &ms_prefix, &[("out.format", "line_influxdb")]),
+        source(
+            "ms",
+            &ms_prefix,
+            &[
+                ("out.format", "line_influxdb"),
+                ("timestamp.precision", "ms"),
+            ],
+        ),
     ];
     let topic = |prefix: &str| format!("{prefix}-{}-m", db.name);
     for p in [&json_prefix, &us_prefix, &ms_prefix] {

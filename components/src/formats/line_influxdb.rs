@@ -7,8 +7,8 @@
 //! strings in `"..."` or `'...'` (VARCHAR) and `L"..."` (NVARCHAR). A backslash
 //! escapes space, `,`, `=`, `"`, `'` and `\` in names, tag values and strings; before
 //! any other character it is a plain backslash (so `"\x313233"` is the 8 characters).
-//! The line timestamp is in the configured precision; absent, it is the time of
-//! decoding. The timestamp column is called `time`, as InfluxDB calls it.
+//! The line timestamp is in the configured precision (ns unless told otherwise,
+//! as InfluxDB's clients write it); absent, it is the time of decoding. The timestamp column is called `time`, as InfluxDB calls it.
 //!
 //! Lines copied out of a JSON array of strings, as the seed's example is (`\"` for
 //! quotes, `\\` for backslashes, a stray `"` or `",` at the end), are accepted:
@@ -58,6 +58,9 @@ pub enum InfluxError {
     Reserved,
     #[error("more than 4096 fields or 128 tags for one table")]
     TooMany,
+    /// Nearly always a precision setting that is not the writers' unit: say which.
+    #[error("{0}; the line timestamp's unit is the timestamp_precision option (connector: timestamp.precision), which must be what the writers send (InfluxDB's clients send ns, the default)")]
+    TimestampRange(super::time::TimeError),
 }
 
 /// A rejected line: the reason and, when known, the field.
@@ -360,7 +363,8 @@ fn parse_line<'a>(
         let v: i64 = token
             .parse()
             .map_err(|_| InfluxError::BadTimestamp(excerpt(token.as_bytes())))?;
-        super::time::check_range(Timestamp::new(v, options.precision))?
+        super::time::check_range(Timestamp::new(v, options.precision))
+            .map_err(InfluxError::TimestampRange)?
     };
     Ok(Parsed { measurement, ts })
 }

@@ -59,6 +59,16 @@ impl Format {
         matches!(self, Format::JsonKaiwudb)
     }
 
+    /// The unit of numeric timestamps when none is configured: what the format's
+    /// writers send. InfluxDB's clients write ns (and so does the seed's line
+    /// example); the connector's JSON examples are ms.
+    pub fn default_precision(self) -> Precision {
+        match self {
+            Format::LineInfluxdb => Precision::Ns,
+            Format::JsonKaiwudb | Format::JsonOpentsdb | Format::LineOpentsdb => Precision::Ms,
+        }
+    }
+
     /// Timestamp precisions the encoder can write (the seed's
     /// `timestamp.precision` table).
     pub fn encode_precisions(self) -> &'static [Precision] {
@@ -104,6 +114,13 @@ impl<'de> Deserialize<'de> for Format {
 pub fn deserialize_precision<'de, D: Deserializer<'de>>(d: D) -> Result<Precision, D::Error> {
     let s = String::deserialize(d)?;
     s.parse().map_err(serde::de::Error::custom)
+}
+
+/// For config structs: an optional `Precision` (unset: the format's default).
+pub fn deserialize_precision_opt<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Precision>, D::Error> {
+    deserialize_precision(d).map(Some)
 }
 
 /// What a decoder needs besides the bytes.

@@ -620,7 +620,7 @@ fn influx_errors_have_exact_messages() {
         ("m v=1,v=2", "line 1, field \"v\": \"v\" is given twice"),
         ("m,v=1 v=2", "line 1, field \"v\": \"v\" is given twice"),
         ("m time=1", "line 1, field \"time\": \"time\" names the line timestamp; it cannot be a field or a tag"),
-        ("m v=1 99999999999999999", "line 1: timestamp 99999999999999999 (ms) is out of range (years 0001 to 9999)"),
+        ("m v=1 99999999999999999", "line 1: timestamp 99999999999999999 (ms) is out of range (years 0001 to 9999); the line timestamp's unit is the timestamp_precision option (connector: timestamp.precision), which must be what the writers send (InfluxDB's clients send ns, the default)"),
         ("m v=1 1648432611249000000\",", "line 1: invalid timestamp \"1648432611249000000\\\",\""),
     ];
     for (line, msg) in cases {

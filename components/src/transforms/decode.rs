@@ -50,11 +50,20 @@ pub struct DecodeConfig {
     pub format: Format,
     /// Unit of numeric timestamps (json_kaiwudb, line_influxdb); OpenTSDB tells
     /// seconds from milliseconds by their digits.
-    #[serde(default, deserialize_with = "formats::deserialize_precision")]
-    pub timestamp_precision: Precision,
+    /// Unset: the format's writers' unit (`Format::default_precision`: ns for
+    /// line_influxdb, ms for the others).
+    #[serde(default, deserialize_with = "formats::deserialize_precision_opt")]
+    pub timestamp_precision: Option<Precision>,
     /// Database of the decoded rows; unset leaves it to the sink.
     #[serde(default)]
     pub database: Option<String>,
+}
+
+impl DecodeConfig {
+    pub fn precision(&self) -> Precision {
+        self.timestamp_precision
+            .unwrap_or_else(|| self.format.default_precision())
+    }
 }
 
 #[async_trait]
@@ -78,7 +87,7 @@ impl ComponentConfig for DecodeConfig {
         Ok(Box::new(Decode::new(
             self.format,
             DecodeOptions {
-                precision: self.timestamp_precision,
+                precision: self.precision(),
                 now: None,
                 database: self.database.clone(),
             },
@@ -428,7 +437,12 @@ mod tests {
     fn config_is_strict() {
         let ok: DecodeConfig =
             toml::from_str("format = \"json_kaiwudb\"\ntimestamp_precision = \"us\"").unwrap();
-        assert_eq!(ok.timestamp_precision, Precision::Us);
+        assert_eq!(ok.precision(), Precision::Us);
+        // Issue 18, item 10: unset, the unit is what the format's writers send.
+        let influx: DecodeConfig = toml::from_str("format = \"line_influxdb\"").unwrap();
+        assert_eq!(influx.precision(), Precision::Ns);
+        let json: DecodeConfig = toml::from_str("format = \"json_kaiwudb\"").unwrap();
+        assert_eq!(json.precision(), Precision::Ms);
         let err = toml::from_str::<DecodeConfig>("format = \"json\"").unwrap_err();
         assert!(err.to_string().contains("unknown format \"json\""), "{err}");
         let err = toml::from_str::<DecodeConfig>("format = \"json_kaiwudb\"\nprecision = \"ms\"")

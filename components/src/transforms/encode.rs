@@ -27,8 +27,17 @@ pub struct EncodeConfig {
     pub format: Format,
     /// Unit of the timestamps written: s, ms (default), us or ns for json_kaiwudb and
     /// line_influxdb; s or ms for OpenTSDB.
-    #[serde(default, deserialize_with = "formats::deserialize_precision")]
-    pub timestamp_precision: Precision,
+    /// Unset: the format's writers' unit (`Format::default_precision`: ns for
+    /// line_influxdb, ms for the others).
+    #[serde(default, deserialize_with = "formats::deserialize_precision_opt")]
+    pub timestamp_precision: Option<Precision>,
+}
+
+impl EncodeConfig {
+    pub fn precision(&self) -> Precision {
+        self.timestamp_precision
+            .unwrap_or_else(|| self.format.default_precision())
+    }
 }
 
 #[async_trait]
@@ -49,20 +58,17 @@ impl ComponentConfig for EncodeConfig {
     }
 
     async fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError> {
-        if !self
-            .format
-            .encode_precisions()
-            .contains(&self.timestamp_precision)
-        {
+        if !self.format.encode_precisions().contains(&self.precision()) {
             return Err(ComponentError::msg(format!(
                 "{} cannot write timestamps in {} precision",
-                self.format, self.timestamp_precision
+                self.format,
+                self.precision()
             )));
         }
         Ok(Box::new(Encode::new(
             self.format,
             EncodeOptions {
-                precision: self.timestamp_precision,
+                precision: self.precision(),
             },
         )))
     }
