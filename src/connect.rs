@@ -306,9 +306,13 @@ fn source(id: &str, p: &mut Params, opts: &ConvertOptions, out: &mut Converted) 
     let mut encode = toml::Table::new();
     encode.insert("type".into(), "encode".into());
     encode.insert("inputs".into(), inputs(id));
-    encode.insert("format".into(), format.into());
+    encode.insert("format".into(), format.clone().into());
     if let Some(pr) = precision {
         encode.insert("timestamp_precision".into(), pr.into());
+    }
+    if matches!(format.as_str(), "line_influxdb" | "line_opentsdb") {
+        // The connector writes one record per line, one line per message.
+        encode.insert("message_per_line".into(), true.into());
     }
 
     let prefix = p.take_string("topic.prefix");

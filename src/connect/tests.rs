@@ -351,3 +351,24 @@ fn timestamp_initial_without_an_offset_is_said_to_be_utc() {
         Some("2024-01-22 22:22:22+08:00")
     );
 }
+
+/// Issue 18, item 6: the connector's source writes one line per record.
+#[test]
+fn line_formats_out_of_the_source_are_one_line_per_message() {
+    for (format, split) in [
+        ("line_influxdb", true),
+        ("line_opentsdb", true),
+        ("json_kaiwudb", false),
+        ("json_opentsdb", false),
+    ] {
+        let c = convert(&format!(r#"{{{SOURCE},"out.format":"{format}"}}"#)).unwrap();
+        let encode = table(&c, "transforms", "c_encode");
+        assert_eq!(
+            encode
+                .get("message_per_line")
+                .and_then(toml::Value::as_bool),
+            split.then_some(true),
+            "{format}"
+        );
+    }
+}

@@ -59,6 +59,11 @@ impl Format {
         matches!(self, Format::JsonKaiwudb)
     }
 
+    /// Whether a payload is lines, one record each.
+    pub fn is_line_format(self) -> bool {
+        matches!(self, Format::LineInfluxdb | Format::LineOpentsdb)
+    }
+
     /// The unit of numeric timestamps when none is configured: what the format's
     /// writers send. InfluxDB's clients write ns (and so does the seed's line
     /// example); the connector's JSON examples are ms.
