@@ -918,6 +918,45 @@ fn json_kaiwudb_keeps_timestamps_finer_than_its_precision_as_text() {
     assert!(errors(&decoded)[0].contains("more fractional digits than ms precision holds"));
 }
 
+/// Issue 18, item 4: a text column made line_opentsdb drop the whole row,
+/// numeric points included. The numeric points go out; the text is reported.
+#[test]
+fn line_opentsdb_writes_the_numeric_points_of_a_row_with_text() {
+    let b = batch(
+        ts_schema(vec![
+            Field::column("n", DataType::Float8),
+            Field::column("t", DataType::Varchar),
+            Field::column("i", DataType::Int4),
+        ]),
+        vec![vec![
+            ms(1_648_432_611_249),
+            Value::Float8(1.5),
+            s("text"),
+            Value::Int4(7),
+            s("a"),
+        ]],
+    );
+    let mut out = Vec::new();
+    let errs = encode_lenient(
+        Format::LineOpentsdb,
+        &b,
+        &EncodeOptions {
+            precision: Precision::Ms,
+        },
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        std::str::from_utf8(&out).unwrap(),
+        "t.n 1648432611249 1.5 g=a\nt.i 1648432611249 7 g=a\n"
+    );
+    let errs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        errs,
+        ["row 0: field \"t\": line_opentsdb cannot carry text values (telnet values are numbers)"]
+    );
+}
+
 #[test]
 fn encode_errors_name_the_row() {
     let b = batch(
