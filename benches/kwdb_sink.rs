@@ -111,6 +111,8 @@ async fn run_kwpipe(db_url: &str, table: &str, method: WriteMethod, decode: bool
             format: Format::JsonKaiwudb,
             timestamp_precision: Some(Precision::Ms),
             database: None,
+            device_key: false,
+            primary_tags: Vec::new(),
         }
         .build(&bcx)
         .await

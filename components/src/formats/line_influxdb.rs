@@ -24,7 +24,9 @@ use std::borrow::Cow;
 use super::dyn_table::{DynTables, InsertError, Named};
 use super::text::{excerpt, push_f32, push_f64, push_int};
 use super::value::{push_hex_bytes, push_value_text, ValueError};
-use super::{lines, DecodeOptions, Decoded, EncodeOptions, Format, RecordError, RowEncodeError};
+use super::{
+    lines, DecodeOptions, Decoded, DeviceKey, EncodeOptions, Format, RecordError, RowEncodeError,
+};
 use crate::event::{DataType, RowBatch, Timestamp, Value};
 
 /// The name decoded rows give the line timestamp.
@@ -58,6 +60,8 @@ pub enum InfluxError {
     Reserved,
     #[error("more than 4096 fields or 128 tags for one table")]
     TooMany,
+    #[error("no tag \"{0}\"; primary_tags makes it the device key, so every line needs it")]
+    MissingPrimaryTag(String),
     /// Nearly always a precision setting that is not the writers' unit: say which.
     #[error("{0}; the line timestamp's unit is the timestamp_precision option (connector: timestamp.precision), which must be what the writers send (InfluxDB's clients send ns, the default)")]
     TimestampRange(super::time::TimeError),
@@ -87,7 +91,13 @@ fn at_field(name: &str, e: impl Into<super::Reason>) -> LineError {
 
 /// Decodes every line of a payload.
 pub fn decode(payload: &[u8], options: &DecodeOptions) -> Decoded {
-    let mut tables = DynTables::new(TIME_COLUMN, false, options.database.clone());
+    let mut tables = match &options.device_key {
+        DeviceKey::None => DynTables::new(TIME_COLUMN, false, options.database.clone()),
+        DeviceKey::Hash => DynTables::new(TIME_COLUMN, true, options.database.clone()),
+        DeviceKey::Tags(names) => {
+            DynTables::new(TIME_COLUMN, false, options.database.clone()).with_primary_tags(names)
+        }
+    };
     let mut errors = Vec::new();
     let now = options.now.unwrap_or_else(|| super::now(options.precision));
     let mut fields = Vec::new();
@@ -107,20 +117,20 @@ pub fn decode(payload: &[u8], options: &DecodeOptions) -> Decoded {
                 let unescaped = json_unescape(line);
                 let (mut f2, mut t2) = (Vec::new(), Vec::new());
                 match parse_line(&unescaped, options, now, &mut f2, &mut t2, false) {
-                    Ok(p) => insert(&mut tables, p, &mut f2, &mut t2),
+                    Ok(p) => insert(&mut tables, p, &mut f2, &mut t2, &options.device_key),
                     Err(_) => {
                         f2.clear();
                         t2.clear();
                         let stripped = strip_copy_tail(&unescaped);
                         match parse_line(stripped, options, now, &mut f2, &mut t2, false) {
-                            Ok(p) => insert(&mut tables, p, &mut f2, &mut t2),
+                            Ok(p) => insert(&mut tables, p, &mut f2, &mut t2, &options.device_key),
                             Err(e) => Err(e.into_line_error()),
                         }
                     }
                 }
             }
             Err(e) => Err(e.into_line_error()),
-            Ok(p) => insert(&mut tables, p, &mut fields, &mut tags),
+            Ok(p) => insert(&mut tables, p, &mut fields, &mut tags, &options.device_key),
         };
         if let Err(e) = result {
             let mut err = RecordError::new(number, range, e.reason);
@@ -141,7 +151,35 @@ fn insert(
     p: Parsed,
     fields: &mut Vec<Named>,
     tags: &mut Vec<Named>,
+    key: &DeviceKey,
 ) -> Result<(), LineError> {
+    match key {
+        DeviceKey::None => {}
+        DeviceKey::Hash => {
+            let mut pairs: Vec<(&str, &str)> = tags
+                .iter()
+                .map(|t| match &t.value {
+                    Value::String(v) => (t.name.as_ref(), v.as_str()),
+                    _ => (t.name.as_ref(), ""),
+                })
+                .collect();
+            pairs.sort_unstable();
+            let hash = super::opentsdb::primary_tag_value(pairs.into_iter());
+            tags.insert(
+                0,
+                Named {
+                    name: Cow::Borrowed(super::opentsdb::PRIMARY_TAG),
+                    ty: DataType::Varchar,
+                    value: Value::String(hash),
+                },
+            );
+        }
+        DeviceKey::Tags(names) => {
+            if let Some(missing) = names.iter().find(|n| !tags.iter().any(|t| t.name == **n)) {
+                return Err(InfluxError::MissingPrimaryTag(missing.clone()).into());
+            }
+        }
+    }
     tables
         .insert(&p.measurement, p.ts, fields, tags, None)
         .map_err(|e| match e {

@@ -139,6 +139,22 @@ pub struct DecodeOptions {
     pub now: Option<Timestamp>,
     /// Database of the targets; None leaves it to the sink.
     pub database: Option<String>,
+    /// line_influxdb: the device key of the rows, which a time-series table needs
+    /// to be created (line protocol has no primary tags of its own).
+    pub device_key: DeviceKey,
+}
+
+/// Which tags of a line are its table's primary tags.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DeviceKey {
+    /// None: the rows fit only tables that exist (the connector's rule).
+    #[default]
+    None,
+    /// A synthetic `primary_tag VARCHAR(64)` holding the hex SHA-256 of the sorted
+    /// `k=v` tag pairs, the key OpenTSDB points get (and KWDB's schemaless writer).
+    Hash,
+    /// These tags, which every line must have.
+    Tags(Vec<String>),
 }
 
 impl DecodeOptions {

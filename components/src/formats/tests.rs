@@ -17,6 +17,7 @@ fn opts(p: Precision) -> DecodeOptions {
         precision: p,
         now: Some(Timestamp::new(1_700_000_000_000, p)),
         database: None,
+        device_key: DeviceKey::None,
     }
 }
 
@@ -554,6 +555,61 @@ fn influx_booleans_in_any_case() {
     );
     let d = decode(Format::LineInfluxdb, b"m a=tru 1\n", &opts(Precision::Ms));
     assert_eq!(errors(&d).len(), 1, "only true/false/t/f are booleans");
+}
+
+/// Issue 18, item 11: line protocol has no primary tags, so a time-series table
+/// could not be created from it ("needs 1 to 4 primary tags, got 0"). A device
+/// key gives it one: OpenTSDB's synthetic tag, or tags the user names.
+#[test]
+fn influx_device_keys() {
+    let payload = b"cpu,region=bj,host=h1 v=1i 1\ncpu,host=h2 v=2i 2\n";
+    let keyed = |key: DeviceKey| {
+        decode(
+            Format::LineInfluxdb,
+            payload,
+            &DecodeOptions {
+                device_key: key,
+                ..opts(Precision::Ns)
+            },
+        )
+    };
+    let plain = keyed(DeviceKey::None);
+    assert_eq!(plain.batches[0].schema.primary_tags().count(), 0);
+
+    let hashed = keyed(DeviceKey::Hash);
+    assert_eq!(errors(&hashed), Vec::<String>::new());
+    let b = &hashed.batches[0];
+    let primary: Vec<&str> = b.schema.primary_tags().map(|t| t.name.as_str()).collect();
+    assert_eq!(primary, ["primary_tag"]);
+    let at = b
+        .schema
+        .fields()
+        .position(|f| f.name == "primary_tag")
+        .unwrap();
+    // The same key OpenTSDB points with these tags get: sorted k=v pairs.
+    assert_eq!(
+        b.rows[0][at],
+        s(&opentsdb::primary_tag_value(
+            [("host", "h1"), ("region", "bj")].into_iter()
+        ))
+    );
+    assert_eq!(
+        b.rows[1][at],
+        s(&opentsdb::primary_tag_value([("host", "h2")].into_iter()))
+    );
+
+    let named = keyed(DeviceKey::Tags(vec!["region".into()]));
+    let primary: Vec<&str> = named.batches[0]
+        .schema
+        .primary_tags()
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(primary, ["region"]);
+    assert_eq!(named.batches[0].rows.len(), 1);
+    assert_eq!(
+        errors(&named),
+        ["line 2: no tag \"region\"; primary_tags makes it the device key, so every line needs it"]
+    );
 }
 
 #[test]

@@ -21,7 +21,7 @@ use crate::api::{
 };
 use crate::event::{Event, EventKind, Metadata, Precision, RawMessage, RowBatch};
 use crate::event::{SCHEMA_HINT_KEY, SCHEMA_PARTIAL};
-use crate::formats::{self, DecodeOptions, Decoder, Format};
+use crate::formats::{self, DecodeOptions, Decoder, DeviceKey, Format};
 
 /// The header naming why a record was rejected.
 pub const ERROR_HEADER: &str = "kwpipe.error";
@@ -57,9 +57,29 @@ pub struct DecodeConfig {
     /// Database of the decoded rows; unset leaves it to the sink.
     #[serde(default)]
     pub database: Option<String>,
+    /// line_influxdb: give the rows a device key, the synthetic primary tag
+    /// OpenTSDB points get (`primary_tag VARCHAR(64)`, the hex SHA-256 of the
+    /// sorted `k=v` tag pairs), so the sink can create their tables
+    /// (`auto_create = "always"`). For tables that exist with such a tag.
+    #[serde(default)]
+    pub device_key: bool,
+    /// line_influxdb: these tags are the primary tags (every line must have them),
+    /// so the sink can create the tables. An alternative to `device_key`.
+    #[serde(default)]
+    pub primary_tags: Vec<String>,
 }
 
 impl DecodeConfig {
+    fn device_key(&self) -> DeviceKey {
+        if self.device_key {
+            DeviceKey::Hash
+        } else if !self.primary_tags.is_empty() {
+            DeviceKey::Tags(self.primary_tags.clone())
+        } else {
+            DeviceKey::None
+        }
+    }
+
     pub fn precision(&self) -> Precision {
         self.timestamp_precision
             .unwrap_or_else(|| self.format.default_precision())
@@ -83,13 +103,37 @@ impl ComponentConfig for DecodeConfig {
         ]
     }
 
+    fn check(&self) -> Result<(), ComponentError> {
+        let keyed = self.device_key || !self.primary_tags.is_empty();
+        if keyed && self.format != Format::LineInfluxdb {
+            return Err(ComponentError::msg(format!(
+                "device_key and primary_tags apply to line_influxdb only; {} carries its own keys",
+                self.format
+            )));
+        }
+        if self.device_key && !self.primary_tags.is_empty() {
+            return Err(ComponentError::msg(
+                "set device_key or primary_tags, not both".to_string(),
+            ));
+        }
+        if !(0..=4).contains(&self.primary_tags.len()) {
+            return Err(ComponentError::msg(format!(
+                "primary_tags: {} tags; a time-series table has 1 to 4 primary tags",
+                self.primary_tags.len()
+            )));
+        }
+        Ok(())
+    }
+
     async fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError> {
+        self.check()?;
         Ok(Box::new(Decode::new(
             self.format,
             DecodeOptions {
                 precision: self.precision(),
                 now: None,
                 database: self.database.clone(),
+                device_key: self.device_key(),
             },
         )))
     }
@@ -443,6 +487,18 @@ mod tests {
         assert_eq!(influx.precision(), Precision::Ns);
         let json: DecodeConfig = toml::from_str("format = \"json_kaiwudb\"").unwrap();
         assert_eq!(json.precision(), Precision::Ms);
+        let keyed: DecodeConfig =
+            toml::from_str("format = \"line_influxdb\"\nprimary_tags = [\"host\"]").unwrap();
+        keyed.check().unwrap();
+        assert_eq!(keyed.device_key(), DeviceKey::Tags(vec!["host".into()]));
+        let both: DecodeConfig = toml::from_str(
+            "format = \"line_influxdb\"\nprimary_tags = [\"host\"]\ndevice_key = true",
+        )
+        .unwrap();
+        assert!(both.check().is_err());
+        let json: DecodeConfig =
+            toml::from_str("format = \"json_kaiwudb\"\ndevice_key = true").unwrap();
+        assert!(json.check().is_err());
         let err = toml::from_str::<DecodeConfig>("format = \"json\"").unwrap_err();
         assert!(err.to_string().contains("unknown format \"json\""), "{err}");
         let err = toml::from_str::<DecodeConfig>("format = \"json_kaiwudb\"\nprecision = \"ms\"")
