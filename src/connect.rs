@@ -23,6 +23,47 @@ const FORMATS: [&str; 4] = [
     "line_influxdb",
 ];
 
+/// Every connector parameter the converter reads, sink and source. Each has a row
+/// in docs/migration.md's parameter table (a test holds the two together), and
+/// reading one not listed here is a bug caught in debug builds: a parameter added
+/// to the converter must be added to the table.
+pub const PARAMETERS: &[&str] = &[
+    "name",
+    "connector.class",
+    "tasks.max",
+    "topics",
+    "topics.regex",
+    "connection.url",
+    "connection.user",
+    "connection.password",
+    "connection.database",
+    "connection.attempts",
+    "connection.backoff.ms",
+    "max.retries",
+    "retry.backoff.ms",
+    "batch.size",
+    "protocol.type",
+    "timestamp.precision",
+    "topic.prefix",
+    "topic.delimiter",
+    "timestamp.initial",
+    "poll.interval.ms",
+    "fetch.max.rows",
+    "query.interval.ms",
+    "topic.per.stable",
+    "topic.ignore.db",
+    "out.format",
+    "read.method",
+    "key.converter",
+    "value.converter",
+    "errors.tolerance",
+    "errors.deadletterqueue.topic.name",
+    "errors.deadletterqueue.topic.replication.factor",
+    "errors.deadletterqueue.context.headers.enable",
+    "errors.log.enable",
+    "errors.log.include.messages",
+];
+
 /// Converters that hand kwpipe the message bytes unchanged, as kwpipe reads them.
 const PASS_THROUGH_CONVERTERS: [&str; 2] = [
     "org.apache.kafka.connect.storage.StringConverter",
@@ -549,6 +590,10 @@ impl Params {
 
     /// Connect accepts numbers and booleans written as strings; so do we.
     fn take_string(&mut self, key: &str) -> Option<String> {
+        debug_assert!(
+            PARAMETERS.contains(&key),
+            "connect: \"{key}\" is read but not in PARAMETERS (and docs/migration.md's parameter table)"
+        );
         match self.map.remove(key)? {
             Json::String(s) => Some(s),
             Json::Number(n) => Some(n.to_string()),

@@ -372,3 +372,78 @@ fn line_formats_out_of_the_source_are_one_line_per_message() {
         );
     }
 }
+
+/// The parameter table of docs/migration.md lists exactly the parameters the
+/// converter reads (`PARAMETERS`, which `Params` checks every read against in
+/// debug builds), each with a kwpipe meaning and a same/differs verdict: adding a
+/// parameter to the converter without its row fails here.
+#[test]
+fn the_migration_table_lists_every_parameter_the_converter_reads() {
+    let doc = include_str!("../../docs/migration.md");
+    let start = doc
+        .find("## Every parameter")
+        .expect("docs/migration.md has its parameter table");
+    let section = &doc[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let mut rows = std::collections::BTreeMap::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let name = cells[0]
+            .trim_start_matches("| `")
+            .split('`')
+            .next()
+            .unwrap()
+            .to_string();
+        assert_eq!(cells.len(), 5, "{name}: five columns: {line}");
+        let verdict = cells[4];
+        assert!(
+            verdict.starts_with("same") || verdict.starts_with("**differs**"),
+            "{name}: the last column says same or **differs**: {verdict}"
+        );
+        assert!(rows.insert(name.clone(), ()).is_none(), "{name} twice");
+    }
+    let listed: std::collections::BTreeSet<&str> = rows.keys().map(String::as_str).collect();
+    let read: std::collections::BTreeSet<&str> = PARAMETERS.iter().copied().collect();
+    assert_eq!(
+        read.difference(&listed).collect::<Vec<_>>(),
+        Vec::<&&str>::new(),
+        "read by the converter, missing from docs/migration.md's table"
+    );
+    assert_eq!(
+        listed.difference(&read).collect::<Vec<_>>(),
+        Vec::<&&str>::new(),
+        "in docs/migration.md's table, not read by the converter"
+    );
+    // Every parameter of the seed's two tables is there.
+    for p in [
+        "name",
+        "connector.class",
+        "tasks.max",
+        "topics",
+        "connection.url",
+        "connection.user",
+        "connection.password",
+        "connection.database",
+        "connection.attempts",
+        "connection.backoff.ms",
+        "max.retries",
+        "retry.backoff.ms",
+        "batch.size",
+        "protocol.type",
+        "timestamp.precision",
+        "key.converter",
+        "value.converter",
+        "topic.prefix",
+        "topic.delimiter",
+        "timestamp.initial",
+        "poll.interval.ms",
+        "fetch.max.rows",
+        "query.interval.ms",
+        "topic.per.stable",
+        "topic.ignore.db",
+        "out.format",
+        "read.method",
+    ] {
+        assert!(listed.contains(p), "the seed's {p} is not in the table");
+    }
+}
