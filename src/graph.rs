@@ -196,7 +196,7 @@ fn discarded_rejects(nodes: &[Node], read: &HashSet<OutputRef>) -> Vec<String> {
         if !discarding.is_empty() {
             discarding.sort();
             warnings.push(format!(
-                "{}: records rejected by {} are logged, counted and skipped (on_reject = \"skip\", the default); wire their `dropped` output to keep them, or set on_reject = \"stop\" to hold the position",
+                "{}: records rejected by {} with no `dropped` output reading them are logged, counted and skipped (on_reject = \"skip\", the default); wire their `dropped` output to keep them, or set on_reject = \"stop\" to hold the position",
                 source.key,
                 discarding.join(", ")
             ));

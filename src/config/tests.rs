@@ -273,7 +273,7 @@ inputs = ["d"]
     let t = load(&topology("", false)).unwrap();
     assert_eq!(
         t.warnings,
-        vec!["sources.k: records rejected by transforms.d are logged, counted and skipped (on_reject = \"skip\", the default); wire their `dropped` output to keep them, or set on_reject = \"stop\" to hold the position"]
+        vec!["sources.k: records rejected by transforms.d with no `dropped` output reading them are logged, counted and skipped (on_reject = \"skip\", the default); wire their `dropped` output to keep them, or set on_reject = \"stop\" to hold the position"]
     );
     let t = load(&topology("on_reject = \"stop\"", false)).unwrap();
     assert!(t.warnings.is_empty(), "{:?}", t.warnings);
