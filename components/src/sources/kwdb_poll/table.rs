@@ -456,28 +456,27 @@ impl Poller {
                 t.exported += done.rows;
                 t.committed = Some(done.after);
                 moved += 1;
-            } else if status == EventStatus::Rejected {
-                self.metrics.report_error(
-                    "rejected",
-                    format!(
-                        "table {}: a row was rejected downstream and on_reject = \"stop\"",
-                        self.table
-                    ),
-                );
-                tracing::error!(
-                    table = %self.table,
-                    "a row was rejected downstream and on_reject = \"stop\" (Connect: \
-                     errors.tolerance = none): the checkpoint stays before it and the table is \
-                     read again from there; fix the cause logged above, wire the rejecting \
-                     component's `dropped` output, or set on_reject = \"skip\""
-                );
-                t.in_flight.clear();
-                save(moved, &t.committed, t.exported, &mut t.saver);
-                return Ok(true);
             } else {
+                if status == EventStatus::Rejected {
+                    self.metrics.report_error(
+                        "rejected",
+                        format!(
+                            "table {}: a row was rejected downstream and on_reject = \"stop\"",
+                            self.table
+                        ),
+                    );
+                    tracing::error!(
+                        table = %self.table,
+                        "a row was rejected downstream and on_reject = \"stop\" (Connect: \
+                         errors.tolerance = none): the checkpoint stays before it and the table \
+                         is read again from there; fix the cause logged above, wire the \
+                         rejecting component's `dropped` output, or set on_reject = \"skip\""
+                    );
+                } else {
+                    tracing::warn!(table = %self.table, "a batch was not delivered; reading again from the checkpoint");
+                }
                 // Later batches may have been written already; KWDB deduplicates
                 // the replayed rows, PostgreSQL's primary key does the same.
-                tracing::warn!(table = %self.table, "a batch was not delivered; reading again from the checkpoint");
                 t.in_flight.clear();
                 save(moved, &t.committed, t.exported, &mut t.saver);
                 return Ok(true);
