@@ -113,6 +113,7 @@ async fn run_kwpipe(db_url: &str, table: &str, method: WriteMethod, decode: bool
             database: None,
             device_key: false,
             primary_tags: Vec::new(),
+            connect_error_headers: false,
         }
         .build(&bcx)
         .await

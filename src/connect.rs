@@ -297,11 +297,11 @@ fn sink(id: &str, name: &str, p: &mut Params, opts: &ConvertOptions, out: &mut C
         kwdb.insert("auto_create".into(), "never".into());
     }
 
-    error_handling(id, "decode", p, opts, &mut source, out);
     out.add("sources", format!("{id}_kafka"), source);
     out.add("transforms", format!("{id}_decode"), decode);
     out.add("transforms", format!("{id}_batch"), batch);
     out.add("sinks", format!("{id}_kwdb"), kwdb);
+    error_handling(id, &format!("{id}_kafka"), "decode", p, opts, out);
 }
 
 fn source(id: &str, p: &mut Params, opts: &ConvertOptions, out: &mut Converted) {
@@ -383,23 +383,24 @@ fn source(id: &str, p: &mut Params, opts: &ConvertOptions, out: &mut Converted) 
     kafka.insert("bootstrap_servers".into(), bootstrap(opts).into());
     kafka.insert("topic".into(), topic.into());
 
-    error_handling(id, "encode", p, opts, &mut poll, out);
     out.add("sources", id.to_string(), poll);
     out.add("transforms", format!("{id}_encode"), encode);
     out.add("sinks", format!("{id}_kafka"), kafka);
+    error_handling(id, id, "encode", p, opts, out);
 }
 
 /// Connect's `errors.*`: what becomes of a record that cannot be converted or
-/// written. `errors.tolerance` sets the source's `on_reject` (`none`, Connect's
+/// written, set on the components already added. `errors.tolerance` sets the
+/// source's `on_reject` (`none`, Connect's
 /// default: stop there, keep the position; `all`: skip, count, log); with `all`, a
 /// dead-letter topic gets what `rejecter` (the decode or encode transform) rejects,
 /// through a `kafka` sink of its own reading `rejecter`'s `dropped` output.
 fn error_handling(
     id: &str,
+    source: &str,
     rejecter: &str,
     p: &mut Params,
     opts: &ConvertOptions,
-    source: &mut toml::Table,
     out: &mut Converted,
 ) {
     let tolerance = match p.take_string("errors.tolerance").as_deref() {
@@ -413,14 +414,16 @@ fn error_handling(
         }
     };
     let on_reject = if tolerance == "all" { "skip" } else { "stop" };
-    source.insert("on_reject".into(), on_reject.into());
+    out.set("sources", source, "on_reject", on_reject.into());
     // kwpipe always logs a rejected record with its reason and origin (never
     // silently); the record's content is in the dead-letter topic, not the log.
     p.take_bool("errors.log.enable");
     p.take_bool("errors.log.include.messages");
-    // kwpipe always adds its context headers (kwpipe.error, kwpipe.topic,
-    // kwpipe.partition, kwpipe.offset) to dead-lettered records.
-    p.take_bool("errors.deadletterqueue.context.headers.enable");
+    // kwpipe always adds its own context headers (kwpipe.error, kwpipe.topic,
+    // kwpipe.partition, kwpipe.offset); Connect's are added on request.
+    let connect_headers = p
+        .take_bool("errors.deadletterqueue.context.headers.enable")
+        .unwrap_or(false);
     if let Some(n) = p.take_positive("errors.deadletterqueue.topic.replication.factor") {
         out.warnings.push(format!(
             "errors.deadletterqueue.topic.replication.factor: {n} ignored; kwpipe does not create topics (the broker's auto.create.topics.enable and default.replication.factor apply)"
@@ -439,6 +442,20 @@ fn error_handling(
             "errors.deadletterqueue.topic.name: \"{topic}\" unused with errors.tolerance=none (as in Kafka Connect); set errors.tolerance=all to dead-letter rejected records"
         ));
         return;
+    }
+    if connect_headers {
+        if rejecter == "decode" {
+            out.set(
+                "transforms",
+                &format!("{id}_decode"),
+                "connect_error_headers",
+                true.into(),
+            );
+        } else {
+            out.warnings.push(
+                "errors.deadletterqueue.context.headers.enable: a source connector's dead letters carry kwpipe's headers only (Connect has no dead-letter queue for source connectors)".into(),
+            );
+        }
     }
     let mut dlq = toml::Table::new();
     dlq.insert("type".into(), "kafka".into());
@@ -510,6 +527,13 @@ fn sanitize_id(name: &str) -> String {
 impl Converted {
     fn add(&mut self, section: &'static str, id: String, table: toml::Table) {
         self.sections.entry(section).or_default().insert(id, table);
+    }
+
+    /// Sets one option of a component added before.
+    fn set(&mut self, section: &'static str, id: &str, key: &str, value: toml::Value) {
+        if let Some(t) = self.sections.get_mut(section).and_then(|s| s.get_mut(id)) {
+            t.insert(key.to_string(), value);
+        }
     }
 
     /// Merges another connector's components (ids are distinct by construction

@@ -260,6 +260,10 @@ fn errors_tolerance_and_the_dead_letter_queue_are_mapped() {
         table(&c, "sources", "c_kafka")["on_reject"].as_str(),
         Some("skip")
     );
+    assert_eq!(
+        table(&c, "transforms", "c_decode")["connect_error_headers"].as_bool(),
+        Some(true)
+    );
     let dlq = table(&c, "sinks", "c_dead_letter");
     assert_eq!(dlq["type"].as_str(), Some("kafka"));
     assert_eq!(dlq["topic"].as_str(), Some("dlq-{{x}}"));

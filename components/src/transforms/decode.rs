@@ -31,6 +31,35 @@ pub const TOPIC_HEADER: &str = "kwpipe.topic";
 pub const PARTITION_HEADER: &str = "kwpipe.partition";
 pub const OFFSET_HEADER: &str = "kwpipe.offset";
 
+/// Kafka Connect's dead-letter context headers
+/// (`errors.deadletterqueue.context.headers.enable`), for tools that read them.
+const CONNECT_HEADERS: [&str; 6] = [
+    "__connect.errors.topic",
+    "__connect.errors.partition",
+    "__connect.errors.offset",
+    "__connect.errors.stage",
+    "__connect.errors.exception.class.name",
+    "__connect.errors.exception.message",
+];
+
+/// Connect's context headers for a record rejected for `reason`: a decode
+/// rejection is what Connect calls a value-conversion failure.
+fn push_connect_headers(meta: &Metadata, reason: &str, headers: &mut Vec<(String, Bytes)>) {
+    let values = [
+        meta.topic.clone(),
+        meta.partition.map(|p| p.to_string()),
+        meta.offset.map(|o| o.to_string()),
+        Some("VALUE_CONVERTER".to_string()),
+        Some("org.apache.kafka.connect.errors.DataException".to_string()),
+        Some(reason.to_string()),
+    ];
+    for (name, value) in CONNECT_HEADERS.iter().zip(values) {
+        if let Some(v) = value {
+            headers.push((name.to_string(), Bytes::from(v)));
+        }
+    }
+}
+
 /// Appends the origin headers for what `meta` knows of the message's origin.
 pub(crate) fn push_origin_headers(meta: &Metadata, headers: &mut Vec<(String, Bytes)>) {
     if let Some(t) = &meta.topic {
@@ -67,6 +96,11 @@ pub struct DecodeConfig {
     /// so the sink can create the tables. An alternative to `device_key`.
     #[serde(default)]
     pub primary_tags: Vec<String>,
+    /// Records sent to `dropped` also get Kafka Connect's `__connect.errors.*`
+    /// context headers (besides kwpipe's own), for tools that read a connector's
+    /// dead-letter topic.
+    #[serde(default)]
+    pub connect_error_headers: bool,
 }
 
 impl DecodeConfig {
@@ -127,7 +161,7 @@ impl ComponentConfig for DecodeConfig {
 
     async fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError> {
         self.check()?;
-        Ok(Box::new(Decode::new(
+        let mut decode = Decode::new(
             self.format,
             DecodeOptions {
                 precision: self.precision(),
@@ -135,7 +169,9 @@ impl ComponentConfig for DecodeConfig {
                 database: self.database.clone(),
                 device_key: self.device_key(),
             },
-        )))
+        );
+        decode.connect_error_headers = self.connect_error_headers;
+        Ok(Box::new(decode))
     }
 }
 
@@ -146,12 +182,15 @@ const MERGE_ROWS: usize = 1024;
 
 pub struct Decode {
     decoder: Decoder,
+    /// Add Connect's context headers to dead-lettered records.
+    pub connect_error_headers: bool,
 }
 
 impl Decode {
     pub fn new(format: Format, options: DecodeOptions) -> Self {
         Decode {
             decoder: Decoder::new(format, options),
+            connect_error_headers: false,
         }
     }
 
@@ -233,8 +272,12 @@ impl Decode {
                         0..payload.len()
                     };
                     let mut h = headers.clone();
-                    h.push((ERROR_HEADER.to_string(), Bytes::from(err.to_string())));
+                    let reason = err.to_string();
+                    h.push((ERROR_HEADER.to_string(), Bytes::from(reason.clone())));
                     push_origin_headers(&meta, &mut h);
+                    if self.connect_error_headers {
+                        push_connect_headers(&meta, &reason, &mut h);
+                    }
                     // Its status is the dead-letter write's: a dead-lettered
                     // record is handled, whatever the source's reject policy.
                     let fin = finalizers.fork();
@@ -407,6 +450,46 @@ mod tests {
         // Dead-lettered is handled: Delivered once the dead-letter write is, so
         // even a source that stops on rejects moves past it.
         assert_eq!(status.await, EventStatus::Delivered);
+    }
+
+    /// `errors.deadletterqueue.context.headers.enable`: Connect's headers too.
+    #[tokio::test]
+    async fn connect_context_headers_on_request() {
+        let (mut out, _rx, mut drx) = outputs(true);
+        let (msg, _status) = message("a v=x 1\n");
+        let mut d = decoder();
+        d.connect_error_headers = true;
+        d.handle("d", msg, &mut out).await.unwrap();
+        let Some(Event::Raw(bad)) = drx.recv().await else {
+            panic!()
+        };
+        let connect: Vec<(&str, String)> = bad
+            .headers
+            .iter()
+            .filter(|(k, _)| k.starts_with("__connect."))
+            .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        let reason = bad
+            .headers
+            .iter()
+            .find(|(k, _)| k == ERROR_HEADER)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap();
+        assert_eq!(
+            connect,
+            [
+                ("__connect.errors.topic", "in".to_string()),
+                ("__connect.errors.partition", "3".to_string()),
+                ("__connect.errors.offset", "42".to_string()),
+                ("__connect.errors.stage", "VALUE_CONVERTER".to_string()),
+                (
+                    "__connect.errors.exception.class.name",
+                    "org.apache.kafka.connect.errors.DataException".to_string()
+                ),
+                ("__connect.errors.exception.message", reason),
+            ]
+        );
+        bad.finalizers.finish(EventStatus::Delivered);
     }
 
     #[tokio::test]
