@@ -114,6 +114,7 @@ async fn run_kwpipe(db_url: &str, table: &str, method: WriteMethod, decode: bool
             device_key: false,
             primary_tags: Vec::new(),
             connect_error_headers: false,
+            log_records: false,
         }
         .build(&bcx)
         .await

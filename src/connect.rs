@@ -416,9 +416,23 @@ fn error_handling(
     let on_reject = if tolerance == "all" { "skip" } else { "stop" };
     out.set("sources", source, "on_reject", on_reject.into());
     // kwpipe always logs a rejected record with its reason and origin (never
-    // silently); the record's content is in the dead-letter topic, not the log.
+    // silently), so errors.log.enable changes nothing; the record's content only
+    // on request.
     p.take_bool("errors.log.enable");
-    p.take_bool("errors.log.include.messages");
+    if p.take_bool("errors.log.include.messages") == Some(true) {
+        if rejecter == "decode" {
+            out.set(
+                "transforms",
+                &format!("{id}_decode"),
+                "log_records",
+                true.into(),
+            );
+        } else {
+            out.warnings.push(
+                "errors.log.include.messages: a source connector logs rejected rows with their reason only".into(),
+            );
+        }
+    }
     // kwpipe always adds its own context headers (kwpipe.error, kwpipe.topic,
     // kwpipe.partition, kwpipe.offset); Connect's are added on request.
     let connect_headers = p

@@ -264,6 +264,18 @@ fn errors_tolerance_and_the_dead_letter_queue_are_mapped() {
         table(&c, "transforms", "c_decode")["connect_error_headers"].as_bool(),
         Some(true)
     );
+    assert!(
+        !table(&c, "transforms", "c_decode").contains_key("log_records"),
+        "errors.log.include.messages is false"
+    );
+    let logged = convert(&format!(
+        r#"{{{SINK},"errors.log.include.messages":"true"}}"#
+    ))
+    .unwrap();
+    assert_eq!(
+        table(&logged, "transforms", "c_decode")["log_records"].as_bool(),
+        Some(true)
+    );
     let dlq = table(&c, "sinks", "c_dead_letter");
     assert_eq!(dlq["type"].as_str(), Some("kafka"));
     assert_eq!(dlq["topic"].as_str(), Some("dlq-{{x}}"));

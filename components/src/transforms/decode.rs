@@ -101,6 +101,11 @@ pub struct DecodeConfig {
     /// dead-letter topic.
     #[serde(default)]
     pub connect_error_headers: bool,
+    /// A rejected record that no `dropped` output takes is logged with its first
+    /// 64 bytes, not only its reason and origin (Connect's
+    /// `errors.log.include.messages`). Off by default: records may hold secrets.
+    #[serde(default)]
+    pub log_records: bool,
 }
 
 impl DecodeConfig {
@@ -171,6 +176,7 @@ impl ComponentConfig for DecodeConfig {
             },
         );
         decode.connect_error_headers = self.connect_error_headers;
+        decode.log_records = self.log_records;
         Ok(Box::new(decode))
     }
 }
@@ -184,6 +190,8 @@ pub struct Decode {
     decoder: Decoder,
     /// Add Connect's context headers to dead-lettered records.
     pub connect_error_headers: bool,
+    /// Log the start of a rejected record with its reason (when not dead-lettered).
+    pub log_records: bool,
 }
 
 impl Decode {
@@ -191,6 +199,7 @@ impl Decode {
         Decode {
             decoder: Decoder::new(format, options),
             connect_error_headers: false,
+            log_records: false,
         }
     }
 
@@ -265,12 +274,12 @@ impl Decode {
             for err in decoded.errors {
                 // Counted by kind whether dead-lettered or only logged.
                 outputs.metrics().error("decode");
+                let span = if err.span.start <= err.span.end && err.span.end <= payload.len() {
+                    err.span.clone()
+                } else {
+                    0..payload.len()
+                };
                 if connected {
-                    let span = if err.span.start <= err.span.end && err.span.end <= payload.len() {
-                        err.span.clone()
-                    } else {
-                        0..payload.len()
-                    };
                     let mut h = headers.clone();
                     let reason = err.to_string();
                     h.push((ERROR_HEADER.to_string(), Bytes::from(reason.clone())));
@@ -289,6 +298,16 @@ impl Decode {
                         finalizers: fin,
                     };
                     outputs.send_to(DROPPED_OUTPUT, Event::Raw(dropped)).await?;
+                } else if self.log_records {
+                    tracing::warn!(
+                        component = id,
+                        topic = meta.topic.as_deref().unwrap_or(""),
+                        partition = meta.partition.unwrap_or(-1),
+                        offset = meta.offset.unwrap_or(-1),
+                        reason = %err,
+                        record = %crate::formats::text::excerpt(&payload[span]),
+                        "record rejected"
+                    );
                 } else {
                     log_rejected(id, &meta, &err.to_string());
                 }
