@@ -608,6 +608,14 @@ fn escape_dollars(v: &toml::Value) -> toml::Value {
     }
 }
 
+/// Every parameter read is in `PARAMETERS`, and so in docs/migration.md's table.
+fn listed(key: &str) {
+    debug_assert!(
+        PARAMETERS.contains(&key),
+        "connect: \"{key}\" is read but not in PARAMETERS (and docs/migration.md's parameter table)"
+    );
+}
+
 /// The connector's parameters, taken one by one so what is left over is unknown.
 struct Params {
     map: serde_json::Map<String, Json>,
@@ -628,10 +636,7 @@ impl Params {
 
     /// Connect accepts numbers and booleans written as strings; so do we.
     fn take_string(&mut self, key: &str) -> Option<String> {
-        debug_assert!(
-            PARAMETERS.contains(&key),
-            "connect: \"{key}\" is read but not in PARAMETERS (and docs/migration.md's parameter table)"
-        );
+        listed(key);
         match self.map.remove(key)? {
             Json::String(s) => Some(s),
             Json::Number(n) => Some(n.to_string()),
@@ -645,6 +650,7 @@ impl Params {
     }
 
     fn take_int(&mut self, key: &str) -> Option<i64> {
+        listed(key);
         let v = self.map.get(key)?.clone();
         let text = self.take_string(key)?;
         match text.trim().parse::<i64>() {
