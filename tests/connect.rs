@@ -942,6 +942,8 @@ async fn connect_source_exports_every_row_with_its_microseconds() {
     let json_prefix = unique("json");
     let us_prefix = unique("us");
     let ms_prefix = unique("ms");
+    let dlq_prefix = unique("dl");
+    let dlq = unique("dead-letters");
     let files = [
         source("json", &json_prefix, &[]),
         source(
@@ -960,11 +962,23 @@ async fn connect_source_exports_every_row_with_its_microseconds() {
                 ("timestamp.precision", "ms"),
             ],
         ),
+        // The same at ms, tolerating errors into a dead-letter topic.
+        source(
+            "dl",
+            &dlq_prefix,
+            &[
+                ("out.format", "line_influxdb"),
+                ("timestamp.precision", "ms"),
+                ("errors.tolerance", "all"),
+                ("errors.deadletterqueue.topic.name", dlq.as_str()),
+            ],
+        ),
     ];
     let topic = |prefix: &str| format!("{prefix}-{}-m", db.name);
-    for p in [&json_prefix, &us_prefix, &ms_prefix] {
+    for p in [&json_prefix, &us_prefix, &ms_prefix, &dlq_prefix] {
         kafka.create_topic(&topic(p), 1);
     }
+    kafka.create_topic(&dlq, 1);
     let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     let mut agent = Agent::connect_run(dir.path(), &kafka.bootstrap, &paths);
 
@@ -1039,5 +1053,51 @@ async fn connect_source_exports_every_row_with_its_microseconds() {
         "the checkpoint moved past a held row: {:?}",
         exported("ms")
     );
+
+    // Tolerated: the 200 ms rows as lines, the 100 µs rows dead-lettered whole
+    // (one-row json_kaiwudb with every digit), and only then checkpointed past.
+    let lines = read_until(
+        &kafka.bootstrap,
+        &topic(&dlq_prefix),
+        Duration::from_secs(60),
+        |m| m.len() >= 200,
+    )
+    .await;
+    let dead = read_until(&kafka.bootstrap, &dlq, Duration::from_secs(60), |m| {
+        m.len() >= 100
+    })
+    .await;
+    let mut vs: Vec<i64> = lines
+        .iter()
+        .map(|l| {
+            let v = l
+                .split(" v=")
+                .nth(1)
+                .unwrap()
+                .split(['i', ' '])
+                .next()
+                .unwrap();
+            v.parse().unwrap()
+        })
+        .chain(data_rows(&dead).iter().map(|r| r["v"].as_i64().unwrap()))
+        .collect();
+    vs.sort();
+    assert_eq!(vs, (0..300).collect::<Vec<_>>(), "every row, once");
+    for r in data_rows(&dead) {
+        let i = r["v"].as_i64().unwrap();
+        assert_eq!(
+            r["ts"],
+            Json::from(format!("2024-01-22 22:22:22.{i:03}007"))
+        );
+    }
+    let started = Instant::now();
+    while exported("dl") != Some(300) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "dl checkpoint {:?}",
+            exported("dl")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     agent.stop();
 }

@@ -201,26 +201,22 @@ impl Encode {
     }
 }
 
-/// A rejected row as a one-row json_kaiwudb object, timestamps in their own
-/// precision so nothing is lost; Debug text if even that fails.
+/// A rejected row as a one-row json_kaiwudb object: epoch-ms timestamps as the
+/// seed's, finer ones as text with every digit (unambiguous to any reader, unlike
+/// numbers in a precision the message does not name); Debug text if even that fails.
 fn one_row(batch: &RowBatch, row: &[crate::event::Value]) -> Bytes {
     let single = RowBatch::new(
         batch.target.clone(),
         batch.schema.clone(),
         vec![row.to_vec()],
     );
-    let precision = row
-        .iter()
-        .find_map(|v| match v {
-            crate::event::Value::Timestamp(t) => Some(t.precision),
-            _ => None,
-        })
-        .unwrap_or_default();
     let mut out = Vec::new();
     match formats::encode(
         Format::JsonKaiwudb,
         &single,
-        &EncodeOptions { precision },
+        &EncodeOptions {
+            precision: Precision::Ms,
+        },
         &mut out,
     ) {
         Ok(()) => Bytes::from(out),
@@ -314,7 +310,7 @@ mod tests {
         assert!(bad.payload.starts_with(b"{\"table\":\"t\""));
         assert!(std::str::from_utf8(&bad.payload)
             .unwrap()
-            .contains("\"ts\":5001,"));
+            .contains("\"ts\":\"1970-01-01 00:00:00.005001\","));
         msg.finalizers.finish(EventStatus::Delivered);
         bad.finalizers.finish(EventStatus::Delivered);
         // Dead-lettered is handled, whatever the source's reject policy.
