@@ -281,6 +281,29 @@ inputs = ["d"]
     assert!(t.warnings.is_empty(), "{:?}", t.warnings);
 }
 
+/// Issue 18, item 7: a `start_at` that is no time fails at load (and so
+/// `validate --no-environment`), not only when the source starts.
+#[test]
+fn an_impossible_start_at_fails_at_load() {
+    let errs = errors(
+        r#"
+[sources.p]
+type = "kwdb-poll"
+url = "postgresql://127.0.0.1:5432"
+database = "d"
+start_at = "2023-02-29 10:00:00"
+[sinks.out]
+type = "console"
+inputs = ["p"]
+"#,
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("start_at: \"2023-02-29 10:00:00\" is not a time"),
+        "{errs:?}"
+    );
+}
+
 /// A component of given kinds, for graph checks the registered ones cannot show.
 #[derive(Debug)]
 struct Kinds {
