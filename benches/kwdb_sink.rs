@@ -109,8 +109,12 @@ async fn run_kwpipe(db_url: &str, table: &str, method: WriteMethod, decode: bool
         let (dec_tx, dec_rx) = mpsc::channel::<Event>(64);
         let d = DecodeConfig {
             format: Format::JsonKaiwudb,
-            timestamp_precision: Precision::Ms,
+            timestamp_precision: Some(Precision::Ms),
             database: None,
+            device_key: false,
+            primary_tags: Vec::new(),
+            connect_error_headers: false,
+            log_records: false,
         }
         .build(&bcx)
         .await

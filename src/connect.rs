@@ -23,6 +23,51 @@ const FORMATS: [&str; 4] = [
     "line_influxdb",
 ];
 
+/// Every connector parameter the converter reads, sink and source. Each has a row
+/// in docs/migration.md's parameter table (a test holds the two together), and
+/// reading one not listed here is a bug caught in debug builds: a parameter added
+/// to the converter must be added to the table.
+pub const PARAMETERS: &[&str] = &[
+    "name",
+    "connector.class",
+    "tasks.max",
+    "topics",
+    "topics.regex",
+    "connection.url",
+    "connection.user",
+    "connection.password",
+    "connection.database",
+    "connection.attempts",
+    "connection.backoff.ms",
+    "max.retries",
+    "retry.backoff.ms",
+    "batch.size",
+    "protocol.type",
+    "timestamp.precision",
+    "topic.prefix",
+    "topic.delimiter",
+    "timestamp.initial",
+    "poll.interval.ms",
+    "fetch.max.rows",
+    "query.interval.ms",
+    "topic.per.stable",
+    "topic.ignore.db",
+    "out.format",
+    "read.method",
+    "key.converter",
+    "value.converter",
+    "errors.tolerance",
+    "errors.deadletterqueue.topic.name",
+    "errors.deadletterqueue.topic.replication.factor",
+    "errors.deadletterqueue.context.headers.enable",
+    "errors.log.enable",
+    "errors.log.include.messages",
+    // Any client setting of the connector's own consumer (sink) or producer
+    // (source), over the worker's: see `client`.
+    "consumer.override.*",
+    "producer.override.*",
+];
+
 /// Converters that hand kwpipe the message bytes unchanged, as kwpipe reads them.
 const PASS_THROUGH_CONVERTERS: [&str; 2] = [
     "org.apache.kafka.connect.storage.StringConverter",
@@ -181,7 +226,7 @@ pub fn convert_text(
 }
 
 fn sink(id: &str, name: &str, p: &mut Params, opts: &ConvertOptions, out: &mut Converted) {
-    let tasks = p.take_positive("tasks.max").unwrap_or(1);
+    let tasks = p.take_tasks();
     let topics = p.take_string("topics");
     let topics_regex = p.take_string("topics.regex");
     let format = p.take_format("protocol.type", true);
@@ -243,6 +288,10 @@ fn sink(id: &str, name: &str, p: &mut Params, opts: &ConvertOptions, out: &mut C
     kwdb.insert("type".into(), "kwdb".into());
     kwdb.insert("inputs".into(), inputs(&format!("{id}_batch")));
     p.connection(&mut kwdb);
+    if !kwdb.contains_key("database") {
+        // The connector cannot start without it either; say so before anything runs.
+        p.error("connection.database: missing; the KWDB database to write into".into());
+    }
     if let Some(n) = p.take_nonnegative("max.retries") {
         kwdb.insert("max_retries".into(), toml::Value::Integer(n));
     }
@@ -262,10 +311,11 @@ fn sink(id: &str, name: &str, p: &mut Params, opts: &ConvertOptions, out: &mut C
     out.add("transforms", format!("{id}_decode"), decode);
     out.add("transforms", format!("{id}_batch"), batch);
     out.add("sinks", format!("{id}_kwdb"), kwdb);
+    error_handling(id, &format!("{id}_kafka"), "decode", p, opts, out);
 }
 
 fn source(id: &str, p: &mut Params, opts: &ConvertOptions, out: &mut Converted) {
-    let tasks = p.take_positive("tasks.max").unwrap_or(1);
+    let tasks = p.take_tasks();
     let mut poll = toml::Table::new();
     poll.insert("type".into(), "kwdb-poll".into());
     p.connection(&mut poll);
@@ -286,11 +336,7 @@ fn source(id: &str, p: &mut Params, opts: &ConvertOptions, out: &mut Converted) 
         poll.insert("fetch_max_rows".into(), toml::Value::Integer(n));
     }
     if let Some(t) = p.take_string("timestamp.initial") {
-        if !looks_like_datetime(&t) {
-            p.error(format!(
-                "timestamp.initial: \"{t}\" is not a time; expected yyyy-MM-dd HH:mm:ss"
-            ));
-        }
+        start_at(&t, p, &mut out.warnings);
         poll.insert("start_at".into(), t.into());
     }
     poll.insert("concurrency".into(), toml::Value::Integer(tasks));
@@ -304,10 +350,21 @@ fn source(id: &str, p: &mut Params, opts: &ConvertOptions, out: &mut Converted) 
     let format = p
         .take_format("out.format", false)
         .unwrap_or_else(|| "json_kaiwudb".into());
+    // Not a parameter of the connector's source (it wrote ms): kwpipe's way to
+    // export µs/ns columns as numbers. json_kaiwudb keeps finer digits as text
+    // without it; the line formats need it for them.
+    let precision = p.take_precision("timestamp.precision", Some(format.as_str()));
     let mut encode = toml::Table::new();
     encode.insert("type".into(), "encode".into());
     encode.insert("inputs".into(), inputs(id));
-    encode.insert("format".into(), format.into());
+    encode.insert("format".into(), format.clone().into());
+    if let Some(pr) = precision {
+        encode.insert("timestamp_precision".into(), pr.into());
+    }
+    if matches!(format.as_str(), "line_influxdb" | "line_opentsdb") {
+        // The connector writes one record per line, one line per message.
+        encode.insert("message_per_line".into(), true.into());
+    }
 
     let prefix = p.take_string("topic.prefix");
     let delimiter = p
@@ -340,6 +397,103 @@ fn source(id: &str, p: &mut Params, opts: &ConvertOptions, out: &mut Converted) 
     out.add("sources", id.to_string(), poll);
     out.add("transforms", format!("{id}_encode"), encode);
     out.add("sinks", format!("{id}_kafka"), kafka);
+    error_handling(id, id, "encode", p, opts, out);
+}
+
+/// Connect's `errors.*`: what becomes of a record that cannot be converted or
+/// written, set on the components already added. `errors.tolerance` sets the
+/// source's `on_reject` (`none`, Connect's
+/// default: stop there, keep the position; `all`: skip, count, log); with `all`, a
+/// dead-letter topic gets what `rejecter` (the decode or encode transform) rejects,
+/// through a `kafka` sink of its own reading `rejecter`'s `dropped` output.
+fn error_handling(
+    id: &str,
+    source: &str,
+    rejecter: &str,
+    p: &mut Params,
+    opts: &ConvertOptions,
+    out: &mut Converted,
+) {
+    let tolerance = match p.take_string("errors.tolerance").as_deref() {
+        None | Some("none") => "none",
+        Some("all") => "all",
+        Some(other) => {
+            p.error(format!(
+                "errors.tolerance: \"{other}\" is not allowed; expected none or all"
+            ));
+            "none"
+        }
+    };
+    let on_reject = if tolerance == "all" { "skip" } else { "stop" };
+    out.set("sources", source, "on_reject", on_reject.into());
+    // kwpipe always logs a rejected record with its reason and origin (never
+    // silently), so errors.log.enable changes nothing; the record's content only
+    // on request.
+    p.take_bool("errors.log.enable");
+    if p.take_bool("errors.log.include.messages") == Some(true) {
+        if rejecter == "decode" {
+            out.set(
+                "transforms",
+                &format!("{id}_decode"),
+                "log_records",
+                true.into(),
+            );
+        } else {
+            out.warnings.push(
+                "errors.log.include.messages: a source connector logs rejected rows with their reason only".into(),
+            );
+        }
+    }
+    // kwpipe always adds its own context headers (kwpipe.error, kwpipe.topic,
+    // kwpipe.partition, kwpipe.offset); Connect's are added on request.
+    let connect_headers = p
+        .take_bool("errors.deadletterqueue.context.headers.enable")
+        .unwrap_or(false);
+    if let Some(n) = p.take_positive("errors.deadletterqueue.topic.replication.factor") {
+        out.warnings.push(format!(
+            "errors.deadletterqueue.topic.replication.factor: {n} ignored; kwpipe does not create topics (the broker's auto.create.topics.enable and default.replication.factor apply)"
+        ));
+    }
+    let Some(topic) = p
+        .take_string("errors.deadletterqueue.topic.name")
+        .filter(|t| !t.trim().is_empty())
+    else {
+        return;
+    };
+    if tolerance == "none" {
+        // As in Connect: with tolerance none the task stops at the first error and
+        // the dead-letter queue is never written.
+        out.warnings.push(format!(
+            "errors.deadletterqueue.topic.name: \"{topic}\" unused with errors.tolerance=none (as in Kafka Connect); set errors.tolerance=all to dead-letter rejected records"
+        ));
+        return;
+    }
+    if connect_headers {
+        if rejecter == "decode" {
+            out.set(
+                "transforms",
+                &format!("{id}_decode"),
+                "connect_error_headers",
+                true.into(),
+            );
+        } else {
+            out.warnings.push(
+                "errors.deadletterqueue.context.headers.enable: a source connector's dead letters carry kwpipe's headers only (Connect has no dead-letter queue for source connectors)".into(),
+            );
+        }
+    }
+    let mut dlq = toml::Table::new();
+    dlq.insert("type".into(), "kafka".into());
+    dlq.insert(
+        "inputs".into(),
+        inputs(&format!(
+            "{id}_{rejecter}.{}",
+            components::api::DROPPED_OUTPUT
+        )),
+    );
+    dlq.insert("bootstrap_servers".into(), bootstrap(opts).into());
+    dlq.insert("topic".into(), escape_template(&topic).into());
+    out.add("sinks", format!("{id}_dead_letter"), dlq);
 }
 
 /// Braces in literal topic parts must not read as template fields.
@@ -347,15 +501,23 @@ fn escape_template(s: &str) -> String {
     s.replace('{', "{{").replace('}', "}}")
 }
 
-fn looks_like_datetime(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 19
-        && b.iter().enumerate().all(|(i, c)| match i {
-            4 | 7 => *c == b'-',
-            10 => *c == b' ',
-            13 | 16 => *c == b':',
-            _ => c.is_ascii_digit(),
-        })
+/// `timestamp.initial`, checked as kwdb-poll will read it (a real date and time,
+/// not only its shape). Without an offset it is UTC in kwpipe; the connector read
+/// it in the JVM's time zone, so that is said (issue 18, item 8).
+fn start_at(t: &str, p: &mut Params, warnings: &mut Vec<String>) {
+    if components::sources::kwdb_poll::parse_start_at(t).is_err() {
+        p.error(format!(
+            "timestamp.initial: \"{t}\" is not a time; expected yyyy-MM-dd HH:mm:ss"
+        ));
+        return;
+    }
+    let tail = t.trim().get(19..).unwrap_or("");
+    let has_offset = tail.ends_with('Z') || tail.contains('+') || tail.contains('-');
+    if !has_offset {
+        warnings.push(format!(
+            "timestamp.initial: \"{t}\" is read as UTC; the connector read it in the JVM's time zone: append that zone's offset (\"{t}+08:00\") if it was not UTC"
+        ));
+    }
 }
 
 fn bootstrap(opts: &ConvertOptions) -> String {
@@ -390,6 +552,13 @@ fn sanitize_id(name: &str) -> String {
 impl Converted {
     fn add(&mut self, section: &'static str, id: String, table: toml::Table) {
         self.sections.entry(section).or_default().insert(id, table);
+    }
+
+    /// Sets one option of a component added before.
+    fn set(&mut self, section: &'static str, id: &str, key: &str, value: toml::Value) {
+        if let Some(t) = self.sections.get_mut(section).and_then(|s| s.get_mut(id)) {
+            t.insert(key.to_string(), value);
+        }
     }
 
     /// Merges another connector's components (ids are distinct by construction
@@ -450,6 +619,17 @@ fn escape_dollars(v: &toml::Value) -> toml::Value {
     }
 }
 
+/// Every parameter read is in `PARAMETERS`, and so in docs/migration.md's table.
+fn listed(key: &str) {
+    debug_assert!(
+        PARAMETERS.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => *p == key,
+        }),
+        "connect: \"{key}\" is read but not in PARAMETERS (and docs/migration.md's parameter table)"
+    );
+}
+
 /// The connector's parameters, taken one by one so what is left over is unknown.
 struct Params {
     map: serde_json::Map<String, Json>,
@@ -470,6 +650,7 @@ impl Params {
 
     /// Connect accepts numbers and booleans written as strings; so do we.
     fn take_string(&mut self, key: &str) -> Option<String> {
+        listed(key);
         match self.map.remove(key)? {
             Json::String(s) => Some(s),
             Json::Number(n) => Some(n.to_string()),
@@ -483,6 +664,7 @@ impl Params {
     }
 
     fn take_int(&mut self, key: &str) -> Option<i64> {
+        listed(key);
         let v = self.map.get(key)?.clone();
         let text = self.take_string(key)?;
         match text.trim().parse::<i64>() {
@@ -503,6 +685,21 @@ impl Params {
             return None;
         }
         Some(n)
+    }
+
+    /// `tasks.max`: Connect runs that many tasks; kwpipe runs that many consumers
+    /// or connections, up to 256 (what its components accept).
+    fn take_tasks(&mut self) -> i64 {
+        match self.take_positive("tasks.max") {
+            Some(n) if n > 256 => {
+                self.error(format!(
+                    "tasks.max: {n} is not allowed; kwpipe runs at most 256 tasks"
+                ));
+                1
+            }
+            Some(n) => n,
+            None => 1,
+        }
     }
 
     fn take_nonnegative(&mut self, key: &str) -> Option<i64> {

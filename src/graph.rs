@@ -150,6 +150,58 @@ pub fn check(nodes: &[Node], broken: &[String], errors: &mut Vec<String>) -> Vec
             }
         }
     }
+    warnings.extend(discarded_rejects(nodes, &read));
+    warnings
+}
+
+/// Where records would be rejected with nobody to take them and the source that
+/// owns their position skips them (`on_reject = "skip"`): said at validate time,
+/// so discarding is a choice made knowingly (issue 18).
+fn discarded_rejects(nodes: &[Node], read: &HashSet<OutputRef>) -> Vec<String> {
+    use components::ack::RejectPolicy;
+    use components::api::DROPPED_OUTPUT;
+    // Downstream edges: upstream id -> readers of its default output.
+    let mut readers: HashMap<&str, Vec<&Node>> = HashMap::new();
+    for node in nodes {
+        for input in &node.inputs {
+            let r = OutputRef::parse(input);
+            if r.output.is_none() {
+                if let Some(up) = nodes.iter().find(|n| n.key.id == r.id) {
+                    readers.entry(up.key.id.as_str()).or_default().push(node);
+                }
+            }
+        }
+    }
+    let mut warnings = Vec::new();
+    for source in nodes {
+        if source.config.reject_policy() != Some(RejectPolicy::Skip) {
+            continue;
+        }
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut stack = vec![source];
+        let mut discarding = Vec::new();
+        while let Some(n) = stack.pop() {
+            if !seen.insert(n.key.id.as_str()) {
+                continue;
+            }
+            let dropped = OutputRef {
+                id: n.key.id.clone(),
+                output: Some(DROPPED_OUTPUT.to_string()),
+            };
+            if n.config.may_reject() && !read.contains(&dropped) {
+                discarding.push(n.key.to_string());
+            }
+            stack.extend(readers.get(n.key.id.as_str()).into_iter().flatten());
+        }
+        if !discarding.is_empty() {
+            discarding.sort();
+            warnings.push(format!(
+                "{}: records rejected by {} with no `dropped` output reading them are logged, counted and skipped (on_reject = \"skip\", the default); wire their `dropped` output to keep them, or set on_reject = \"stop\" to hold the position",
+                source.key,
+                discarding.join(", ")
+            ));
+        }
+    }
     warnings
 }
 

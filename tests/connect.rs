@@ -245,9 +245,9 @@ fn every_kind_of_bad_connector_config_fails_with_its_message() {
         ),
         (
             "unknown_parameters",
-            format!(r#"{{{sink},"topics.dir":"x","errors.tolerance":"all"}}"#),
+            format!(r#"{{{sink},"topics.dir":"x","errors.tolerance":"sometimes"}}"#),
             vec![
-                "errors.tolerance: unknown or unsupported parameter".into(),
+                r#"errors.tolerance: "sometimes" is not allowed; expected none or all"#.into(),
                 "topics.dir: unknown or unsupported parameter".into(),
             ],
         ),
@@ -259,7 +259,7 @@ fn every_kind_of_bad_connector_config_fails_with_its_message() {
         (
             "no_format",
             format!(
-                r#"{{"connector.class":"{SINK}","topics":"t","connection.url":"jdbc:kaiwudb://h:26257"}}"#
+                r#"{{"connector.class":"{SINK}","topics":"t","connection.url":"jdbc:kaiwudb://h:26257","connection.database":"db"}}"#
             ),
             vec!["protocol.type: missing; one of json_kaiwudb, json_opentsdb, line_opentsdb, line_influxdb".into()],
         ),
@@ -286,9 +286,26 @@ fn every_kind_of_bad_connector_config_fails_with_its_message() {
         (
             "no_topics",
             format!(
-                r#"{{"connector.class":"{SINK}","connection.url":"jdbc:kaiwudb://h:26257","protocol.type":"json_kaiwudb"}}"#
+                r#"{{"connector.class":"{SINK}","connection.url":"jdbc:kaiwudb://h:26257","connection.database":"db","protocol.type":"json_kaiwudb"}}"#
             ),
             vec!["topics: missing; the topics to consume, comma-separated".into()],
+        ),
+        (
+            "sink_without_database",
+            format!(
+                r#"{{"connector.class":"{SINK}","topics":"t","connection.url":"jdbc:kaiwudb://h:26257","protocol.type":"json_kaiwudb"}}"#
+            ),
+            vec!["connection.database: missing; the KWDB database to write into".into()],
+        ),
+        (
+            "too_many_tasks",
+            format!(r#"{{{sink},"tasks.max":"257"}}"#),
+            vec!["tasks.max: 257 is not allowed; kwpipe runs at most 256 tasks".into()],
+        ),
+        (
+            "impossible_initial_timestamp",
+            format!(r#"{{{source},"timestamp.initial":"2023-02-29 10:00:00"}}"#),
+            vec![r#"timestamp.initial: "2023-02-29 10:00:00" is not a time; expected yyyy-MM-dd HH:mm:ss"#.into()],
         ),
         (
             "topics_and_regex",
@@ -748,4 +765,339 @@ async fn connect_run_lands_the_seed_data_in_postgres_and_exports_it_back() {
         log.contains("created table table=\"ts_json_kaiwudb_tb\""),
         "{log}"
     );
+}
+
+/// The group's committed offset of partition 0 of `topic` (-1001 when none).
+async fn committed_offset(bootstrap: &str, group: &str, topic: &str) -> i64 {
+    let (bootstrap, group, topic) = (bootstrap.to_string(), group.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", &group)
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition(&topic, 0);
+        let got = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        match got.find_partition(&topic, 0).unwrap().offset() {
+            rdkafka::Offset::Offset(o) => o,
+            _ => -1001,
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until the agent's log holds `text`; panics with the log otherwise.
+fn wait_log(agent: &mut Agent, text: &str, limit: Duration) {
+    let started = Instant::now();
+    while !agent.log_text().contains(text) {
+        agent.assert_running();
+        assert!(
+            started.elapsed() < limit,
+            "no {text:?} in the log after {limit:?}:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Issue 18, item 2, Kafka -> database, every record counted. A record the
+/// pipeline rejects (INT2 70000) sits among good ones. Under Connect's default,
+/// `errors.tolerance = none`, the partition is held: the offset is never committed
+/// past the bad record. Run again with `errors.tolerance = all` and a dead-letter
+/// topic: every good record is in the table, the bad one in the dead-letter topic,
+/// and the offset moves past all of them. Before the fix the bad record was
+/// logged, its offset committed, and it was gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_errors_tolerance_none_holds_the_offset_and_all_dead_letters() {
+    let kafka = TestKafka::start();
+    let db = TestDb::new("connect_tolerance").await;
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("kw-tolerance");
+    let dlq = unique("kw-tolerance-dlq");
+    kafka.create_topic(&topic, 1);
+    kafka.create_topic(&dlq, 1);
+    let message = |i: i64, v: i64| {
+        format!(
+            r#"{{"table":"r","columns":[{{"name":"ts","type":"TIMESTAMPTZ","length":64}},{{"name":"v","type":"INT2","length":16}}],"tags":[{{"name":"dev","type":"VARCHAR","length":16,"primary":true,"nullable":false}}],"data":[{{"ts":{},"v":{v},"dev":"d"}}]}}"#,
+            1_705_962_142_000 + i
+        )
+    };
+    let records: Vec<String> = (0..10)
+        .map(|i| {
+            if i == 5 {
+                message(i, 70_000)
+            } else {
+                message(i, i)
+            }
+        })
+        .collect();
+    let lines: Vec<&str> = records.iter().map(String::as_str).collect();
+    produce_lines(&kafka.bootstrap, &topic, &lines).await;
+
+    let name = unique("tolerance");
+    let group = format!("connect-{name}");
+    let config = |extra: &[(&str, &str)]| {
+        let text = seed_config_for(SINK_JSON, &db, |c| {
+            c.insert("topics".into(), topic.clone().into());
+            c.insert("tasks.max".into(), "1".into());
+            for (k, v) in extra {
+                c.insert((*k).into(), (*v).into());
+            }
+        });
+        let mut json: Json = serde_json::from_str(&text).unwrap();
+        json["name"] = name.clone().into();
+        let path = dir.path().join(format!("sink-{}.json", extra.len()));
+        std::fs::write(&path, json.to_string()).unwrap();
+        path
+    };
+
+    // errors.tolerance = none (the default): held at the bad record.
+    let held = config(&[]);
+    let mut agent = Agent::connect_run(dir.path(), &kafka.bootstrap, &[&held]);
+    wait_log(&mut agent, "on_reject = \"stop\"", Duration::from_secs(90));
+    // A moment for auto-commits that would have moved it (commit_interval 5s).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let offset = committed_offset(&kafka.bootstrap, &group, &topic).await;
+    assert!(
+        offset <= 5,
+        "committed {offset}, past the rejected record at 5:\n{}",
+        agent.log_text()
+    );
+    agent.assert_running();
+    agent.stop();
+
+    // errors.tolerance = all with a dead-letter topic: nothing is lost either.
+    let tolerant = config(&[
+        ("errors.tolerance", "all"),
+        ("errors.deadletterqueue.topic.name", dlq.as_str()),
+    ]);
+    let mut agent = Agent::connect_run(dir.path(), &kafka.bootstrap, &[&tolerant]);
+    wait_rows(&db, "r", 9, Duration::from_secs(90), &mut agent).await;
+    let dead = read_until(&kafka.bootstrap, &dlq, Duration::from_secs(60), |m| {
+        !m.is_empty()
+    })
+    .await;
+    assert_eq!(dead, vec![records[5].clone()]);
+    let client = db.client().await;
+    let vs: Vec<i16> = client
+        .query("SELECT v FROM r ORDER BY ts", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(vs, [0, 1, 2, 3, 4, 6, 7, 8, 9]);
+    let started = Instant::now();
+    while committed_offset(&kafka.bootstrap, &group, &topic).await != 10 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "offset not committed past every record:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    agent.stop();
+}
+
+/// Issue 18, item 1, database -> Kafka, every row counted: a TIMESTAMPTZ(6)
+/// table whose every third row has µs digits. json_kaiwudb at the default
+/// precision exports all 300 (the µs ones as text timestamps with every digit),
+/// line_influxdb with `timestamp.precision = us` too. A line_influxdb export at
+/// ms cannot carry them: under `errors.tolerance = none` its table is held, its
+/// checkpoint never passes the first of them. Before the fix every µs row was
+/// rejected and checkpointed past: 100 rows lost per export.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_source_exports_every_row_with_its_microseconds() {
+    let kafka = TestKafka::start();
+    let db = TestDb::new("connect_us").await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE m (ts TIMESTAMPTZ(6) NOT NULL, v INT4, dev VARCHAR(16) NOT NULL, PRIMARY KEY (dev, ts));
+             INSERT INTO m SELECT TIMESTAMPTZ '2024-01-22 22:22:22+00' + i * INTERVAL '1 millisecond'
+                 + CASE WHEN i % 3 = 0 THEN INTERVAL '7 microseconds' ELSE INTERVAL '0' END, i, 'd'
+             FROM generate_series(0, 299) AS i;",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let source = |name: &str, prefix: &str, extra: &[(&str, &str)]| {
+        let text = seed_config_for(SOURCE_JSON, &db, |c| {
+            c.insert("topic.prefix".into(), prefix.into());
+            c.insert("query.interval.ms".into(), "200".into());
+            for (k, v) in extra {
+                c.insert((*k).into(), (*v).into());
+            }
+        });
+        let mut json: Json = serde_json::from_str(&text).unwrap();
+        json["name"] = name.into();
+        let path = dir.path().join(format!("{name}.json"));
+        std::fs::write(&path, json.to_string()).unwrap();
+        path
+    };
+    let json_prefix = unique("json");
+    let us_prefix = unique("us");
+    let ms_prefix = unique("ms");
+    let dlq_prefix = unique("dl");
+    let dlq = unique("dead-letters");
+    let files = [
+        source("json", &json_prefix, &[]),
+        source(
+            "us",
+            &us_prefix,
+            &[
+                ("out.format", "line_influxdb"),
+                ("timestamp.precision", "us"),
+            ],
+        ),
+        source(
+            "ms",
+            &ms_prefix,
+            &[
+                ("out.format", "line_influxdb"),
+                ("timestamp.precision", "ms"),
+            ],
+        ),
+        // The same at ms, tolerating errors into a dead-letter topic.
+        source(
+            "dl",
+            &dlq_prefix,
+            &[
+                ("out.format", "line_influxdb"),
+                ("timestamp.precision", "ms"),
+                ("errors.tolerance", "all"),
+                ("errors.deadletterqueue.topic.name", dlq.as_str()),
+            ],
+        ),
+    ];
+    let topic = |prefix: &str| format!("{prefix}-{}-m", db.name);
+    for p in [&json_prefix, &us_prefix, &ms_prefix, &dlq_prefix] {
+        kafka.create_topic(&topic(p), 1);
+    }
+    kafka.create_topic(&dlq, 1);
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let mut agent = Agent::connect_run(dir.path(), &kafka.bootstrap, &paths);
+
+    let expected_us = |i: i64| (1_705_962_142_000 + i) * 1000 + if i % 3 == 0 { 7 } else { 0 };
+    let json = read_until(
+        &kafka.bootstrap,
+        &topic(&json_prefix),
+        Duration::from_secs(90),
+        |m| data_rows(m).len() >= 300,
+    )
+    .await;
+    let mut got: Vec<(i64, Json)> = data_rows(&json)
+        .into_iter()
+        .map(|r| (r["v"].as_i64().unwrap(), r["ts"].clone()))
+        .collect();
+    got.sort_by_key(|(v, _)| *v);
+    let want: Vec<(i64, Json)> = (0..300)
+        .map(|i| {
+            let ts = if i % 3 == 0 {
+                Json::from(format!("2024-01-22 22:22:22.{i:03}007"))
+            } else {
+                Json::from(1_705_962_142_000 + i)
+            };
+            (i, ts)
+        })
+        .collect();
+    assert_eq!(got, want);
+
+    let influx = read_until(
+        &kafka.bootstrap,
+        &topic(&us_prefix),
+        Duration::from_secs(90),
+        |m| m.iter().map(|p| p.lines().count()).sum::<usize>() >= 300,
+    )
+    .await;
+    let mut stamps: Vec<i64> = influx
+        .iter()
+        .flat_map(|p| p.lines())
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    stamps.sort();
+    assert_eq!(stamps, (0..300).map(expected_us).collect::<Vec<_>>());
+
+    // The ms export: held before row 0 (it has µs digits), with the reason logged.
+    wait_log(
+        &mut agent,
+        "would lose digits in ms precision",
+        Duration::from_secs(30),
+    );
+    wait_log(&mut agent, "on_reject = \"stop\"", Duration::from_secs(30));
+    // Rows a checkpoint file says were exported (its newest slot); None without one.
+    let exported = |id: &str| -> Option<u64> {
+        let path = dir.path().join("data").join(id).join("m.ckpt");
+        let text = std::fs::read_to_string(path).ok()?;
+        text.lines()
+            .filter_map(|l| l.get(17..))
+            .filter_map(|body| serde_json::from_str::<Json>(body.trim_end()).ok())
+            .filter_map(|slot| slot["rows"].as_u64())
+            .max()
+    };
+    let started = Instant::now();
+    while exported("json") != Some(300) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "json checkpoint {:?}",
+            exported("json")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        matches!(exported("ms"), None | Some(0)),
+        "the checkpoint moved past a held row: {:?}",
+        exported("ms")
+    );
+
+    // Tolerated: the 200 ms rows as lines, the 100 µs rows dead-lettered whole
+    // (one-row json_kaiwudb with every digit), and only then checkpointed past.
+    let lines = read_until(
+        &kafka.bootstrap,
+        &topic(&dlq_prefix),
+        Duration::from_secs(60),
+        |m| m.len() >= 200,
+    )
+    .await;
+    let dead = read_until(&kafka.bootstrap, &dlq, Duration::from_secs(60), |m| {
+        m.len() >= 100
+    })
+    .await;
+    let mut vs: Vec<i64> = lines
+        .iter()
+        .map(|l| {
+            let v = l
+                .split(" v=")
+                .nth(1)
+                .unwrap()
+                .split(['i', ' '])
+                .next()
+                .unwrap();
+            v.parse().unwrap()
+        })
+        .chain(data_rows(&dead).iter().map(|r| r["v"].as_i64().unwrap()))
+        .collect();
+    vs.sort();
+    assert_eq!(vs, (0..300).collect::<Vec<_>>(), "every row, once");
+    for r in data_rows(&dead) {
+        let i = r["v"].as_i64().unwrap();
+        assert_eq!(
+            r["ts"],
+            Json::from(format!("2024-01-22 22:22:22.{i:03}007"))
+        );
+    }
+    let started = Instant::now();
+    while exported("dl") != Some(300) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "dl checkpoint {:?}",
+            exported("dl")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    agent.stop();
 }

@@ -102,7 +102,7 @@ fn transcode_precision_applies_to_input_and_output() {
     assert!(out.stdout.is_empty());
     assert_eq!(text(&out.stderr).lines().count(), 4);
     assert!(text(&out.stderr).starts_with(
-        "line 1: timestamp 1648432611249000000 (ms) is out of range (years 0001 to 9999)\n"
+        "line 1: timestamp 1648432611249000000 (ms) is out of range (years 0001 to 9999); the line timestamp's unit is the timestamp_precision option"
     ));
 }
 

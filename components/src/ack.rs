@@ -20,13 +20,20 @@ use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
 /// What became of an event. Merging keeps the worst: Failed > Rejected > Delivered.
+///
+/// A record sent to a `dropped` output is not Rejected: the component that
+/// rejected it settles it Delivered, and the dead-letter copy gets the status of
+/// its own write (a failed dead-letter write is Failed). Rejected means nobody
+/// took the record: it was only logged and counted, and the source's
+/// [`RejectPolicy`] decides whether its position may move past it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
 pub enum EventStatus {
     /// Durably written.
     Delivered = 1,
-    /// Permanently bad, logged or sent to a `dropped` output; retrying cannot help,
-    /// so a source may move past it.
+    /// Permanently bad and taken by nobody (logged and counted only); retrying the
+    /// same record cannot help. A source moves past it only under
+    /// [`RejectPolicy::Skip`].
     Rejected = 2,
     /// Could not be written; the source must not move past it.
     Failed = 3,
@@ -42,9 +49,10 @@ impl EventStatus {
         }
     }
 
-    /// Whether a source may consider the event handled (commit past it).
+    /// Whether a source skipping rejects may consider the event handled (commit
+    /// past it). Sources ask their [`RejectPolicy`] instead.
     pub fn is_final_ok(self) -> bool {
-        matches!(self, EventStatus::Delivered | EventStatus::Rejected)
+        RejectPolicy::Skip.passes(self)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +60,42 @@ impl EventStatus {
             EventStatus::Delivered => "delivered",
             EventStatus::Rejected => "rejected",
             EventStatus::Failed => "failed",
+        }
+    }
+}
+
+/// What a source does with a record that a component downstream rejected and no
+/// `dropped` output took (status [`EventStatus::Rejected`]). One rule for every
+/// source, applied where positions move, so no rejecting component needs a policy
+/// of its own: it reports Rejected, and the source that owns the position decides.
+/// `kwpipe connect` sets it from Connect's `errors.tolerance`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RejectPolicy {
+    /// Log, count and move on (`errors.tolerance = all`).
+    #[default]
+    Skip,
+    /// Hold the position at the record, as for a failed write: the source does
+    /// not commit past it and delivers it again after a backoff, so nothing after
+    /// it in the same partition or table moves until it is written (the table was
+    /// fixed, the value fits) or the policy changes (`errors.tolerance = none`).
+    Stop,
+}
+
+impl RejectPolicy {
+    /// Whether a source may move its position past an event that ended so.
+    pub fn passes(self, status: EventStatus) -> bool {
+        match status {
+            EventStatus::Delivered => true,
+            EventStatus::Rejected => self == RejectPolicy::Skip,
+            EventStatus::Failed => false,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectPolicy::Skip => "skip",
+            RejectPolicy::Stop => "stop",
         }
     }
 }
@@ -309,6 +353,18 @@ mod tests {
         assert_eq!(rx.try_recv(), None);
         copy.finish(EventStatus::Delivered);
         assert_eq!(rx.try_recv(), Some(EventStatus::Delivered));
+    }
+
+    #[test]
+    fn reject_policy_holds_rejects_only_under_stop() {
+        use EventStatus::*;
+        for status in [Delivered, Rejected, Failed] {
+            assert_eq!(RejectPolicy::Skip.passes(status), status != Failed);
+            assert_eq!(RejectPolicy::Stop.passes(status), status == Delivered);
+        }
+        let parsed: RejectPolicy = serde_json::from_str("\"stop\"").unwrap();
+        assert_eq!(parsed, RejectPolicy::Stop);
+        assert_eq!(RejectPolicy::default(), RejectPolicy::Skip);
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ use metrics::Counter;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::ack::RejectPolicy;
 use crate::event::{Event, EventKind};
 
 /// Sources, transforms and sinks: the three sections of a topology.
@@ -98,6 +99,21 @@ pub trait ComponentConfig: fmt::Debug + Send + Sync {
     /// other before anything starts.
     fn check(&self) -> Result<(), ComponentError> {
         Ok(())
+    }
+
+    /// For a source that owns positions: what it does with a record rejected
+    /// downstream that no `dropped` output took (see [`RejectPolicy`]). None for
+    /// components that hold no position.
+    fn reject_policy(&self) -> Option<RejectPolicy> {
+        None
+    }
+
+    /// Whether it may reject records (it reports `Rejected` or sends to a
+    /// `dropped` output). By default: whether it declares a `dropped` output.
+    fn may_reject(&self) -> bool {
+        self.outputs()
+            .iter()
+            .any(|o| o.name.as_deref() == Some(DROPPED_OUTPUT))
     }
 
     /// Checks the parts of the configuration that only the outside world can tell
@@ -209,12 +225,20 @@ pub struct ComponentMetrics {
     health: Arc<Health>,
 }
 
-/// The outcome of a component's most recent read or write.
+/// The outcome of a component's most recent read or write, and how many records
+/// it rejected in a row.
 #[derive(Default)]
 struct Health {
     last_ok: AtomicU64,
     last_error: Mutex<Option<(u64, String)>>,
+    /// Records rejected since one last went through.
+    rejected_run: AtomicU64,
 }
+
+/// Rejected in a row, nothing through: the component rejects everything (a
+/// precision setting off by 10^6, a table that does not match), which no single
+/// rejection says. A few bad records in a quiet stream stay below it.
+pub const REJECTING_EVERYTHING: u64 = 100;
 
 fn now_millis() -> u64 {
     std::time::SystemTime::now()
@@ -257,8 +281,15 @@ impl ComponentMetrics {
         *last = Some((now_millis(), message.to_string()));
     }
 
-    /// None when healthy; otherwise the last error's message.
+    /// None when healthy; otherwise the last error's message, or that every
+    /// recent record was rejected.
     pub fn unhealthy_reason(&self) -> Option<String> {
+        let run = self.health.rejected_run.load(Ordering::Relaxed);
+        if run >= REJECTING_EVERYTHING {
+            return Some(format!(
+                "rejected the last {run} records and passed none (their reasons are in the log; component_rejected_events_total counts them)"
+            ));
+        }
         let last = self
             .health
             .last_error
@@ -281,6 +312,16 @@ impl ComponentMetrics {
     /// Counts records rejected as permanently bad.
     pub fn rejected(&self, n: u64) {
         metrics::counter!("component_rejected_events_total", &self.labels).increment(n);
+        self.health.rejected_run.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records went through (sent on, written): the component does not reject
+    /// everything. Output::send reports it for components with a default output;
+    /// sinks report what they wrote.
+    pub fn passed(&self, n: u64) {
+        if n > 0 {
+            self.health.rejected_run.store(0, Ordering::Relaxed);
+        }
     }
 
     pub fn labels(&self) -> &[(&'static str, String)] {
@@ -395,7 +436,10 @@ impl Outputs {
     }
 
     pub async fn send(&mut self, event: Event) -> Result<(), ComponentError> {
-        self.default.send(event).await
+        let count = event.count() as u64;
+        self.default.send(event).await?;
+        self.metrics.passed(count);
+        Ok(())
     }
 
     /// Sends to a named output; nothing happens when nobody reads it.
@@ -440,5 +484,33 @@ impl Backoff {
         let d = self.next;
         self.next = (self.next * 2).min(self.max);
         d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 18, item 10: a component that rejects everything is unhealthy, with
+    /// why; one record through makes it healthy again.
+    #[test]
+    fn rejecting_everything_is_unhealthy_until_a_record_passes() {
+        let m = ComponentMetrics::new("d", "decode");
+        m.rejected(REJECTING_EVERYTHING - 1);
+        assert_eq!(
+            m.unhealthy_reason(),
+            None,
+            "a few rejects are not everything"
+        );
+        m.rejected(1);
+        let reason = m.unhealthy_reason().expect("unhealthy");
+        assert!(
+            reason.starts_with("rejected the last 100 records"),
+            "{reason}"
+        );
+        m.passed(0);
+        assert!(m.unhealthy_reason().is_some(), "nothing passed");
+        m.passed(1);
+        assert_eq!(m.unhealthy_reason(), None);
     }
 }

@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let format = Format::JsonKaiwudb;
     for precision in [Precision::Ms, Precision::Ns] {
-        let options = DecodeOptions { precision, now: None, database: None };
+        let options = DecodeOptions { precision, now: None, database: None, ..Default::default() };
         let decoded = decode(format, data, &options);
         for e in &decoded.errors {
             assert!(e.span.start <= e.span.end && e.span.end <= data.len());

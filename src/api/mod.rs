@@ -240,6 +240,29 @@ mod tests {
         assert_eq!(health(State(board)).await.status(), StatusCode::OK);
     }
 
+    /// Issue 18, item 10: 1000 lines rejected and /health said healthy.
+    #[tokio::test]
+    async fn a_component_rejecting_everything_is_unhealthy() {
+        let (board, metrics) = board_with(ComponentState::Running);
+        metrics.report_ok();
+        metrics.rejected(1000);
+        let response = health(State(board.clone())).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            body["reasons"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("sinks.db: rejected the last 1000 records and passed none"),
+            "{body}"
+        );
+        metrics.passed(1);
+        assert_eq!(health(State(board)).await.status(), StatusCode::OK);
+    }
+
     #[tokio::test]
     async fn a_failed_component_is_unhealthy() {
         let (board, _) = board_with(ComponentState::Failed);

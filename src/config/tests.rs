@@ -241,6 +241,69 @@ fn an_output_nobody_reads_is_a_warning() {
     assert_eq!(t.warnings, vec!["sources.other: nothing reads its output"]);
 }
 
+/// Issue 18: `validate` says where rejected records would be skipped because the
+/// source that owns their position skips them and no `dropped` output is wired.
+#[test]
+fn rejects_nobody_takes_under_skip_are_a_warning() {
+    let topology = |on_reject: &str, dropped: bool| {
+        format!(
+            r#"
+[sources.k]
+type = "kafka"
+bootstrap_servers = "127.0.0.1:9092"
+group_id = "g"
+topics = ["t"]
+{on_reject}
+[transforms.d]
+type = "decode"
+inputs = ["k"]
+format = "line_influxdb"
+[sinks.out]
+type = "console"
+inputs = ["d"]
+{}
+"#,
+            if dropped {
+                "[sinks.dlq]\ntype = \"console\"\ninputs = [\"d.dropped\"]"
+            } else {
+                ""
+            }
+        )
+    };
+    let t = load(&topology("", false)).unwrap();
+    assert_eq!(
+        t.warnings,
+        vec!["sources.k: records rejected by transforms.d with no `dropped` output reading them are logged, counted and skipped (on_reject = \"skip\", the default); wire their `dropped` output to keep them, or set on_reject = \"stop\" to hold the position"]
+    );
+    let t = load(&topology("on_reject = \"stop\"", false)).unwrap();
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    let t = load(&topology("", true)).unwrap();
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+}
+
+/// Issue 18, item 7: a `start_at` that is no time fails at load (and so
+/// `validate --no-environment`), not only when the source starts.
+#[test]
+fn an_impossible_start_at_fails_at_load() {
+    let errs = errors(
+        r#"
+[sources.p]
+type = "kwdb-poll"
+url = "postgresql://127.0.0.1:5432"
+database = "d"
+start_at = "2023-02-29 10:00:00"
+[sinks.out]
+type = "console"
+inputs = ["p"]
+"#,
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("start_at: \"2023-02-29 10:00:00\" is not a time"),
+        "{errs:?}"
+    );
+}
+
 /// A component of given kinds, for graph checks the registered ones cannot show.
 #[derive(Debug)]
 struct Kinds {

@@ -183,22 +183,34 @@ impl DynTable {
 
 pub(crate) struct DynTables {
     ts_name: &'static str,
-    /// Whether a tag named `primary_tag` is the synthetic primary tag.
-    primary_tag: bool,
+    /// Tags that are primary: the synthetic `primary_tag` (OpenTSDB, line
+    /// protocol with `device_key`), or the ones a `primary_tags` option names.
+    primary: Vec<String>,
     database: Option<String>,
     tables: Vec<DynTable>,
     last: usize,
 }
 
 impl DynTables {
+    /// `primary_tag`: whether a tag named `primary_tag` is the synthetic primary tag.
     pub fn new(ts_name: &'static str, primary_tag: bool, database: Option<String>) -> Self {
         DynTables {
             ts_name,
-            primary_tag,
+            primary: if primary_tag {
+                vec!["primary_tag".to_string()]
+            } else {
+                Vec::new()
+            },
             database,
             tables: Vec::new(),
             last: 0,
         }
+    }
+
+    /// Makes these tags primary (NOT NULL, the device key), besides any synthetic one.
+    pub fn with_primary_tags(mut self, names: &[String]) -> Self {
+        self.primary.extend(names.iter().cloned());
+        self
     }
 
     fn find(&mut self, table: &str, fields: &[Named], tags: &[Named]) -> usize {
@@ -252,7 +264,7 @@ impl DynTables {
         } else {
             let ti = self.find(table, fields, tags);
             self.last = ti;
-            let primary_tag = self.primary_tag;
+            let primary_names = &self.primary;
             let t = &mut self.tables[ti];
             let mut idx: Vec<usize> = Vec::with_capacity(fields.len() + tags.len());
             let before = t.slots.len();
@@ -262,7 +274,7 @@ impl DynTables {
                 .map(|n| (n, false))
                 .chain(tags.iter().map(|n| (n, true)));
             for (n, is_tag) in named {
-                let primary = is_tag && primary_tag && n.name == "primary_tag";
+                let primary = is_tag && primary_names.iter().any(|p| *p == n.name);
                 match t.slot_for(n, is_tag, primary) {
                     Ok(i) => idx.push(i),
                     Err(e) => {

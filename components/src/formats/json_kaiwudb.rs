@@ -919,6 +919,14 @@ fn push_value(
             value::push_hex_bytes(b, out);
             out.push(b'"');
         }
+        Value::Timestamp(t) if t.loses_digits_at(precision) => {
+            // Finer than the numbers' precision (a `now()` row of a TIMESTAMPTZ(6)
+            // column under the default ms): the format's text form keeps every
+            // digit, and readers of numbers in `precision` are not misled.
+            out.push(b'"');
+            time::format_timestamp(*t, out);
+            out.push(b'"');
+        }
         Value::Timestamp(t) => {
             let value = super::line_influxdb::convert_ts(*t, precision, &field.name)?;
             if ts_table {

@@ -3,12 +3,12 @@
 //! `measurement[,tag=value...] field=value[,field=value...] [timestamp]`, one record
 //! per line; blank lines and lines starting with `#` are skipped. Field values:
 //! integers with `i16`, `i32`, `i64`/`i` (or `u`, read as INT8), floats with `f32`,
-//! `f64` or no suffix (FLOAT8), booleans `t T true True TRUE f F false False FALSE`,
+//! `f64` or no suffix (FLOAT8), booleans `t`, `true`, `f`, `false` in any case,
 //! strings in `"..."` or `'...'` (VARCHAR) and `L"..."` (NVARCHAR). A backslash
 //! escapes space, `,`, `=`, `"`, `'` and `\` in names, tag values and strings; before
 //! any other character it is a plain backslash (so `"\x313233"` is the 8 characters).
-//! The line timestamp is in the configured precision; absent, it is the time of
-//! decoding. The timestamp column is called `time`, as InfluxDB calls it.
+//! The line timestamp is in the configured precision (ns unless told otherwise,
+//! as InfluxDB's clients write it); absent, it is the time of decoding. The timestamp column is called `time`, as InfluxDB calls it.
 //!
 //! Lines copied out of a JSON array of strings, as the seed's example is (`\"` for
 //! quotes, `\\` for backslashes, a stray `"` or `",` at the end), are accepted:
@@ -24,7 +24,9 @@ use std::borrow::Cow;
 use super::dyn_table::{DynTables, InsertError, Named};
 use super::text::{excerpt, push_f32, push_f64, push_int};
 use super::value::{push_hex_bytes, push_value_text, ValueError};
-use super::{lines, DecodeOptions, Decoded, EncodeOptions, Format, RecordError, RowEncodeError};
+use super::{
+    lines, DecodeOptions, Decoded, DeviceKey, EncodeOptions, Format, RecordError, RowEncodeError,
+};
 use crate::event::{DataType, RowBatch, Timestamp, Value};
 
 /// The name decoded rows give the line timestamp.
@@ -58,6 +60,11 @@ pub enum InfluxError {
     Reserved,
     #[error("more than 4096 fields or 128 tags for one table")]
     TooMany,
+    #[error("no tag \"{0}\"; primary_tags makes it the device key, so every line needs it")]
+    MissingPrimaryTag(String),
+    /// Nearly always a precision setting that is not the writers' unit: say which.
+    #[error("{0}; the line timestamp's unit is the timestamp_precision option (connector: timestamp.precision), which must be what the writers send (InfluxDB's clients send ns, the default)")]
+    TimestampRange(super::time::TimeError),
 }
 
 /// A rejected line: the reason and, when known, the field.
@@ -84,7 +91,13 @@ fn at_field(name: &str, e: impl Into<super::Reason>) -> LineError {
 
 /// Decodes every line of a payload.
 pub fn decode(payload: &[u8], options: &DecodeOptions) -> Decoded {
-    let mut tables = DynTables::new(TIME_COLUMN, false, options.database.clone());
+    let mut tables = match &options.device_key {
+        DeviceKey::None => DynTables::new(TIME_COLUMN, false, options.database.clone()),
+        DeviceKey::Hash => DynTables::new(TIME_COLUMN, true, options.database.clone()),
+        DeviceKey::Tags(names) => {
+            DynTables::new(TIME_COLUMN, false, options.database.clone()).with_primary_tags(names)
+        }
+    };
     let mut errors = Vec::new();
     let now = options.now.unwrap_or_else(|| super::now(options.precision));
     let mut fields = Vec::new();
@@ -104,20 +117,20 @@ pub fn decode(payload: &[u8], options: &DecodeOptions) -> Decoded {
                 let unescaped = json_unescape(line);
                 let (mut f2, mut t2) = (Vec::new(), Vec::new());
                 match parse_line(&unescaped, options, now, &mut f2, &mut t2, false) {
-                    Ok(p) => insert(&mut tables, p, &mut f2, &mut t2),
+                    Ok(p) => insert(&mut tables, p, &mut f2, &mut t2, &options.device_key),
                     Err(_) => {
                         f2.clear();
                         t2.clear();
                         let stripped = strip_copy_tail(&unescaped);
                         match parse_line(stripped, options, now, &mut f2, &mut t2, false) {
-                            Ok(p) => insert(&mut tables, p, &mut f2, &mut t2),
+                            Ok(p) => insert(&mut tables, p, &mut f2, &mut t2, &options.device_key),
                             Err(e) => Err(e.into_line_error()),
                         }
                     }
                 }
             }
             Err(e) => Err(e.into_line_error()),
-            Ok(p) => insert(&mut tables, p, &mut fields, &mut tags),
+            Ok(p) => insert(&mut tables, p, &mut fields, &mut tags, &options.device_key),
         };
         if let Err(e) = result {
             let mut err = RecordError::new(number, range, e.reason);
@@ -138,7 +151,35 @@ fn insert(
     p: Parsed,
     fields: &mut Vec<Named>,
     tags: &mut Vec<Named>,
+    key: &DeviceKey,
 ) -> Result<(), LineError> {
+    match key {
+        DeviceKey::None => {}
+        DeviceKey::Hash => {
+            let mut pairs: Vec<(&str, &str)> = tags
+                .iter()
+                .map(|t| match &t.value {
+                    Value::String(v) => (t.name.as_ref(), v.as_str()),
+                    _ => (t.name.as_ref(), ""),
+                })
+                .collect();
+            pairs.sort_unstable();
+            let hash = super::opentsdb::primary_tag_value(pairs.into_iter());
+            tags.insert(
+                0,
+                Named {
+                    name: Cow::Borrowed(super::opentsdb::PRIMARY_TAG),
+                    ty: DataType::Varchar,
+                    value: Value::String(hash),
+                },
+            );
+        }
+        DeviceKey::Tags(names) => {
+            if let Some(missing) = names.iter().find(|n| !tags.iter().any(|t| t.name == **n)) {
+                return Err(InfluxError::MissingPrimaryTag(missing.clone()).into());
+            }
+        }
+    }
     tables
         .insert(&p.measurement, p.ts, fields, tags, None)
         .map_err(|e| match e {
@@ -360,7 +401,8 @@ fn parse_line<'a>(
         let v: i64 = token
             .parse()
             .map_err(|_| InfluxError::BadTimestamp(excerpt(token.as_bytes())))?;
-        super::time::check_range(Timestamp::new(v, options.precision))?
+        super::time::check_range(Timestamp::new(v, options.precision))
+            .map_err(InfluxError::TimestampRange)?
     };
     Ok(Parsed { measurement, ts })
 }
@@ -401,10 +443,13 @@ fn parse_value(
 
 /// A bare field value: a boolean or a number with its type suffix.
 fn parse_scalar(token: &str) -> Result<(DataType, Value), Parse> {
-    match token {
-        "t" | "T" | "true" | "True" | "TRUE" => return Ok((DataType::Bool, Value::Bool(true))),
-        "f" | "F" | "false" | "False" | "FALSE" => return Ok((DataType::Bool, Value::Bool(false))),
-        _ => {}
+    // Case-insensitive, as the seed's type table says (`tRuE`); InfluxDB's own
+    // spellings are among them.
+    if token.eq_ignore_ascii_case("t") || token.eq_ignore_ascii_case("true") {
+        return Ok((DataType::Bool, Value::Bool(true)));
+    }
+    if token.eq_ignore_ascii_case("f") || token.eq_ignore_ascii_case("false") {
+        return Ok((DataType::Bool, Value::Bool(false)));
     }
     let bad = || InfluxError::BadValue(excerpt(token.as_bytes()));
     let int = |digits: &str, ty: DataType| -> Result<(DataType, Value), Parse> {

@@ -59,6 +59,21 @@ impl Format {
         matches!(self, Format::JsonKaiwudb)
     }
 
+    /// Whether a payload is lines, one record each.
+    pub fn is_line_format(self) -> bool {
+        matches!(self, Format::LineInfluxdb | Format::LineOpentsdb)
+    }
+
+    /// The unit of numeric timestamps when none is configured: what the format's
+    /// writers send. InfluxDB's clients write ns (and so does the seed's line
+    /// example); the connector's JSON examples are ms.
+    pub fn default_precision(self) -> Precision {
+        match self {
+            Format::LineInfluxdb => Precision::Ns,
+            Format::JsonKaiwudb | Format::JsonOpentsdb | Format::LineOpentsdb => Precision::Ms,
+        }
+    }
+
     /// Timestamp precisions the encoder can write (the seed's
     /// `timestamp.precision` table).
     pub fn encode_precisions(self) -> &'static [Precision] {
@@ -106,6 +121,13 @@ pub fn deserialize_precision<'de, D: Deserializer<'de>>(d: D) -> Result<Precisio
     s.parse().map_err(serde::de::Error::custom)
 }
 
+/// For config structs: an optional `Precision` (unset: the format's default).
+pub fn deserialize_precision_opt<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Precision>, D::Error> {
+    deserialize_precision(d).map(Some)
+}
+
 /// What a decoder needs besides the bytes.
 #[derive(Clone, Debug, Default)]
 pub struct DecodeOptions {
@@ -117,6 +139,22 @@ pub struct DecodeOptions {
     pub now: Option<Timestamp>,
     /// Database of the targets; None leaves it to the sink.
     pub database: Option<String>,
+    /// line_influxdb: the device key of the rows, which a time-series table needs
+    /// to be created (line protocol has no primary tags of its own).
+    pub device_key: DeviceKey,
+}
+
+/// Which tags of a line are its table's primary tags.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DeviceKey {
+    /// None: the rows fit only tables that exist (the connector's rule).
+    #[default]
+    None,
+    /// A synthetic `primary_tag VARCHAR(64)` holding the hex SHA-256 of the sorted
+    /// `k=v` tag pairs, the key OpenTSDB points get (and KWDB's schemaless writer).
+    Hash,
+    /// These tags, which every line must have.
+    Tags(Vec<String>),
 }
 
 impl DecodeOptions {

@@ -589,7 +589,7 @@ fn each_row(
     out: &mut Vec<u8>,
     skip: &dyn Fn(usize) -> bool,
     on_error: &mut dyn FnMut(usize, RowEncodeError) -> bool,
-    mut write: impl FnMut(&Common, usize, &mut Vec<u8>) -> Result<(), RowEncodeError>,
+    mut write: impl FnMut(&Common, usize, &mut Vec<u8>) -> Result<Wrote, RowEncodeError>,
 ) {
     let c = match common(batch, format) {
         Ok(c) => Some(c),
@@ -608,13 +608,26 @@ fn each_row(
             continue;
         }
         let start = out.len();
-        if let Err(e) = write(&c, r, out) {
-            out.truncate(start);
-            if !on_error(r, e) {
-                return;
+        let error = match write(&c, r, out) {
+            Ok(Wrote::All) => continue,
+            // What was written stays: the row's other points are good.
+            Ok(Wrote::Partly(e)) => e,
+            Err(e) => {
+                out.truncate(start);
+                e
             }
+        };
+        if !on_error(r, error) {
+            return;
         }
     }
+}
+
+/// How much of a row a writer could carry.
+enum Wrote {
+    All,
+    /// Its other points are written; this value is not (telnet text).
+    Partly(RowEncodeError),
 }
 
 /// Writes the batch as one JSON array of points per line.
@@ -701,7 +714,7 @@ pub(crate) fn encode_json(
             if !any {
                 return Err(RowEncodeError::NoFields);
             }
-            Ok(())
+            Ok(Wrote::All)
         },
     );
     if out.len() == start + 1 {
@@ -764,12 +777,28 @@ pub(crate) fn encode_telnet(
                 }
             }
             let mut any = false;
+            // A text column cannot be a telnet point; the row's numeric points
+            // still go out (issue 18: the whole row was dropped), the first text
+            // column is reported.
+            let mut text_column = None;
             for (i, col) in schema.columns.iter().enumerate().skip(1) {
                 let v = &row[i];
                 if v.is_null() {
                     continue;
                 }
                 any = true;
+                if !matches!(
+                    v,
+                    Value::Bool(_)
+                        | Value::Int2(_)
+                        | Value::Int4(_)
+                        | Value::Int8(_)
+                        | Value::Float4(_)
+                        | Value::Float8(_)
+                ) {
+                    text_column.get_or_insert(col.name.clone());
+                    continue;
+                }
                 out.extend_from_slice(c.batch.target.table.as_bytes());
                 out.push(b'.');
                 out.extend_from_slice(col.name.as_bytes());
@@ -783,13 +812,7 @@ pub(crate) fn encode_telnet(
                     Value::Int8(x) => push_int(out, *x),
                     Value::Float4(x) => super::text::push_f32(out, *x),
                     Value::Float8(x) => push_f64(out, *x),
-                    _ => {
-                        return Err(RowEncodeError::Unrepresentable {
-                            field: col.name.clone(),
-                            format: Format::LineOpentsdb,
-                            what: "text values (telnet values are numbers)",
-                        })
-                    }
+                    _ => unreachable!("checked above"),
                 }
                 out.extend_from_slice(&tags_text);
                 out.push(b'\n');
@@ -797,7 +820,14 @@ pub(crate) fn encode_telnet(
             if !any {
                 return Err(RowEncodeError::NoFields);
             }
-            Ok(())
+            Ok(match text_column {
+                Some(field) => Wrote::Partly(RowEncodeError::Unrepresentable {
+                    field,
+                    format: Format::LineOpentsdb,
+                    what: "text values (telnet values are numbers)",
+                }),
+                None => Wrote::All,
+            })
         },
     );
 }

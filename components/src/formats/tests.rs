@@ -17,6 +17,7 @@ fn opts(p: Precision) -> DecodeOptions {
         precision: p,
         now: Some(Timestamp::new(1_700_000_000_000, p)),
         database: None,
+        device_key: DeviceKey::None,
     }
 }
 
@@ -539,6 +540,78 @@ fn influx_syntax_comments_and_escapes() {
     assert_eq!(b.schema.field(3).length, 2);
 }
 
+/// Issue 18, item 5: booleans are case-insensitive, as the seed's table says.
+#[test]
+fn influx_booleans_in_any_case() {
+    let d = decode(
+        Format::LineInfluxdb,
+        b"m a=tRuE,b=fAlSe,c=t,d=F,e=TRUE 1\n",
+        &opts(Precision::Ms),
+    );
+    assert_eq!(errors(&d), Vec::<String>::new());
+    assert_eq!(
+        d.batches[0].rows[0][1..],
+        [true, false, true, false, true].map(Value::Bool)
+    );
+    let d = decode(Format::LineInfluxdb, b"m a=tru 1\n", &opts(Precision::Ms));
+    assert_eq!(errors(&d).len(), 1, "only true/false/t/f are booleans");
+}
+
+/// Issue 18, item 11: line protocol has no primary tags, so a time-series table
+/// could not be created from it ("needs 1 to 4 primary tags, got 0"). A device
+/// key gives it one: OpenTSDB's synthetic tag, or tags the user names.
+#[test]
+fn influx_device_keys() {
+    let payload = b"cpu,region=bj,host=h1 v=1i 1\ncpu,host=h2 v=2i 2\n";
+    let keyed = |key: DeviceKey| {
+        decode(
+            Format::LineInfluxdb,
+            payload,
+            &DecodeOptions {
+                device_key: key,
+                ..opts(Precision::Ns)
+            },
+        )
+    };
+    let plain = keyed(DeviceKey::None);
+    assert_eq!(plain.batches[0].schema.primary_tags().count(), 0);
+
+    let hashed = keyed(DeviceKey::Hash);
+    assert_eq!(errors(&hashed), Vec::<String>::new());
+    let b = &hashed.batches[0];
+    let primary: Vec<&str> = b.schema.primary_tags().map(|t| t.name.as_str()).collect();
+    assert_eq!(primary, ["primary_tag"]);
+    let at = b
+        .schema
+        .fields()
+        .position(|f| f.name == "primary_tag")
+        .unwrap();
+    // The same key OpenTSDB points with these tags get: sorted k=v pairs.
+    assert_eq!(
+        b.rows[0][at],
+        s(&opentsdb::primary_tag_value(
+            [("host", "h1"), ("region", "bj")].into_iter()
+        ))
+    );
+    assert_eq!(
+        b.rows[1][at],
+        s(&opentsdb::primary_tag_value([("host", "h2")].into_iter()))
+    );
+
+    let named = keyed(DeviceKey::Tags(vec!["region".into()]));
+    let primary: Vec<&str> = named.batches[0]
+        .schema
+        .primary_tags()
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(primary, ["region"]);
+    assert_eq!(named.batches[0].rows.len(), 1);
+    assert_eq!(
+        errors(&named),
+        ["line 2: no tag \"region\"; primary_tags makes it the device key, so every line needs it"]
+    );
+}
+
 #[test]
 fn influx_lines_without_timestamp_take_now() {
     let d = decode(Format::LineInfluxdb, b"m v=1i", &opts(Precision::Ms));
@@ -603,7 +676,7 @@ fn influx_errors_have_exact_messages() {
         ("m v=1,v=2", "line 1, field \"v\": \"v\" is given twice"),
         ("m,v=1 v=2", "line 1, field \"v\": \"v\" is given twice"),
         ("m time=1", "line 1, field \"time\": \"time\" names the line timestamp; it cannot be a field or a tag"),
-        ("m v=1 99999999999999999", "line 1: timestamp 99999999999999999 (ms) is out of range (years 0001 to 9999)"),
+        ("m v=1 99999999999999999", "line 1: timestamp 99999999999999999 (ms) is out of range (years 0001 to 9999); the line timestamp's unit is the timestamp_precision option (connector: timestamp.precision), which must be what the writers send (InfluxDB's clients send ns, the default)"),
         ("m v=1 1648432611249000000\",", "line 1: invalid timestamp \"1648432611249000000\\\",\""),
     ];
     for (line, msg) in cases {
@@ -842,6 +915,104 @@ fn ts_schema(columns: Vec<Field>) -> TableSchema {
     )
 }
 
+/// Issue 18, item 1: kwdb-poll reads a `now()` row of a TIMESTAMPTZ(6) column as a
+/// µs timestamp; json_kaiwudb at the default ms rejected it, and the source's
+/// checkpoint moved past it. Now it is written with every digit, as the format's
+/// text timestamp, and a reader at the column's precision gets it back exactly.
+#[test]
+fn json_kaiwudb_keeps_timestamps_finer_than_its_precision_as_text() {
+    let b = batch(
+        ts_schema(vec![Field::column("v", DataType::Int4)]),
+        vec![
+            vec![
+                Value::Timestamp(Timestamp::new(1_705_962_142_224_001, Precision::Us)),
+                Value::Int4(1),
+                s("a"),
+            ],
+            vec![
+                Value::Timestamp(Timestamp::new(1_705_962_142_224_000_007, Precision::Ns)),
+                Value::Int4(2),
+                s("a"),
+            ],
+            vec![ms(1_705_962_142_225), Value::Int4(3), s("a")],
+        ],
+    );
+    let mut out = Vec::new();
+    let errs = encode_lenient(
+        Format::JsonKaiwudb,
+        &b,
+        &EncodeOptions {
+            precision: Precision::Ms,
+        },
+        &mut out,
+    )
+    .unwrap();
+    assert!(errs.is_empty(), "{errs:?}");
+    let text = std::str::from_utf8(&out).unwrap();
+    assert!(
+        text.contains("\"ts\":\"2024-01-22 22:22:22.224001\""),
+        "{text}"
+    );
+    assert!(text.contains("\"ts\":\"2024-01-22 22:22:22.224000007\""));
+    // Rows that fit stay epoch numbers, as the seed's example shows.
+    assert!(text.contains("\"ts\":1705962142225,"));
+    // Text timestamps carry their own digits: a reader at ns gets them exactly.
+    let decoded = Decoder::new(Format::JsonKaiwudb, opts(Precision::Ns)).decode(&out);
+    assert!(decoded.errors.is_empty(), "{:?}", errors(&decoded));
+    let as_ns = |r: &Row| match &r[0] {
+        Value::Timestamp(t) => t.to_precision(Precision::Ns).unwrap().value,
+        other => panic!("{other:?}"),
+    };
+    let rows = &decoded.batches[0].rows;
+    assert_eq!(
+        [as_ns(&rows[0]), as_ns(&rows[1])],
+        [1_705_962_142_224_001_000, 1_705_962_142_224_000_007]
+    );
+    // A reader at ms refuses the finer ones with a reason, never truncates them.
+    let decoded = Decoder::new(Format::JsonKaiwudb, opts(Precision::Ms)).decode(&out);
+    assert_eq!(decoded.errors.len(), 2, "{:?}", errors(&decoded));
+    assert!(errors(&decoded)[0].contains("more fractional digits than ms precision holds"));
+}
+
+/// Issue 18, item 4: a text column made line_opentsdb drop the whole row,
+/// numeric points included. The numeric points go out; the text is reported.
+#[test]
+fn line_opentsdb_writes_the_numeric_points_of_a_row_with_text() {
+    let b = batch(
+        ts_schema(vec![
+            Field::column("n", DataType::Float8),
+            Field::column("t", DataType::Varchar),
+            Field::column("i", DataType::Int4),
+        ]),
+        vec![vec![
+            ms(1_648_432_611_249),
+            Value::Float8(1.5),
+            s("text"),
+            Value::Int4(7),
+            s("a"),
+        ]],
+    );
+    let mut out = Vec::new();
+    let errs = encode_lenient(
+        Format::LineOpentsdb,
+        &b,
+        &EncodeOptions {
+            precision: Precision::Ms,
+        },
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        std::str::from_utf8(&out).unwrap(),
+        "t.n 1648432611249 1.5 g=a\nt.i 1648432611249 7 g=a\n"
+    );
+    let errs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        errs,
+        ["row 0: field \"t\": line_opentsdb cannot carry text values (telnet values are numbers)"]
+    );
+}
+
 #[test]
 fn encode_errors_name_the_row() {
     let b = batch(
@@ -864,18 +1035,15 @@ fn encode_errors_name_the_row() {
     };
     let mut out = Vec::new();
     assert_eq!(
-        encode(Format::JsonKaiwudb, &b, &o, &mut out)
+        encode(Format::LineInfluxdb, &b, &o, &mut out)
             .unwrap_err()
             .to_string(),
         "row 0: field \"ts\": timestamp 1000001 us would lose digits in ms precision"
     );
     assert!(out.is_empty());
-    let errs = encode_lenient(Format::JsonKaiwudb, &b, &o, &mut out).unwrap();
+    let errs = encode_lenient(Format::LineInfluxdb, &b, &o, &mut out).unwrap();
     assert_eq!(errs.len(), 1);
-    assert_eq!(
-        std::str::from_utf8(&out).unwrap(),
-        "{\"table\":\"t\",\"columns\":[{\"name\":\"ts\",\"type\":\"TIMESTAMPTZ\",\"length\":64},{\"name\":\"v\",\"type\":\"VARCHAR\",\"length\":254}],\"data\":[{\"ts\":2000,\"v\":\"y\",\"g\":\"a\"}],\"tags\":[{\"name\":\"g\",\"type\":\"VARCHAR\",\"length\":254,\"isPrimary\":true,\"nullable\":false}]}\n"
-    );
+    assert_eq!(std::str::from_utf8(&out).unwrap(), "t,g=a v=\"y\" 2000\n");
     out.clear();
     assert_eq!(
         encode(

@@ -372,6 +372,7 @@ impl Run<'_> {
         match result {
             Ok(()) => {
                 self.backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
+                self.cx.outputs.metrics().passed(1);
                 msg.finalizers.finish(EventStatus::Delivered);
                 Ok(())
             }

@@ -49,7 +49,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::ack::{BatchNotifier, BatchStatusReceiver, EventStatus};
+use crate::ack::{BatchNotifier, BatchStatusReceiver, EventStatus, RejectPolicy};
 use crate::api::{
     Backoff, BuildContext, Component, ComponentConfig, ComponentContext, ComponentError, OutputDef,
 };
@@ -188,6 +188,11 @@ pub struct KafkaSourceConfig {
     pub sasl: Option<SaslOptions>,
     #[serde(default)]
     pub librdkafka_options: LibrdkafkaOptions,
+    /// A message that a component downstream rejected and no `dropped` output
+    /// took: `skip` (default) logs, counts and commits past it; `stop` holds its
+    /// partition there and delivers it again after a backoff (see `ack::RejectPolicy`).
+    #[serde(default)]
+    pub on_reject: RejectPolicy,
 }
 
 const RESERVED: &[(&str, &str)] = &[
@@ -310,6 +315,10 @@ impl ComponentConfig for KafkaSourceConfig {
         Ok(self.validate()?)
     }
 
+    fn reject_policy(&self) -> Option<RejectPolicy> {
+        Some(self.on_reject)
+    }
+
     async fn healthcheck(&self, cx: &BuildContext) -> Result<(), ComponentError> {
         self.validate()?;
         let config = self
@@ -354,6 +363,7 @@ impl ComponentConfig for KafkaSourceConfig {
             configs,
             topics: self.topics.0.clone(),
             drain_timeout: self.drain_timeout,
+            on_reject: self.on_reject,
             limits: Limits {
                 messages: self.max_in_flight,
                 bytes: self.max_in_flight_bytes,
@@ -366,6 +376,7 @@ struct KafkaSource {
     configs: Vec<rdkafka::ClientConfig>,
     topics: Vec<String>,
     drain_timeout: Duration,
+    on_reject: RejectPolicy,
     limits: Limits,
 }
 
@@ -855,6 +866,7 @@ struct Driver {
     revokes: Vec<PendingRevoke>,
     flow: Arc<Flow>,
     next_id: u64,
+    on_reject: RejectPolicy,
 }
 
 impl Driver {
@@ -923,7 +935,7 @@ impl Driver {
             return; // discarded by an earlier failure
         };
         let (member, topic, partition) = &done.key;
-        if !done.status.is_final_ok() {
+        if !self.on_reject.passes(done.status) {
             let first = part.chunks[index].first;
             part.chunks.truncate(index);
             let delay = part.backoff.next_delay();
@@ -938,10 +950,19 @@ impl Driver {
                     part.epoch += 1;
                 }
             }
-            tracing::warn!(
-                %topic, partition, offset = first, retry_in = ?delay,
-                "a message was not delivered; its partition is held there and re-delivers from it"
-            );
+            if done.status == EventStatus::Rejected {
+                tracing::error!(
+                    %topic, partition, offset = first, retry_in = ?delay,
+                    "a message was rejected and on_reject = \"stop\" (Connect: errors.tolerance = none): \
+                     its partition is held there and re-delivers from it; fix the cause logged \
+                     above, wire the rejecting component's `dropped` output, or set on_reject = \"skip\""
+                );
+            } else {
+                tracing::warn!(
+                    %topic, partition, offset = first, retry_in = ?delay,
+                    "a message was not delivered; its partition is held there and re-delivers from it"
+                );
+            }
             return;
         }
         part.chunks[index].ok = true;
@@ -1112,6 +1133,7 @@ impl Component for KafkaSource {
             revokes: Vec::new(),
             flow,
             next_id: 0,
+            on_reject: self.on_reject,
         };
 
         // Messages handed downstream and not yet acknowledged: at the bound, the
@@ -1262,6 +1284,7 @@ mod tests {
             revokes: Vec::new(),
             flow: flow.clone(),
             next_id: 0,
+            on_reject: RejectPolicy::Skip,
         };
         let topic: Arc<str> = Arc::from("t");
         driver.assigned(0, vec![(topic.clone(), 0, 1)]);
@@ -1287,6 +1310,45 @@ mod tests {
             driver.accept(0, polled(&topic, 2, 10)).is_some(),
             "the new owner's messages are taken"
         );
+        drop(in_flight);
+    }
+
+    /// Issue 18, item 2: a message rejected downstream with no `dropped` output
+    /// taking it holds its partition under `on_reject = "stop"` (Connect's
+    /// `errors.tolerance = none`), as a failed one does: no offset is stored
+    /// past it and it is delivered again.
+    #[test]
+    fn a_rejected_message_holds_its_partition_under_stop() {
+        let flow = Arc::new(Flow::default());
+        let mut driver = Driver {
+            members: Vec::new(),
+            commands: Vec::new(),
+            parts: HashMap::new(),
+            acks: FuturesUnordered::new(),
+            revokes: Vec::new(),
+            flow: flow.clone(),
+            next_id: 0,
+            on_reject: RejectPolicy::Stop,
+        };
+        let topic: Arc<str> = Arc::from("t");
+        driver.assigned(0, vec![(topic.clone(), 0, 1)]);
+        flow.add(1, 1);
+        let in_flight = driver
+            .accept(0, polled(&topic, 1, 10))
+            .expect("current epoch");
+        let key = (0, topic.clone(), 0);
+        let chunk = driver.parts[&key].chunks[0].id;
+        driver.acked(AckDone {
+            key: key.clone(),
+            incarnation: driver.parts[&key].incarnation,
+            chunk,
+            count: 1,
+            bytes: 1,
+            status: EventStatus::Rejected,
+        });
+        let part = &driver.parts[&key];
+        assert!(part.chunks.is_empty(), "nothing is left to store");
+        assert_eq!(part.seek.as_ref().map(|s| s.offset), Some(10));
         drop(in_flight);
     }
 

@@ -21,7 +21,7 @@ use crate::api::{
 };
 use crate::event::{Event, EventKind, Metadata, Precision, RawMessage, RowBatch};
 use crate::event::{SCHEMA_HINT_KEY, SCHEMA_PARTIAL};
-use crate::formats::{self, DecodeOptions, Decoder, Format};
+use crate::formats::{self, DecodeOptions, Decoder, DeviceKey, Format};
 
 /// The header naming why a record was rejected.
 pub const ERROR_HEADER: &str = "kwpipe.error";
@@ -30,6 +30,35 @@ pub const ERROR_HEADER: &str = "kwpipe.error";
 pub const TOPIC_HEADER: &str = "kwpipe.topic";
 pub const PARTITION_HEADER: &str = "kwpipe.partition";
 pub const OFFSET_HEADER: &str = "kwpipe.offset";
+
+/// Kafka Connect's dead-letter context headers
+/// (`errors.deadletterqueue.context.headers.enable`), for tools that read them.
+const CONNECT_HEADERS: [&str; 6] = [
+    "__connect.errors.topic",
+    "__connect.errors.partition",
+    "__connect.errors.offset",
+    "__connect.errors.stage",
+    "__connect.errors.exception.class.name",
+    "__connect.errors.exception.message",
+];
+
+/// Connect's context headers for a record rejected for `reason`: a decode
+/// rejection is what Connect calls a value-conversion failure.
+fn push_connect_headers(meta: &Metadata, reason: &str, headers: &mut Vec<(String, Bytes)>) {
+    let values = [
+        meta.topic.clone(),
+        meta.partition.map(|p| p.to_string()),
+        meta.offset.map(|o| o.to_string()),
+        Some("VALUE_CONVERTER".to_string()),
+        Some("org.apache.kafka.connect.errors.DataException".to_string()),
+        Some(reason.to_string()),
+    ];
+    for (name, value) in CONNECT_HEADERS.iter().zip(values) {
+        if let Some(v) = value {
+            headers.push((name.to_string(), Bytes::from(v)));
+        }
+    }
+}
 
 /// Appends the origin headers for what `meta` knows of the message's origin.
 pub(crate) fn push_origin_headers(meta: &Metadata, headers: &mut Vec<(String, Bytes)>) {
@@ -50,11 +79,50 @@ pub struct DecodeConfig {
     pub format: Format,
     /// Unit of numeric timestamps (json_kaiwudb, line_influxdb); OpenTSDB tells
     /// seconds from milliseconds by their digits.
-    #[serde(default, deserialize_with = "formats::deserialize_precision")]
-    pub timestamp_precision: Precision,
+    /// Unset: the format's writers' unit (`Format::default_precision`: ns for
+    /// line_influxdb, ms for the others).
+    #[serde(default, deserialize_with = "formats::deserialize_precision_opt")]
+    pub timestamp_precision: Option<Precision>,
     /// Database of the decoded rows; unset leaves it to the sink.
     #[serde(default)]
     pub database: Option<String>,
+    /// line_influxdb: give the rows a device key, the synthetic primary tag
+    /// OpenTSDB points get (`primary_tag VARCHAR(64)`, the hex SHA-256 of the
+    /// sorted `k=v` tag pairs), so the sink can create their tables
+    /// (`auto_create = "always"`). For tables that exist with such a tag.
+    #[serde(default)]
+    pub device_key: bool,
+    /// line_influxdb: these tags are the primary tags (every line must have them),
+    /// so the sink can create the tables. An alternative to `device_key`.
+    #[serde(default)]
+    pub primary_tags: Vec<String>,
+    /// Records sent to `dropped` also get Kafka Connect's `__connect.errors.*`
+    /// context headers (besides kwpipe's own), for tools that read a connector's
+    /// dead-letter topic.
+    #[serde(default)]
+    pub connect_error_headers: bool,
+    /// A rejected record that no `dropped` output takes is logged with its first
+    /// 64 bytes, not only its reason and origin (Connect's
+    /// `errors.log.include.messages`). Off by default: records may hold secrets.
+    #[serde(default)]
+    pub log_records: bool,
+}
+
+impl DecodeConfig {
+    fn device_key(&self) -> DeviceKey {
+        if self.device_key {
+            DeviceKey::Hash
+        } else if !self.primary_tags.is_empty() {
+            DeviceKey::Tags(self.primary_tags.clone())
+        } else {
+            DeviceKey::None
+        }
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.timestamp_precision
+            .unwrap_or_else(|| self.format.default_precision())
+    }
 }
 
 #[async_trait]
@@ -74,15 +142,42 @@ impl ComponentConfig for DecodeConfig {
         ]
     }
 
+    fn check(&self) -> Result<(), ComponentError> {
+        let keyed = self.device_key || !self.primary_tags.is_empty();
+        if keyed && self.format != Format::LineInfluxdb {
+            return Err(ComponentError::msg(format!(
+                "device_key and primary_tags apply to line_influxdb only; {} carries its own keys",
+                self.format
+            )));
+        }
+        if self.device_key && !self.primary_tags.is_empty() {
+            return Err(ComponentError::msg(
+                "set device_key or primary_tags, not both".to_string(),
+            ));
+        }
+        if !(0..=4).contains(&self.primary_tags.len()) {
+            return Err(ComponentError::msg(format!(
+                "primary_tags: {} tags; a time-series table has 1 to 4 primary tags",
+                self.primary_tags.len()
+            )));
+        }
+        Ok(())
+    }
+
     async fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError> {
-        Ok(Box::new(Decode::new(
+        self.check()?;
+        let mut decode = Decode::new(
             self.format,
             DecodeOptions {
-                precision: self.timestamp_precision,
+                precision: self.precision(),
                 now: None,
                 database: self.database.clone(),
+                device_key: self.device_key(),
             },
-        )))
+        );
+        decode.connect_error_headers = self.connect_error_headers;
+        decode.log_records = self.log_records;
+        Ok(Box::new(decode))
     }
 }
 
@@ -93,12 +188,18 @@ const MERGE_ROWS: usize = 1024;
 
 pub struct Decode {
     decoder: Decoder,
+    /// Add Connect's context headers to dead-lettered records.
+    pub connect_error_headers: bool,
+    /// Log the start of a rejected record with its reason (when not dead-lettered).
+    pub log_records: bool,
 }
 
 impl Decode {
     pub fn new(format: Format, options: DecodeOptions) -> Self {
         Decode {
             decoder: Decoder::new(format, options),
+            connect_error_headers: false,
+            log_records: false,
         }
     }
 
@@ -173,17 +274,22 @@ impl Decode {
             for err in decoded.errors {
                 // Counted by kind whether dead-lettered or only logged.
                 outputs.metrics().error("decode");
+                let span = if err.span.start <= err.span.end && err.span.end <= payload.len() {
+                    err.span.clone()
+                } else {
+                    0..payload.len()
+                };
                 if connected {
-                    let span = if err.span.start <= err.span.end && err.span.end <= payload.len() {
-                        err.span.clone()
-                    } else {
-                        0..payload.len()
-                    };
                     let mut h = headers.clone();
-                    h.push((ERROR_HEADER.to_string(), Bytes::from(err.to_string())));
+                    let reason = err.to_string();
+                    h.push((ERROR_HEADER.to_string(), Bytes::from(reason.clone())));
                     push_origin_headers(&meta, &mut h);
+                    if self.connect_error_headers {
+                        push_connect_headers(&meta, &reason, &mut h);
+                    }
+                    // Its status is the dead-letter write's: a dead-lettered
+                    // record is handled, whatever the source's reject policy.
                     let fin = finalizers.fork();
-                    fin.update_status(EventStatus::Rejected);
                     let dropped = RawMessage {
                         payload: payload.slice(span),
                         key: key.clone(),
@@ -192,6 +298,16 @@ impl Decode {
                         finalizers: fin,
                     };
                     outputs.send_to(DROPPED_OUTPUT, Event::Raw(dropped)).await?;
+                } else if self.log_records {
+                    tracing::warn!(
+                        component = id,
+                        topic = meta.topic.as_deref().unwrap_or(""),
+                        partition = meta.partition.unwrap_or(-1),
+                        offset = meta.offset.unwrap_or(-1),
+                        reason = %err,
+                        record = %crate::formats::text::excerpt(&payload[span]),
+                        "record rejected"
+                    );
                 } else {
                     log_rejected(id, &meta, &err.to_string());
                 }
@@ -350,8 +466,49 @@ mod tests {
         assert_eq!(bad.meta.offset, Some(42));
         a.finalizers.finish(EventStatus::Delivered);
         bad.finalizers.finish(EventStatus::Delivered);
-        // Rejected is final: the source may move past it.
-        assert_eq!(status.await, EventStatus::Rejected);
+        // Dead-lettered is handled: Delivered once the dead-letter write is, so
+        // even a source that stops on rejects moves past it.
+        assert_eq!(status.await, EventStatus::Delivered);
+    }
+
+    /// `errors.deadletterqueue.context.headers.enable`: Connect's headers too.
+    #[tokio::test]
+    async fn connect_context_headers_on_request() {
+        let (mut out, _rx, mut drx) = outputs(true);
+        let (msg, _status) = message("a v=x 1\n");
+        let mut d = decoder();
+        d.connect_error_headers = true;
+        d.handle("d", msg, &mut out).await.unwrap();
+        let Some(Event::Raw(bad)) = drx.recv().await else {
+            panic!()
+        };
+        let connect: Vec<(&str, String)> = bad
+            .headers
+            .iter()
+            .filter(|(k, _)| k.starts_with("__connect."))
+            .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        let reason = bad
+            .headers
+            .iter()
+            .find(|(k, _)| k == ERROR_HEADER)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap();
+        assert_eq!(
+            connect,
+            [
+                ("__connect.errors.topic", "in".to_string()),
+                ("__connect.errors.partition", "3".to_string()),
+                ("__connect.errors.offset", "42".to_string()),
+                ("__connect.errors.stage", "VALUE_CONVERTER".to_string()),
+                (
+                    "__connect.errors.exception.class.name",
+                    "org.apache.kafka.connect.errors.DataException".to_string()
+                ),
+                ("__connect.errors.exception.message", reason),
+            ]
+        );
+        bad.finalizers.finish(EventStatus::Delivered);
     }
 
     #[tokio::test]
@@ -426,7 +583,24 @@ mod tests {
     fn config_is_strict() {
         let ok: DecodeConfig =
             toml::from_str("format = \"json_kaiwudb\"\ntimestamp_precision = \"us\"").unwrap();
-        assert_eq!(ok.timestamp_precision, Precision::Us);
+        assert_eq!(ok.precision(), Precision::Us);
+        // Issue 18, item 10: unset, the unit is what the format's writers send.
+        let influx: DecodeConfig = toml::from_str("format = \"line_influxdb\"").unwrap();
+        assert_eq!(influx.precision(), Precision::Ns);
+        let json: DecodeConfig = toml::from_str("format = \"json_kaiwudb\"").unwrap();
+        assert_eq!(json.precision(), Precision::Ms);
+        let keyed: DecodeConfig =
+            toml::from_str("format = \"line_influxdb\"\nprimary_tags = [\"host\"]").unwrap();
+        keyed.check().unwrap();
+        assert_eq!(keyed.device_key(), DeviceKey::Tags(vec!["host".into()]));
+        let both: DecodeConfig = toml::from_str(
+            "format = \"line_influxdb\"\nprimary_tags = [\"host\"]\ndevice_key = true",
+        )
+        .unwrap();
+        assert!(both.check().is_err());
+        let json: DecodeConfig =
+            toml::from_str("format = \"json_kaiwudb\"\ndevice_key = true").unwrap();
+        assert!(json.check().is_err());
         let err = toml::from_str::<DecodeConfig>("format = \"json\"").unwrap_err();
         assert!(err.to_string().contains("unknown format \"json\""), "{err}");
         let err = toml::from_str::<DecodeConfig>("format = \"json_kaiwudb\"\nprecision = \"ms\"")

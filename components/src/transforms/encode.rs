@@ -27,8 +27,22 @@ pub struct EncodeConfig {
     pub format: Format,
     /// Unit of the timestamps written: s, ms (default), us or ns for json_kaiwudb and
     /// line_influxdb; s or ms for OpenTSDB.
-    #[serde(default, deserialize_with = "formats::deserialize_precision")]
-    pub timestamp_precision: Precision,
+    /// Unset: the format's writers' unit (`Format::default_precision`: ns for
+    /// line_influxdb, ms for the others).
+    #[serde(default, deserialize_with = "formats::deserialize_precision_opt")]
+    pub timestamp_precision: Option<Precision>,
+    /// Line formats (line_influxdb, line_opentsdb): one message per line, as the
+    /// connector's source writes them (one record per line), instead of one
+    /// message per batch. Default false; `kwpipe connect` sets it.
+    #[serde(default)]
+    pub message_per_line: bool,
+}
+
+impl EncodeConfig {
+    pub fn precision(&self) -> Precision {
+        self.timestamp_precision
+            .unwrap_or_else(|| self.format.default_precision())
+    }
 }
 
 #[async_trait]
@@ -48,23 +62,33 @@ impl ComponentConfig for EncodeConfig {
         ]
     }
 
-    async fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError> {
-        if !self
-            .format
-            .encode_precisions()
-            .contains(&self.timestamp_precision)
-        {
+    fn check(&self) -> Result<(), ComponentError> {
+        if self.message_per_line && !self.format.is_line_format() {
             return Err(ComponentError::msg(format!(
-                "{} cannot write timestamps in {} precision",
-                self.format, self.timestamp_precision
+                "message_per_line: {} is not a line format; only line_influxdb and line_opentsdb have lines to split",
+                self.format
             )));
         }
-        Ok(Box::new(Encode::new(
+        Ok(())
+    }
+
+    async fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError> {
+        self.check()?;
+        if !self.format.encode_precisions().contains(&self.precision()) {
+            return Err(ComponentError::msg(format!(
+                "{} cannot write timestamps in {} precision",
+                self.format,
+                self.precision()
+            )));
+        }
+        let mut encode = Encode::new(
             self.format,
             EncodeOptions {
-                precision: self.timestamp_precision,
+                precision: self.precision(),
             },
-        )))
+        );
+        encode.message_per_line = self.message_per_line;
+        Ok(Box::new(encode))
     }
 }
 
@@ -72,6 +96,9 @@ pub struct Encode {
     format: Format,
     options: EncodeOptions,
     buf: Vec<u8>,
+    /// One message per line (line formats), each with a fork of the batch's
+    /// finalizers.
+    pub message_per_line: bool,
 }
 
 impl Encode {
@@ -80,6 +107,7 @@ impl Encode {
             format,
             options,
             buf: Vec::new(),
+            message_per_line: false,
         }
     }
 
@@ -109,8 +137,9 @@ impl Encode {
                     Some(row) => one_row(&batch, row),
                     None => Bytes::new(),
                 };
+                // Its status is the dead-letter write's: a dead-lettered row is
+                // handled, whatever the source's reject policy.
                 let fin = batch.finalizers.fork();
-                fin.update_status(EventStatus::Rejected);
                 let dropped = RawMessage {
                     payload,
                     key: None,
@@ -139,8 +168,30 @@ impl Encode {
             });
             return Ok(());
         }
+        let payload = Bytes::copy_from_slice(&self.buf);
+        if self.message_per_line {
+            let mut start = 0;
+            while start < payload.len() {
+                let end = payload[start..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(payload.len(), |i| start + i);
+                let msg = RawMessage {
+                    payload: payload.slice(start..end),
+                    key: None,
+                    headers: Vec::new(),
+                    meta: meta.clone(),
+                    finalizers: finalizers.fork(),
+                };
+                outputs.send(Event::Raw(msg)).await?;
+                start = end + 1;
+            }
+            // The batch is done when every line's message is.
+            finalizers.finish(EventStatus::Delivered);
+            return Ok(());
+        }
         let msg = RawMessage {
-            payload: Bytes::copy_from_slice(&self.buf),
+            payload,
             key: None,
             headers: Vec::new(),
             meta,
@@ -150,26 +201,22 @@ impl Encode {
     }
 }
 
-/// A rejected row as a one-row json_kaiwudb object, timestamps in their own
-/// precision so nothing is lost; Debug text if even that fails.
+/// A rejected row as a one-row json_kaiwudb object: epoch-ms timestamps as the
+/// seed's, finer ones as text with every digit (unambiguous to any reader, unlike
+/// numbers in a precision the message does not name); Debug text if even that fails.
 fn one_row(batch: &RowBatch, row: &[crate::event::Value]) -> Bytes {
     let single = RowBatch::new(
         batch.target.clone(),
         batch.schema.clone(),
         vec![row.to_vec()],
     );
-    let precision = row
-        .iter()
-        .find_map(|v| match v {
-            crate::event::Value::Timestamp(t) => Some(t.precision),
-            _ => None,
-        })
-        .unwrap_or_default();
     let mut out = Vec::new();
     match formats::encode(
         Format::JsonKaiwudb,
         &single,
-        &EncodeOptions { precision },
+        &EncodeOptions {
+            precision: Precision::Ms,
+        },
         &mut out,
     ) {
         Ok(()) => Bytes::from(out),
@@ -263,10 +310,77 @@ mod tests {
         assert!(bad.payload.starts_with(b"{\"table\":\"t\""));
         assert!(std::str::from_utf8(&bad.payload)
             .unwrap()
-            .contains("\"ts\":5001,"));
+            .contains("\"ts\":\"1970-01-01 00:00:00.005001\","));
         msg.finalizers.finish(EventStatus::Delivered);
         bad.finalizers.finish(EventStatus::Delivered);
-        assert_eq!(status.await, EventStatus::Rejected);
+        // Dead-lettered is handled, whatever the source's reject policy.
+        assert_eq!(status.await, EventStatus::Delivered);
+    }
+
+    /// Issue 18, item 6: the connector's source writes one record per line.
+    #[tokio::test]
+    async fn message_per_line_splits_a_batch_and_waits_for_every_line() {
+        let m = ComponentMetrics::new("e", "encode");
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut out = Outputs::new(Output::new(vec![tx], m.clone()), BTreeMap::new(), m);
+        let schema = TableSchema::new(
+            TableKind::TimeSeries,
+            vec![
+                Field::column("ts", DataType::TimestampTz).not_null(),
+                Field::column("v", DataType::Int4),
+            ],
+            vec![Field::tag("g", DataType::Varchar, true)],
+        );
+        let (fin, mut status) = BatchNotifier::pair();
+        let mut batch = RowBatch::new(
+            Target {
+                database: None,
+                table: "t".into(),
+            },
+            Arc::new(schema),
+            (1..=3)
+                .map(|i| {
+                    vec![
+                        Value::Timestamp(Timestamp::new(i, Precision::Ms)),
+                        Value::Int4(i as i32),
+                        Value::String("a".into()),
+                    ]
+                })
+                .collect(),
+        );
+        batch.finalizers = fin;
+        let c: EncodeConfig = toml::from_str(
+            "format = \"line_influxdb\"\ntimestamp_precision = \"ms\"\nmessage_per_line = true",
+        )
+        .unwrap();
+        let mut enc = Encode::new(
+            c.format,
+            EncodeOptions {
+                precision: c.precision(),
+            },
+        );
+        enc.message_per_line = c.message_per_line;
+        enc.handle("e", batch, &mut out).await.unwrap();
+        let mut msgs = Vec::new();
+        while let Ok(Event::Raw(msg)) = rx.try_recv() {
+            msgs.push(msg);
+        }
+        let payloads: Vec<&[u8]> = msgs.iter().map(|m| &m.payload[..]).collect();
+        assert_eq!(
+            payloads,
+            [&b"t,g=a v=1i32 1"[..], b"t,g=a v=2i32 2", b"t,g=a v=3i32 3"]
+        );
+        let last = msgs.pop().unwrap();
+        for m in msgs {
+            m.finalizers.finish(EventStatus::Delivered);
+        }
+        assert_eq!(status.try_recv(), None, "a line is still in flight");
+        last.finalizers.finish(EventStatus::Delivered);
+        assert_eq!(status.await, EventStatus::Delivered);
+
+        let json: Result<EncodeConfig, _> =
+            toml::from_str("format = \"json_kaiwudb\"\nmessage_per_line = true");
+        assert!(json.unwrap().check().is_err());
     }
 
     #[tokio::test]

@@ -278,6 +278,12 @@ impl ComponentConfig for KwdbSinkConfig {
         Ok(())
     }
 
+    /// Rows the database refuses are Rejected (no `dropped` output yet): the
+    /// source's `on_reject` decides (issue 18).
+    fn may_reject(&self) -> bool {
+        true
+    }
+
     async fn healthcheck(&self, _cx: &BuildContext) -> Result<(), ComponentError> {
         let (mut params, _) = self.options().map_err(config_error)?;
         // One try: a check reports what it finds, the running sink retries.

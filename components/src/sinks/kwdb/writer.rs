@@ -501,6 +501,9 @@ impl Worker {
         rejected: Vec<(usize, String)>,
         finalizers: crate::ack::EventFinalizers,
     ) {
+        // For /health: a sink writing nothing but rejects is degraded (issue 18).
+        self.metrics
+            .passed(rows.len().saturating_sub(rejected.len()) as u64);
         if rejected.is_empty() {
             finalizers.finish(EventStatus::Delivered);
             return;

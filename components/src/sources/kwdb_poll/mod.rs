@@ -23,6 +23,7 @@ use serde::Deserialize;
 use tokio::sync::{Mutex, Semaphore};
 use tokio_postgres::Client;
 
+use crate::ack::RejectPolicy;
 use crate::api::{
     BuildContext, Component, ComponentConfig, ComponentContext, ComponentError, OutputDef,
     ShutdownSignal,
@@ -35,6 +36,7 @@ use crate::kwdb::{
 };
 
 pub use checkpoint::{Checkpoint, CheckpointStore};
+pub use query::parse_start_at;
 
 fn default_discover_interval() -> Duration {
     Duration::from_millis(5000)
@@ -177,6 +179,13 @@ pub struct KwdbPollConfig {
         deserialize_with = "durations::deserialize"
     )]
     pub progress_interval: Duration,
+    /// A row that a component downstream rejected and no `dropped` output took
+    /// (an `encode` that cannot carry it, a sink that refuses it): `skip`
+    /// (default) logs, counts and checkpoints past it; `stop` holds the table's
+    /// checkpoint before it and reads it again after a backoff, so the table
+    /// exports nothing further until it goes through (see `ack::RejectPolicy`).
+    #[serde(default)]
+    pub on_reject: RejectPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,8 +269,20 @@ impl ComponentConfig for KwdbPollConfig {
         vec![OutputDef::default(EventKind::Rows)]
     }
 
+    fn reject_policy(&self) -> Option<RejectPolicy> {
+        Some(self.on_reject)
+    }
+
+    /// What the configuration alone tells (a `start_at` that is no time, a bad
+    /// table name), so `validate --no-environment` reports it.
+    fn check(&self) -> Result<(), ComponentError> {
+        KwdbPollConfig::check(self)
+            .map(|_| ())
+            .map_err(ComponentError::other)
+    }
+
     async fn healthcheck(&self, _cx: &BuildContext) -> Result<(), ComponentError> {
-        let (mut params, _) = self.check().map_err(ComponentError::other)?;
+        let (mut params, _) = KwdbPollConfig::check(self).map_err(ComponentError::other)?;
         // One try: a check reports what it finds, the running source retries.
         params.attempts = 1;
         let client = params
@@ -275,7 +296,7 @@ impl ComponentConfig for KwdbPollConfig {
     }
 
     async fn build(&self, cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError> {
-        let (params, start_at) = self.check().map_err(ComponentError::other)?;
+        let (params, start_at) = KwdbPollConfig::check(self).map_err(ComponentError::other)?;
         let store = CheckpointStore::open(cx.globals.data_dir.join(&*cx.id))
             .map_err(ComponentError::other)?;
         Ok(Box::new(KwdbPoll {
@@ -292,6 +313,7 @@ impl ComponentConfig for KwdbPollConfig {
                 delay: self.delay,
                 max_in_flight: self.max_in_flight,
                 progress_interval: self.progress_interval,
+                on_reject: self.on_reject,
                 store,
             }),
             concurrency: self.concurrency,
@@ -314,6 +336,7 @@ pub(crate) struct Settings {
     pub delay: Option<Duration>,
     pub max_in_flight: usize,
     pub progress_interval: Duration,
+    pub on_reject: RejectPolicy,
     pub store: CheckpointStore,
 }
 

@@ -517,7 +517,15 @@ fn parse_date(t: &str) -> Option<i32> {
     let y = digits(&b[0..4])?;
     let m = digits(&b[5..7])? as u32;
     let d = digits(&b[8..10])? as u32;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    // A day the month lacks (`2024-02-30`, a typo in `start_at`) is no date.
+    if !(1..=12).contains(&m) || !(1..=month_days).contains(&d) {
         return None;
     }
     i32::try_from(days_from_civil(y, m, d)).ok()

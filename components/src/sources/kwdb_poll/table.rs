@@ -231,7 +231,7 @@ impl Poller {
         // Stopping: what was handed on is still settled, so the checkpoint covers it.
         t.saver.finish().await?;
         while let Some(front) = t.in_flight.pop_front() {
-            if front.status.await.is_final_ok() {
+            if s.on_reject.passes(front.status.await) {
                 t.exported += front.rows;
                 t.committed = Some(front.after);
             } else {
@@ -452,14 +452,31 @@ impl Poller {
                 break;
             };
             let done = t.in_flight.pop_front().expect("front exists");
-            if status.is_final_ok() {
+            if self.settings.on_reject.passes(status) {
                 t.exported += done.rows;
                 t.committed = Some(done.after);
                 moved += 1;
             } else {
+                if status == EventStatus::Rejected {
+                    self.metrics.report_error(
+                        "rejected",
+                        format!(
+                            "table {}: a row was rejected downstream and on_reject = \"stop\"",
+                            self.table
+                        ),
+                    );
+                    tracing::error!(
+                        table = %self.table,
+                        "a row was rejected downstream and on_reject = \"stop\" (Connect: \
+                         errors.tolerance = none): the checkpoint stays before it and the table \
+                         is read again from there; fix the cause logged above, wire the \
+                         rejecting component's `dropped` output, or set on_reject = \"skip\""
+                    );
+                } else {
+                    tracing::warn!(table = %self.table, "a batch was not delivered; reading again from the checkpoint");
+                }
                 // Later batches may have been written already; KWDB deduplicates
                 // the replayed rows, PostgreSQL's primary key does the same.
-                tracing::warn!(table = %self.table, "a batch was not delivered; reading again from the checkpoint");
                 t.in_flight.clear();
                 save(moved, &t.committed, t.exported, &mut t.saver);
                 return Ok(true);
