@@ -145,11 +145,24 @@ pub enum ComponentError {
     },
     #[error("downstream component stopped; cannot send")]
     OutputClosed,
+    /// What a source sent was not delivered downstream: the consequence of a
+    /// failure further down, whose own error names the cause.
+    #[error("{0}")]
+    Undelivered(String),
     #[error(transparent)]
     Other(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl ComponentError {
+    /// Whether this failure only follows from another component's (a reader that
+    /// went away, events not delivered): the supervisor names the other one.
+    pub fn is_consequence(&self) -> bool {
+        matches!(
+            self,
+            ComponentError::OutputClosed | ComponentError::Undelivered(_)
+        )
+    }
+
     pub fn msg(message: impl Into<String>) -> Self {
         ComponentError::Message(message.into())
     }
@@ -490,6 +503,17 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A source whose events were not delivered failed because something downstream
+    /// did: the supervisor must name that one (a race decided which came first).
+    #[test]
+    fn undelivered_and_closed_outputs_are_consequences() {
+        assert!(
+            ComponentError::Undelivered("2 chunk(s) were not delivered".into()).is_consequence()
+        );
+        assert!(ComponentError::OutputClosed.is_consequence());
+        assert!(!ComponentError::msg("cannot open out.txt").is_consequence());
+    }
 
     /// Issue 18, item 10: a component that rejects everything is unhealthy, with
     /// why; one record through makes it healthy again.

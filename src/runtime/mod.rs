@@ -306,14 +306,15 @@ async fn supervise(
         let Some(result) = next else {
             break;
         };
-        // An upstream that failed only because its reader went away is a consequence;
-        // the reader's own error, which may arrive later, is the cause worth naming.
+        // An upstream that failed only because its reader went away, or because what
+        // it sent was not delivered, is a consequence; the downstream's own error,
+        // which may arrive later, is the cause worth naming.
         let mut consequence = false;
         let (id, outcome) = match result {
             Ok((id, r)) => (
                 id,
                 r.map_err(|e| {
-                    consequence = matches!(e, components::ComponentError::OutputClosed);
+                    consequence = e.is_consequence();
                     e.to_string()
                 }),
             ),

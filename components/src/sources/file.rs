@@ -101,7 +101,7 @@ impl Component for FileSource {
         drop(cx.outputs);
         acks.wait_all().await;
         if acks.failed > 0 {
-            return Err(ComponentError::msg(format!(
+            return Err(ComponentError::Undelivered(format!(
                 "{} chunk(s) of {} were not delivered",
                 acks.failed,
                 self.path.display()

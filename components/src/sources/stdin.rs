@@ -68,7 +68,7 @@ impl Component for Stdin {
         drop(cx.outputs);
         acks.wait_all().await;
         if acks.failed > 0 {
-            return Err(ComponentError::msg(format!(
+            return Err(ComponentError::Undelivered(format!(
                 "{} chunk(s) of input were not delivered",
                 acks.failed
             )));
