@@ -732,40 +732,45 @@ async fn source_consumes_through_a_broker_outage() {
     drain.await.unwrap();
 }
 
-/// Offset commits the coordinator refuses (what a real broker answers during a
-/// coordinator move or a rebalance, and cannot be made to answer on demand: the mock
-/// cluster's request-level error injection) are retried: the committed offsets still
-/// reach the end, and never pass a message that was not acknowledged.
+/// Produce requests the broker answers with an error (a leader moving, a timeout,
+/// a dropped connection: what a real cluster answers during a rolling restart, and
+/// cannot be made to answer on demand; the mock cluster's request-level error
+/// injection can) are retried by the sink: every record is Delivered, none twice
+/// (the idempotent producer), none before the broker took it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_offset_commits_are_retried_and_never_pass_an_unacknowledged_message() {
+async fn produce_errors_the_broker_answers_are_retried_without_loss_or_duplicates() {
     let kafka = TestKafka::mock();
-    let topic = unique("commit-errors");
-    let group = unique("g");
-    kafka.create_topic(&topic, 1);
-    produce(&kafka, &topic, &records(0, 0..10)).await;
-    let mut src = start_source(&source_config(&kafka, &group, &topic, "")).await;
-    let first = recv_raw(&mut src.rx, 10, Duration::from_secs(30)).await;
-    // Commits that time out. (Not errors that move the group or its coordinator:
-    // a rebalance would rightly replay the partition from its last commit and blur
-    // what is tested, and the mock's NOT_COORDINATOR answers stalled librdkafka's
-    // commits for longer than this test waits.)
-    kafka.command("request-errors offset-commit coordinator-not-available,request-timed-out");
-    for m in first {
-        m.finalizers.finish(EventStatus::Delivered);
+    let topic = unique("produce-errors");
+    kafka.create_topic(&topic, 2);
+    kafka.command(
+        "request-errors produce not-leader,request-timed-out,network-exception,\
+         not-leader,transport,request-timed-out",
+    );
+    let sink = start_sink(&format!(
+        "bootstrap_servers = \"{}\"\ntopic = \"{topic}\"\n",
+        kafka.bootstrap
+    ))
+    .await;
+    let n = 500;
+    let mut statuses = Vec::with_capacity(n);
+    for i in 0..n {
+        let (ev, rx) = event(&format!("m{i}"), Metadata::default());
+        sink.tx.send(ev).await.unwrap();
+        statuses.push(rx);
     }
-    wait_committed(&kafka, &group, &topic, 1, &[10], Duration::from_secs(60)).await;
-    // The next ten are held back: the offset stays where it is however often
-    // librdkafka commits.
-    produce(&kafka, &topic, &records(0, 10..20)).await;
-    let second = recv_raw(&mut src.rx, 10, Duration::from_secs(30)).await;
-    kafka.command("request-errors offset-commit request-timed-out,request-timed-out");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(committed(&kafka, &group, &topic, 1).await, [10]);
-    for m in second {
-        m.finalizers.finish(EventStatus::Delivered);
+    for rx in statuses {
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(60), rx)
+                .await
+                .unwrap(),
+            EventStatus::Delivered
+        );
     }
-    wait_committed(&kafka, &group, &topic, 1, &[20], Duration::from_secs(30)).await;
-    src.stop().await.unwrap();
+    let got = read_topic(&kafka, &topic, n).await;
+    let payloads: BTreeSet<Vec<u8>> = got.into_iter().map(|(_, p, _)| p).collect();
+    assert_eq!(payloads.len(), n, "every record once");
+    drop(sink.tx);
+    sink.task.await.unwrap().unwrap();
 }
 
 // ------------------------------------------------- kwpipe as a separate process
