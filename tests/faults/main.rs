@@ -492,7 +492,8 @@ fn flood_record(format: &str, n: u64) -> String {
     match (format, bad) {
         ("json_kaiwudb", false) => json_message("fl_json", n),
         ("json_kaiwudb", true) => r#"{"table":"fl_json","columns":[{"name":"ts""#.to_string(),
-        ("line_influxdb", false) => format!("fl_influx,dev=d{} v={n}i64 {ts}", n % 4),
+        // Nanoseconds, as InfluxDB's writers send them (the decoder's default).
+        ("line_influxdb", false) => format!("fl_influx,dev=d{} v={n}i64 {ts}000000", n % 4),
         ("line_influxdb", true) => format!("fl_influx,dev=d1 v={n}i64 notatime"),
         ("json_opentsdb", false) => format!(
             r#"[{{"metric":"fl_otsdb_json.v","timestamp":{ts},"value":{n},"tags":{{"dev":"d{}"}}}}]"#,
