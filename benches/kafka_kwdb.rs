@@ -99,7 +99,7 @@ fn message(first: u64, k: u64, out: &mut String) {
 
 /// The test broker's address (`eval "$(scripts/test-env)"`), with a new topic of
 /// `partitions` partitions on it.
-fn broker_with_topic(topic: &str, partitions: u64) -> String {
+async fn broker_with_topic(topic: &str, partitions: u64) -> String {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     let bootstrap = std::env::var("KWPIPE_TEST_KAFKA")
@@ -109,16 +109,11 @@ fn broker_with_topic(topic: &str, partitions: u64) -> String {
         .create()
         .unwrap();
     let new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(1));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let created = std::thread::scope(|s| {
-        s.spawn(|| rt.block_on(admin.create_topics([&new], &AdminOptions::new())))
-            .join()
-            .unwrap()
-    });
-    for r in created.unwrap() {
+    for r in admin
+        .create_topics([&new], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
         r.map_err(|(t, e)| format!("{t}: {e}")).unwrap();
     }
     bootstrap
@@ -433,7 +428,7 @@ async fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let capture = dir.join("messages.jsonl");
     let in_order = dir.join("in-order.jsonl");
-    let bootstrap = broker_with_topic(topic, partitions);
+    let bootstrap = broker_with_topic(topic, partitions).await;
     let t = Instant::now();
     let bytes = preload(&bootstrap, topic, messages, rows_per, partitions, &in_order);
     eprintln!(
