@@ -116,8 +116,9 @@ pub struct KwdbPollConfig {
     /// interval, from its first row (or `start_at`); a table that disappeared is
     /// let go without an error (its pages in flight are still settled and its
     /// checkpoint kept, so a table dropped and created again under the same name
-    /// resumes after the old position: delete `<data_dir>/<source id>/<table>.json`
-    /// to read it from the start). Each table's schema is read again at the same
+    /// resumes after the old position: delete its checkpoint,
+    /// `<data_dir>/<source id>/<database>.<table>.ckpt` (names escaped: bytes
+    /// outside `[A-Za-z0-9_-]` as `%XX`), to read it from the start). Each table's schema is read again at the same
     /// interval, so columns and tags added later are exported too. Default 5s.
     #[serde(
         default = "default_discover_interval",
@@ -276,7 +277,7 @@ impl ComponentConfig for KwdbPollConfig {
 
     async fn build(&self, cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError> {
         let (params, start_at) = self.check().map_err(ComponentError::other)?;
-        let store = CheckpointStore::open(cx.globals.data_dir.join(&*cx.id))
+        let store = CheckpointStore::open(cx.globals.data_dir.join(&*cx.id), &self.database)
             .map_err(ComponentError::other)?;
         Ok(Box::new(KwdbPoll {
             settings: Arc::new(Settings {
