@@ -73,7 +73,12 @@ pub fn interpolate(
                 (Quote::Literal, b'\'') if in_multiline.is_none() => quote = Quote::None,
                 (Quote::Basic, b'\\') => {
                     // An escape: copy it and the escaped character as they are.
-                    let end = (i + 2).min(bytes.len());
+                    // The escaped character may be several bytes (`"C:\Données"`
+                    // is a TOML error, not a panic here).
+                    let end = match bytes.get(i + 1) {
+                        Some(&next) => (i + 1 + utf8_len(next)).min(bytes.len()),
+                        None => bytes.len(),
+                    };
                     out.push_str(&line[i..end]);
                     i = end;
                     continue;
@@ -258,5 +263,23 @@ mod tests {
     fn unicode_passes_through() {
         let out = interpolate("a = \"温度 ${X}\"\n", &env(&[("X", "℃")])).unwrap();
         assert_eq!(out, "a = \"温度 ℃\"\n");
+    }
+
+    #[test]
+    fn a_multibyte_character_after_a_backslash_is_copied_whole() {
+        // Panicked: "end byte index is not a char boundary" (a Windows path).
+        let out = interpolate("data_dir = \"C:\\Données\"\n", &env(&[])).unwrap();
+        assert_eq!(out, "data_dir = \"C:\\Données\"\n");
+        for c in ['é', '温', '😀', '\u{80}', '\u{10ffff}'] {
+            for text in [
+                format!("a = \"\\{c}\""),
+                format!("a = \"\\{c}"),
+                format!("a = \"x\\{c}${{X}}\"\n"),
+                format!("a = \"\"\"\\{c}\n\\{c}\"\"\"\n"),
+            ] {
+                let out = interpolate(&text, &env(&[("X", "v")])).unwrap();
+                assert!(out.contains(c), "{text:?} -> {out:?}");
+            }
+        }
     }
 }
