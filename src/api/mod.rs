@@ -138,6 +138,10 @@ pub struct ComponentView {
     pub type_name: String,
     pub state: String,
     pub error: Option<String>,
+    /// Standing problems of a running component with part of its work (a table
+    /// it cannot export and skips), while the rest goes on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
     /// Counter name (without `component_` and `_total`) -> value.
     pub counters: BTreeMap<String, f64>,
 }
@@ -154,6 +158,7 @@ async fn components(State(board): State<StatusBoard>) -> Json<Vec<ComponentView>
             type_name: c.type_name,
             state: c.state.as_str().to_string(),
             error: c.error,
+            problems: c.metrics.problems(),
         })
         .collect();
     Json(views)

@@ -412,12 +412,18 @@ impl Component for KwdbPoll {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let outputs = Arc::new(Mutex::new(cx.outputs));
         let mut running: HashMap<String, Running> = HashMap::new();
+        // Tables whose export failed: when, so they are tried again after a while.
+        let mut skipped: HashMap<String, std::time::Instant> = HashMap::new();
         let mut next_slot = 0usize;
         let mut backoff =
             crate::api::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut first = true;
         loop {
-            // Reap pollers that ended (table dropped, or a failure to report).
+            // Reap pollers that ended (table dropped, or a failure to report). A
+            // table that cannot be exported (a name the database accepts but
+            // kwpipe cannot use, a checkpoint of another table) is skipped and
+            // reported, and the others go on: any user who can create a table
+            // could otherwise stop the whole export.
             let finished: Vec<String> = running
                 .iter()
                 .filter(|(_, r)| r.task.is_finished())
@@ -425,11 +431,12 @@ impl Component for KwdbPoll {
                 .collect();
             for name in finished {
                 let r = running.remove(&name).expect("listed");
-                match r.task.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(ComponentError::msg(format!("table {name}: {e}"))),
-                    Err(e) => return Err(ComponentError::msg(format!("table {name}: {e}"))),
-                }
+                let error = match r.task.await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                skip_table(&metrics, &mut skipped, &name, &error);
             }
             let listed = match discovery.get().await {
                 Ok(client) => catalog::list_tables(&client, s.params.dialect, &s.database).await,
@@ -451,8 +458,15 @@ impl Component for KwdbPoll {
                         if running.contains_key(&name) {
                             continue;
                         }
-                        if !first {
-                            tracing::info!(table = %name, "new table; exporting it");
+                        if let Some(at) = skipped.get(&name) {
+                            if at.elapsed() < SKIPPED_RETRY {
+                                continue;
+                            }
+                            skipped.remove(&name);
+                            metrics.clear_problem(&problem_key(&name));
+                            tracing::info!(table = ?name, "trying the skipped table again");
+                        } else if !first {
+                            tracing::info!(table = ?name, "new table; exporting it");
                         }
                         let stop = cx.shutdown.child();
                         let poller = table::Poller {
@@ -471,10 +485,17 @@ impl Component for KwdbPoll {
                     }
                     for (name, r) in &running {
                         if !present.contains(name) && !r.stop.is_triggered() {
-                            tracing::info!(table = %name, "table dropped; no longer exporting it");
+                            tracing::info!(table = ?name, "table dropped; no longer exporting it");
                             r.stop.trigger();
                         }
                     }
+                    skipped.retain(|name, _| {
+                        let keep = present.contains(name);
+                        if !keep {
+                            metrics.clear_problem(&problem_key(name));
+                        }
+                        keep
+                    });
                     first = false;
                     s.discover_interval
                 }
@@ -493,19 +514,43 @@ impl Component for KwdbPoll {
         }
         // Pollers stop with the shutdown signal, wait for what they handed on to
         // be acknowledged and write their checkpoints.
-        let mut failure = None;
         for (name, r) in running {
-            match r.task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => failure = Some(format!("table {name}: {e}")),
-                Err(e) => failure = Some(format!("table {name}: {e}")),
-            }
+            let error = match r.task.await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            skip_table(&metrics, &mut skipped, &name, &error);
         }
-        match failure {
-            Some(f) => Err(ComponentError::msg(f)),
-            None => Ok(()),
-        }
+        Ok(())
     }
+}
+
+/// How long a table whose export failed is left alone before it is tried again
+/// (what failed may have been fixed: a checkpoint moved away, the table renamed).
+const SKIPPED_RETRY: Duration = Duration::from_secs(300);
+
+fn problem_key(table: &str) -> String {
+    format!("table {table}")
+}
+
+/// Reports a table that cannot be exported (log, `component_errors_total` with
+/// `error_type="table"`, `/components`), and leaves it alone for a while.
+fn skip_table(
+    metrics: &crate::api::ComponentMetrics,
+    skipped: &mut HashMap<String, std::time::Instant>,
+    table: &str,
+    error: &str,
+) {
+    // Debug formatting escapes what a name may hold (a newline forging a log
+    // line, ESC reaching a terminal).
+    tracing::error!(table = ?table, error = %error, "cannot export the table; skipping it, the others go on");
+    metrics.set_problem(
+        "table",
+        &problem_key(table),
+        format!("table {table:?} skipped: {error}"),
+    );
+    skipped.insert(table.to_owned(), std::time::Instant::now());
 }
 
 #[cfg(test)]

@@ -1,0 +1,247 @@
+//! Hostile input: what a message, a table name, a file, an environment variable
+//! or a socket holds must never lose data, stop the agent, hang it or flood it.
+//! Each case states its expected outcome: a clear error or a rejection with its
+//! reason, nothing lost, no panic, bounded memory and time (time only as a
+//! generous upper bound, never measured).
+//!
+//! Issue 19's probes are kept here so they stay fixed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::pg::TestDb;
+use crate::support::{free_port, kwpipe, write_topology};
+
+// ---- helpers -----------------------------------------------------------------
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An agent running a topology, its standard error read into a file so the test
+/// can look at its log while it runs.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &Path, topology: &str) -> Agent {
+        let topo = write_topology(dir, "hostile.toml", topology);
+        let log = dir.join("agent.log");
+        let child = kwpipe()
+            .args(["run", topo.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent { child, log }
+    }
+
+    fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    fn raw_log(&self) -> Vec<u8> {
+        std::fs::read(&self.log).unwrap_or_default()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGTERM; the agent must exit 0. Returns its log.
+    fn stop(mut self) -> String {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        let log = self.log();
+        assert!(status.success(), "agent failed: {log}");
+        log
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Rows the file sink wrote, as (table, values).
+fn exported(out: &Path) -> Vec<(String, serde_json::Value)> {
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.ends_with('}'))
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["table"].as_str().unwrap().to_string(),
+                v["values"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// A time-series-shaped table (timestamp first, a key) of `n` rows, named as given
+/// (quoted, so any name the server accepts).
+async fn table(db: &TestDb, name: &str, n: i64) {
+    let q = format!("\"{}\"", name.replace('"', "\"\""));
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE {q} (ts timestamptz NOT NULL, v bigint, dev int NOT NULL, PRIMARY KEY (ts, dev));
+             INSERT INTO {q} SELECT timestamptz '2024-01-01 00:00:00+00' + make_interval(secs => t), t, 0
+             FROM generate_series(0, {}) t;",
+            n - 1
+        ))
+        .await
+        .unwrap();
+}
+
+fn poll_topology(dir: &Path, db: &TestDb, data: &Path, extra: &str) -> String {
+    format!(
+        "data_dir = \"{data}\"\nshutdown_timeout = \"20s\"\n\
+         [sources.db]\ntype = \"kwdb-poll\"\nurl = \"{url}\"\ndatabase = \"{name}\"\n\
+         discover_interval = \"300ms\"\nquery_interval = \"100ms\"\n{extra}\n\
+         [sinks.out]\ntype = \"file\"\ninputs = [\"db\"]\npath = \"{out}\"\n",
+        data = data.display(),
+        url = db.url,
+        name = db.name,
+        out = dir.join("out.jsonl").display(),
+    )
+}
+
+// ---- kwdb-poll: table names --------------------------------------------------
+
+/// Issue 19 (1): tables `a.b` and `a b` shared one checkpoint file, so `a b`,
+/// exported after `a.b` with the same data_dir, resumed after `a.b`'s last row
+/// and exported nothing. Expected: each table exports all of its rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_whose_names_differ_in_punctuation_each_export_every_row() {
+    let db = TestDb::new("hostile_ckpt").await;
+    table(&db, "a.b", 6).await;
+    table(&db, "a b", 6).await;
+    table(&db, "a/b", 6).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out.jsonl");
+    for name in ["a.b", "a b", "a/b"] {
+        let agent = Agent::start(
+            dir.path(),
+            &poll_topology(dir.path(), &db, &data, &format!("tables = [\"{name}\"]")),
+        );
+        wait_for(&format!("table {name:?}"), Duration::from_secs(60), || {
+            exported(&out).iter().filter(|(t, _)| t == name).count() >= 6
+        });
+        agent.stop();
+    }
+    // And all three at once, from a fresh data_dir (concurrent saves shared a
+    // `.tmp` file and failed the source).
+    let _ = std::fs::remove_file(&out);
+    let fresh = dir.path().join("fresh");
+    let mut agent = Agent::start(
+        dir.path(),
+        &poll_topology(dir.path(), &db, &fresh, "concurrency = 3"),
+    );
+    wait_for("all three tables", Duration::from_secs(60), || {
+        exported(&out).len() >= 18
+    });
+    assert!(agent.running(), "{}", agent.log());
+    agent.stop();
+    let rows = exported(&out);
+    for name in ["a.b", "a b", "a/b"] {
+        assert_eq!(rows.iter().filter(|(t, _)| t == name).count(), 6, "{name}");
+    }
+}
+
+/// Issue 19 (1): the same source config against another database with a table
+/// of the same name must not resume from the first database's position.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_of_another_database_is_exported_from_its_start() {
+    let a = TestDb::new("hostile_dba").await;
+    let b = TestDb::new("hostile_dbb").await;
+    table(&a, "t", 6).await;
+    table(&b, "t", 4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out.jsonl");
+    let agent = Agent::start(dir.path(), &poll_topology(dir.path(), &a, &data, ""));
+    wait_for("database a", Duration::from_secs(60), || {
+        exported(&out).len() >= 6
+    });
+    agent.stop();
+    let agent = Agent::start(dir.path(), &poll_topology(dir.path(), &b, &data, ""));
+    wait_for("database b", Duration::from_secs(60), || {
+        exported(&out).len() >= 10
+    });
+    agent.stop();
+    assert_eq!(exported(&out).len(), 10);
+}
+
+/// Issue 19 (2): a table kwpipe cannot export (a non-ASCII name, a name with a
+/// newline or ESC) is skipped with an error naming it, in the log and in
+/// `/components`; the other tables go on and the agent keeps running. The names
+/// reach the log escaped: no forged line, no raw ESC.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_that_cannot_be_exported_is_skipped_and_the_others_go_on() {
+    let db = TestDb::new("hostile_names").await;
+    let forged = "evil\n2026-01-01T00:00:00.000000Z ERROR forged line";
+    table(&db, "température", 3).await;
+    table(&db, forged, 3).await;
+    table(&db, "esc\u{1b}[31mred", 3).await;
+    table(&db, "good", 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let out = dir.path().join("out.jsonl");
+    let mut agent = Agent::start(
+        dir.path(),
+        &poll_topology(
+            dir.path(),
+            &db,
+            &dir.path().join("data"),
+            &format!("[api]\naddress = \"127.0.0.1:{api}\"\n"),
+        ),
+    );
+    wait_for("the good table", Duration::from_secs(60), || {
+        exported(&out).iter().filter(|(t, _)| t == "good").count() >= 5
+    });
+    wait_for("three tables reported", Duration::from_secs(60), || {
+        agent.log().matches("cannot export the table").count() >= 3
+    });
+    // Still running a few discoveries later.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(agent.running(), "the agent stopped: {}", agent.log());
+    let (status, body) = kwpipe::top::fetch(&format!("http://127.0.0.1:{api}"), "/components")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let views: Vec<kwpipe::api::ComponentView> = serde_json::from_str(&body).unwrap();
+    let source = views.iter().find(|v| v.id == "db").unwrap();
+    assert_eq!(source.state, "running");
+    assert_eq!(source.problems.len(), 3, "{source:?}");
+    assert!(
+        source.problems.iter().any(|p| p.contains("température")),
+        "{source:?}"
+    );
+    let raw = agent.raw_log();
+    assert!(!raw.contains(&0x1b), "raw ESC in the log");
+    let log = agent.stop();
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("2026-01-01T00:00:00.000000Z")),
+        "a forged log line:\n{log}"
+    );
+    assert!(log.contains("température"), "{log}");
+    assert_eq!(
+        exported(&out).iter().filter(|(t, _)| t == "good").count(),
+        5
+    );
+}
