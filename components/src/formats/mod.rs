@@ -478,6 +478,8 @@ pub(crate) fn now(precision: Precision) -> Timestamp {
 }
 
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
