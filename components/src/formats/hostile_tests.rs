@@ -70,3 +70,115 @@ fn opentsdb_integers_beyond_i64_are_rejected_not_rounded() {
         values(&d)
     );
 }
+
+/// Both json_kaiwudb paths (fast, and serde when the fast one gives up), one
+/// outcome each.
+fn both_paths(payload: &[u8]) -> [Decoded; 2] {
+    let o = opts();
+    [
+        decode(Format::JsonKaiwudb, payload, &o),
+        json_kaiwudb::serde_path_only(|| decode(Format::JsonKaiwudb, payload, &o)),
+    ]
+}
+
+fn wide_object(n: usize, reversed_row: bool) -> String {
+    let mut cols = String::from(r#"{"name":"ts","type":"TIMESTAMP"}"#);
+    let mut row: Vec<String> = vec![r#""ts":1700000000000"#.into()];
+    for i in 1..n {
+        cols.push_str(&format!(r#",{{"name":"c{i}","type":"INT4"}}"#));
+        row.push(format!(r#""c{i}":{i}"#));
+    }
+    if reversed_row {
+        row.reverse();
+    }
+    format!(
+        r#"{{"table":"w","columns":[{cols}],"tags":[{{"name":"h","type":"INT4","primary":true}}],"data":[{{{},"h":1}}]}}"#,
+        row.join(",")
+    )
+}
+
+/// json_kaiwudb decode was quadratic in declared columns, without a cap (80k
+/// columns 7.3 s, 1M did not finish in a minute). Expected: past 4096 columns
+/// the object is rejected with the same reason as the other formats, in one pass
+/// over its bytes; at the cap, a row whose keys come in reverse order decodes.
+#[test]
+fn json_kaiwudb_declarations_are_capped_and_decoded_in_linear_time() {
+    let started = std::time::Instant::now();
+    let huge = wide_object(200_000, false);
+    for d in both_paths(huge.as_bytes()) {
+        assert_eq!(d.row_count(), 0);
+        assert_eq!(
+            errors(&d),
+            ["line 1: more than 4096 columns or 128 tags for one table"]
+        );
+        assert!(d.batches.is_empty());
+    }
+    let many_tags: Vec<String> = (0..129)
+        .map(|i| format!(r#"{{"name":"g{i}","type":"INT4","primary":true}}"#))
+        .collect();
+    let tags = format!(
+        r#"{{"table":"t","columns":[{{"name":"ts","type":"TIMESTAMP"}}],"tags":[{}],"data":[]}}"#,
+        many_tags.join(",")
+    );
+    for d in both_paths(tags.as_bytes()) {
+        assert_eq!(
+            errors(&d),
+            ["line 1: more than 4096 columns or 128 tags for one table"]
+        );
+    }
+    let at_cap = wide_object(4096, true);
+    for d in both_paths(at_cap.as_bytes()) {
+        assert_eq!(errors(&d), Vec::<String>::new());
+        assert_eq!(d.row_count(), 1);
+        assert_eq!(d.batches[0].rows[0][4095], Value::Int4(4095));
+    }
+    // Debug build, a loaded machine: a bound only a quadratic decode breaks.
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
+
+/// `"database"` after `"data"` was honoured by the fast path and dropped by the
+/// serde path, which takes over when a value holds an escape: the same message
+/// went to another database depending on a `\n`. Expected: honoured by both.
+#[test]
+fn json_kaiwudb_database_after_data_is_honoured_by_both_paths() {
+    let plain = r#"{"table":"t","columns":[{"name":"ts","type":"TIMESTAMP"},{"name":"s","type":"VARCHAR"}],"tags":[{"name":"h","type":"INT4","primary":true}],"data":[{"ts":1,"s":"x","h":1}],"database":"other"}"#;
+    let escaped = plain.replace(r#""s":"x""#, r#""s":"x\ny""#);
+    for payload in [plain.to_string(), escaped] {
+        for d in both_paths(payload.as_bytes()) {
+            assert_eq!(errors(&d), Vec::<String>::new());
+            assert_eq!(d.batches.len(), 1, "{payload}");
+            assert_eq!(
+                d.batches[0].target.database.as_deref(),
+                Some("other"),
+                "{payload}"
+            );
+            assert_eq!(d.batches[0].rows.len(), 1);
+        }
+    }
+}
+
+/// A valid schema followed by a row with a lone surrogate (`"\ud800"`: invalid
+/// JSON) was rejected, yet its table was created with 0 rows. Expected: the
+/// message is rejected with its reason and no batch (so no DDL) comes of it.
+#[test]
+fn a_rejected_message_leaves_no_empty_batch_behind() {
+    let bad = r#"{"table":"e","columns":[{"name":"ts","type":"TIMESTAMP"},{"name":"s","type":"VARCHAR"}],"tags":[{"name":"h","type":"INT4","primary":true}],"data":[{"ts":1,"s":"\ud800","h":1}]}"#;
+    for d in both_paths(bad.as_bytes()) {
+        assert_eq!(d.errors.len(), 1);
+        assert!(errors(&d)[0].contains("invalid JSON"), "{:?}", errors(&d));
+        assert!(d.batches.is_empty(), "{:?}", d.batches);
+    }
+    // The same for every format: a rejected record leaves no batch.
+    for (format, payload) in [
+        (
+            Format::JsonOpentsdb,
+            &br#"{"metric":"t.m","timestamp":1700000000,"value":"\ud800"}"#[..],
+        ),
+        (Format::LineOpentsdb, b"put t.m 1700000000 x h=a"),
+        (Format::LineInfluxdb, b"t v=1 99999999999999999999999"),
+    ] {
+        let d = decode(format, payload, &opts());
+        assert_eq!(d.errors.len(), 1, "{format:?}");
+        assert!(d.batches.is_empty(), "{format:?}: {:?}", d.batches);
+    }
+}

@@ -256,12 +256,17 @@ fn decode_with(
     options: &DecodeOptions,
     schemas: &mut json_kaiwudb::SchemaCache,
 ) -> Decoded {
-    match format {
+    let mut decoded = match format {
         Format::JsonKaiwudb => json_kaiwudb::decode_cached(payload, options, schemas),
         Format::JsonOpentsdb => opentsdb::decode_json(payload, options),
         Format::LineOpentsdb => opentsdb::decode_telnet(payload, options),
         Format::LineInfluxdb => line_influxdb::decode(payload, options),
-    }
+    };
+    // A batch without rows (its object rejected after its schema was read, or
+    // declaring no data) would still make a sink create its table: a rejected
+    // message must leave no trace but its rejection.
+    decoded.batches.retain(|b| !b.rows.is_empty());
+    decoded
 }
 
 /// Decodes a stream of payloads in one format, remembering what one payload
