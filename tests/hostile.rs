@@ -245,3 +245,112 @@ async fn a_table_that_cannot_be_exported_is_skipped_and_the_others_go_on() {
         5
     );
 }
+
+// ---- Kafka: headers ----------------------------------------------------------
+
+/// Issue 19 (9): a bad message carrying its own `kwpipe.error` and
+/// `kwpipe.offset` reached the dead-letter topic with those first. Expected: the
+/// dead-letter record's `kwpipe.*` headers are kwpipe's alone (one each, the true
+/// reason and offset); the message's own are kept renamed `incoming.kwpipe.*`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_cannot_spoof_kwpipes_dead_letter_headers() {
+    use crate::support::broker::{unique, TestKafka};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Header, Headers, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::{ClientConfig, Message};
+
+    let kafka = TestKafka::start();
+    let topic = unique("hostile-spoof");
+    let dlq = unique("hostile-dlq");
+    kafka.create_topic(&topic, 1);
+    kafka.create_topic(&dlq, 1);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .create()
+        .unwrap();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "kwpipe.error",
+            value: Some("spoofed reason"),
+        })
+        .insert(Header {
+            key: "kwpipe.offset",
+            value: Some("999"),
+        })
+        .insert(Header {
+            key: "trace",
+            value: Some("t1"),
+        });
+    producer
+        .send(
+            BaseRecord::<(), str>::to(&topic)
+                .payload("not json at all")
+                .headers(headers),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(
+        dir.path(),
+        &format!(
+            "data_dir = \"{data}\"\n\
+             [sources.kafka]\ntype = \"kafka\"\nbootstrap_servers = \"{b}\"\ngroup_id = \"{g}\"\n\
+             topics = [\"{topic}\"]\ncommit_interval = \"200ms\"\n\
+             [transforms.decode]\ntype = \"decode\"\ninputs = [\"kafka\"]\nformat = \"json_kaiwudb\"\n\
+             [sinks.rows]\ntype = \"blackhole\"\ninputs = [\"decode\"]\n\
+             [sinks.dead]\ntype = \"kafka\"\ninputs = [\"decode.dropped\"]\nbootstrap_servers = \"{b}\"\n\
+             topic = \"{dlq}\"\n",
+            data = dir.path().display(),
+            b = kafka.bootstrap,
+            g = unique("g"),
+        ),
+    );
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&dlq]).unwrap();
+    let started = Instant::now();
+    let headers: Vec<(String, String)> = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing on the dead-letter topic: {}",
+            agent.log()
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            break m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
+    };
+    agent.stop();
+    let all = |k: &str| -> Vec<&str> {
+        headers
+            .iter()
+            .filter(|(name, _)| name == k)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(all("kwpipe.offset"), ["0"], "{headers:?}");
+    let reason = all("kwpipe.error");
+    assert_eq!(reason.len(), 1, "{headers:?}");
+    assert!(reason[0].contains("invalid JSON"), "{headers:?}");
+    assert_eq!(all("incoming.kwpipe.error"), ["spoofed reason"]);
+    assert_eq!(all("incoming.kwpipe.offset"), ["999"]);
+    assert_eq!(all("trace"), ["t1"]);
+}
