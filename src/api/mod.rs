@@ -2,6 +2,8 @@
 //! `/components` (JSON), all read from the runtime's status board and the one
 //! metrics recorder.
 
+pub mod guard;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -62,11 +64,33 @@ impl ApiServer {
     }
 }
 
-pub async fn serve(address: SocketAddr, board: StatusBoard) -> Result<ApiServer, ApiError> {
+/// What the admin endpoint allows a client (see [`guard`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub header_read_timeout: std::time::Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: guard::DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: guard::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+pub async fn serve(
+    address: SocketAddr,
+    limits: Limits,
+    board: StatusBoard,
+) -> Result<ApiServer, ApiError> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| ApiError::Bind { address, source })?;
     let address = listener.local_addr().unwrap_or(address);
+    let listener =
+        guard::GuardedListener::new(listener, limits.max_connections, limits.header_read_timeout);
     let app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
