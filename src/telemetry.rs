@@ -24,6 +24,16 @@ pub struct TelemetryError {
     reason: String,
 }
 
+static LIMIT: std::sync::OnceLock<limit::RateLimit> = std::sync::OnceLock::new();
+
+/// Logs the counts of what was left out so far, windows over or not: called as
+/// the process ends, so no count is lost with it.
+pub fn flush() {
+    if let Some(limit) = LIMIT.get() {
+        limit::log_reports(limit.reports(Instant::now() + LOG_WINDOW));
+    }
+}
+
 pub fn init(level: &str) -> Result<(), TelemetryError> {
     // A bare word is a target filter to EnvFilter; a person typing one meant a level.
     const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
@@ -38,6 +48,7 @@ pub fn init(level: &str) -> Result<(), TelemetryError> {
         reason: e.to_string(),
     })?;
     let limit = limit::RateLimit::new(LOG_WINDOW, LOG_BURST);
+    let _ = LIMIT.set(limit.clone());
     tracing_subscriber::registry()
         .with(filter)
         .with(limit.clone())

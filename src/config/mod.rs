@@ -85,7 +85,7 @@ impl ConfigError {
 /// Reads, merges and checks topology files, with `${VAR}` taken from the process
 /// environment.
 pub fn load_files(paths: &[PathBuf]) -> Result<Topology, ConfigError> {
-    let env: HashMap<String, String> = std::env::vars().collect();
+    let env = interpolate::process_env();
     let mut sources = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
