@@ -105,8 +105,10 @@ fn main() -> ExitCode {
     let code = match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
+            // Errors can quote what a file or the environment holds: escaped,
+            // so no ESC reaches the terminal.
             for line in format!("{e:#}").lines() {
-                eprintln!("error: {line}");
+                eprintln!("error: {}", telemetry::escape::Escaped(line));
             }
             ExitCode::FAILURE
         }

@@ -11,7 +11,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::pg::TestDb;
-use crate::support::{free_port, kwpipe, write_topology};
+use crate::support::{free_port, kwpipe, run_kwpipe, write_topology};
 
 // ---- helpers -----------------------------------------------------------------
 
@@ -353,4 +353,141 @@ async fn a_message_cannot_spoof_kwpipes_dead_letter_headers() {
     assert_eq!(all("incoming.kwpipe.error"), ["spoofed reason"]);
     assert_eq!(all("incoming.kwpipe.offset"), ["999"]);
     assert_eq!(all("trace"), ["t1"]);
+}
+
+// ---- logs --------------------------------------------------------------------
+
+/// Issue 19 (10): one message with 50,000 bad values wrote one WARN line each.
+/// Expected: a handful of lines, then the count of what was left out (logged by
+/// the time the agent exits); every rejection still counted in the metric.
+#[test]
+fn a_message_full_of_bad_values_does_not_flood_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<String> = (0..50_000)
+        .map(|i| format!(r#"{{"ts":{i},"v":70000,"h":1}}"#))
+        .collect();
+    let message = format!(
+        r#"{{"table":"t","columns":[{{"name":"ts","type":"TIMESTAMP"}},{{"name":"v","type":"INT2"}}],"tags":[{{"name":"h","type":"INT4","primary":true}}],"data":[{}]}}"#,
+        rows.join(",")
+    );
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, format!("{message}\n")).unwrap();
+    let topo = write_topology(
+        dir.path(),
+        "t.toml",
+        &format!(
+            "data_dir = \"{d}\"\n[sources.in]\ntype = \"file\"\npath = \"{i}\"\n\
+             [transforms.decode]\ntype = \"decode\"\ninputs = [\"in\"]\nformat = \"json_kaiwudb\"\n\
+             [sinks.out]\ntype = \"blackhole\"\ninputs = [\"decode\"]\n",
+            d = dir.path().display(),
+            i = input.display()
+        ),
+    );
+    let out = run_kwpipe(&["run", topo.to_str().unwrap()], Duration::from_secs(120));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let written = log
+        .lines()
+        .filter(|l| l.contains("record rejected") && !l.contains("suppressed"))
+        .count();
+    let suppressed: u64 = log
+        .lines()
+        .filter(|l| l.contains("repeated log messages suppressed"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("suppressed="))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum();
+    assert!(written <= 100, "{written} lines of rejections");
+    assert_eq!(written as u64 + suppressed, 50_000, "{log}");
+    assert!(log.len() < 100_000, "{} bytes of log", log.len());
+}
+
+// ---- configuration and environment -------------------------------------------
+
+/// Issue 19 (5): a non-ASCII character after a backslash (a Windows path)
+/// panicked interpolation (exit 101). Expected: a TOML error naming the line.
+#[test]
+fn a_backslash_before_a_multibyte_character_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    for text in [
+        "data_dir = \"/tmp/\\\u{e9}\"\n",
+        "data_dir = \"C:\\Donn\u{e9}es\"\n",
+        "data_dir = \"\\\u{1F600}\"\n",
+    ] {
+        let p = dir.path().join("p.toml");
+        std::fs::write(&p, text).unwrap();
+        let out = run_kwpipe(
+            &["validate", "--no-environment", p.to_str().unwrap()],
+            Duration::from_secs(60),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(101), "panicked on {text:?}: {err}");
+        assert!(!out.status.success());
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(err.contains("line 1") || err.contains("escape"), "{err}");
+    }
+}
+
+/// Hostile environment values: a variable that is not UTF-8 (std::env::vars
+/// panicked on any such variable, even one never referenced), and values that try
+/// to add tables of their own. Expected: unreferenced ones change nothing;
+/// referenced ones are clear errors naming the variable or kept inside their
+/// string; no panic.
+#[test]
+fn hostile_environment_values_are_errors_or_plain_strings() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.toml");
+    let topo = |extra: &str| {
+        format!(
+            "data_dir = \"{}\"\n{extra}\n[sources.in]\ntype = \"stdin\"\n\
+             [sinks.out]\ntype = \"blackhole\"\ninputs = [\"in\"]\n",
+            dir.path().display()
+        )
+    };
+    let bad = std::ffi::OsStr::from_bytes(b"\xff\xfe");
+    let validate = |text: &str, envs: &[(&str, &std::ffi::OsStr)]| {
+        std::fs::write(&p, text).unwrap();
+        let mut cmd = kwpipe();
+        cmd.args(["validate", "--no-environment", p.to_str().unwrap()]);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Not referenced: nothing changes.
+    let (code, err) = validate(&topo(""), &[("KWPIPE_HOSTILE_UNUSED", bad)]);
+    assert_eq!(code, Some(0), "{err}");
+    // Referenced: an error naming it.
+    let (code, err) = validate(
+        &topo("[api]\naddress = \"${KWPIPE_HOSTILE_ADDR}\""),
+        &[("KWPIPE_HOSTILE_ADDR", bad)],
+    );
+    assert_ne!(code, Some(101), "{err}");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("KWPIPE_HOSTILE_ADDR"), "{err}");
+    // A value that would add a table outside quotes: refused.
+    let injected = std::ffi::OsStr::new("1\n[sinks.evil]\ntype = \"console\"\ninputs = [\"in\"]");
+    let (code, err) = validate(
+        &topo("channel_capacity = ${KWPIPE_HOSTILE_N}"),
+        &[("KWPIPE_HOSTILE_N", injected)],
+    );
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("line break"), "{err}");
+    // Inside quotes: a plain string, whatever it holds.
+    let (code, err) = validate(
+        &topo("[api]\naddress = \"${KWPIPE_HOSTILE_S}\""),
+        &[(
+            "KWPIPE_HOSTILE_S",
+            std::ffi::OsStr::new("\"\n[sinks.evil]\u{1b}[2J"),
+        )],
+    );
+    assert_ne!(code, Some(101), "{err}");
+    assert!(!err.contains('\u{1b}'), "raw ESC: {err:?}");
 }

@@ -302,7 +302,12 @@ mod tests {
         assert_eq!(t.len(), 2);
         let e = env(&[("X", NOT_UTF8)]);
         let errs = interpolate("a = \"${X:-d}\"\n", &e).unwrap_err();
-        assert!(errs[0].message.contains("X is set to bytes that are not UTF-8"), "{errs:?}");
+        assert!(
+            errs[0]
+                .message
+                .contains("X is set to bytes that are not UTF-8"),
+            "{errs:?}"
+        );
     }
 
     #[test]
