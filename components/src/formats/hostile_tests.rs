@@ -182,3 +182,140 @@ fn a_rejected_message_leaves_no_empty_batch_behind() {
         assert!(d.batches.is_empty(), "{format:?}: {:?}", d.batches);
     }
 }
+
+/// A json_kaiwudb object of one column of `ty` holding `value`.
+fn one_value(ty: &str, value: &str) -> String {
+    format!(
+        r#"{{"table":"t","columns":[{{"name":"ts","type":"TIMESTAMP"}},{{"name":"v","type":"{ty}"}}],"tags":[{{"name":"h","type":"INT4","primary":true}}],"data":[{{"ts":1,"v":{value},"h":1}}]}}"#
+    )
+}
+
+/// Values at every type's edge: the last value a type holds is accepted exactly,
+/// the next one is rejected with a reason naming the field, on both paths.
+#[test]
+fn values_at_every_types_edge_are_kept_exactly_or_rejected() {
+    let accepted = [
+        ("INT2", "32767", Value::Int2(i16::MAX)),
+        ("INT2", "-32768", Value::Int2(i16::MIN)),
+        ("INT4", "2147483647", Value::Int4(i32::MAX)),
+        ("INT4", "-2147483648", Value::Int4(i32::MIN)),
+        ("INT8", "9223372036854775807", Value::Int8(i64::MAX)),
+        ("INT8", "-9223372036854775808", Value::Int8(i64::MIN)),
+        ("FLOAT4", "3.4028235e38", Value::Float4(f32::MAX)),
+        ("FLOAT8", "1.7976931348623157e308", Value::Float8(f64::MAX)),
+        ("FLOAT8", "5e-324", Value::Float8(5e-324)),
+        ("BOOL", "true", Value::Bool(true)),
+        ("VARCHAR", r#""""#, Value::String(String::new())),
+    ];
+    for (ty, text, want) in accepted {
+        for d in both_paths(one_value(ty, text).as_bytes()) {
+            assert_eq!(errors(&d), Vec::<String>::new(), "{ty} {text}");
+            assert_eq!(d.batches[0].rows[0][1], want, "{ty} {text}");
+        }
+    }
+    let rejected = [
+        ("INT2", "32768"),
+        ("INT2", "-32769"),
+        ("INT4", "2147483648"),
+        ("INT4", "-2147483649"),
+        ("INT8", "9223372036854775808"),
+        ("INT8", "-9223372036854775809"),
+        ("INT8", "1e3"),
+        ("INT4", "1.5"),
+        ("FLOAT4", "3.5e38"),
+        ("FLOAT8", "1e309"),
+        ("BOOL", "1"),
+        ("INT4", r#""1""#),
+        ("TIMESTAMP", "9223372036854775807"),
+        ("TIMESTAMP", r#""10000-01-01 00:00:00""#),
+        ("TIMESTAMP", r#""2024-02-30 00:00:00""#),
+    ];
+    for (ty, text) in rejected {
+        let object = if ty == "TIMESTAMP" {
+            // The timestamp column itself.
+            one_value("INT4", "1").replace(r#""ts":1,"#, &format!(r#""ts":{text},"#))
+        } else {
+            one_value(ty, text)
+        };
+        for d in both_paths(object.as_bytes()) {
+            assert_eq!(d.row_count(), 0, "{ty} {text} was accepted");
+            assert_eq!(d.errors.len(), 1, "{ty} {text}");
+            let e = errors(&d)[0].clone();
+            // serde_json refuses a literal beyond f64 as bad JSON; the others
+            // name the field.
+            assert!(
+                e.contains("field") || e.contains("out of range"),
+                "{ty} {text}: {e}"
+            );
+        }
+    }
+    // InfluxDB: the integer suffixes at their edges.
+    for (line, ok) in [
+        ("m v=9223372036854775807i 1", true),
+        ("m v=9223372036854775808i 1", false),
+        ("m v=-9223372036854775808i 1", true),
+        // Unsigned values go to INT8: beyond i64 they do not fit.
+        ("m v=9223372036854775807u 1", true),
+        ("m v=18446744073709551615u 1", false),
+        ("m v=18446744073709551616u 1", false),
+        ("m v=1e309 1", false),
+    ] {
+        let d = decode(Format::LineInfluxdb, line.as_bytes(), &opts());
+        assert_eq!(d.errors.is_empty(), ok, "{line}: {:?}", errors(&d));
+        assert_eq!(d.row_count(), usize::from(ok), "{line}");
+    }
+}
+
+/// Huge and deeply nested messages: rejected with a reason in bounded time and
+/// memory, never a stack overflow, on every format.
+#[test]
+fn huge_and_deeply_nested_messages_are_rejected_with_a_reason() {
+    let started = std::time::Instant::now();
+    let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+    // Deep nesting under a key json_kaiwudb ignores is ignored by both paths
+    // alike (the fast one hands such an object to serde's, so they agree).
+    let ignored = one_value("INT4", "1").replacen('{', &format!(r#"{{"x":{},"#, deep(200)), 1);
+    let [fast, serde] = both_paths(ignored.as_bytes());
+    assert_eq!(format!("{fast:?}"), format!("{serde:?}"));
+    let nested = [
+        // In a row value, as the whole object, unclosed.
+        one_value("INT4", &deep(100_000)),
+        deep(1_000_000),
+        "{".repeat(1_000_000),
+    ];
+    for payload in &nested {
+        for d in both_paths(payload.as_bytes()) {
+            assert_eq!(d.row_count(), 0);
+            assert!(!d.errors.is_empty());
+        }
+        for format in [
+            Format::JsonOpentsdb,
+            Format::LineOpentsdb,
+            Format::LineInfluxdb,
+        ] {
+            let d = decode(format, payload.as_bytes(), &opts());
+            assert_eq!(d.row_count(), 0, "{format:?}");
+        }
+    }
+    let tsdb = format!(
+        r#"{{"metric":"t.m","timestamp":1700000000,"value":1,"tags":{{"h":{}}}}}"#,
+        deep(100_000)
+    );
+    let d = decode(Format::JsonOpentsdb, tsdb.as_bytes(), &opts());
+    assert_eq!(d.row_count(), 0);
+    assert_eq!(d.errors.len(), 1);
+    // Many lines that each open an object never closed: each is rejected alone,
+    // and looking for a multi-line object does not make the payload quadratic.
+    let open = "{\"table\":\"t\",\n".repeat(50_000);
+    for d in both_paths(open.as_bytes()) {
+        assert_eq!(d.row_count(), 0);
+        assert!(!d.errors.is_empty());
+    }
+    // One huge string value, far past VARCHAR's length: rejected, named.
+    let huge = one_value("VARCHAR", &format!("\"{}\"", "x".repeat(8 << 20)));
+    for d in both_paths(huge.as_bytes()) {
+        assert_eq!(d.row_count(), 0);
+        assert!(errors(&d)[0].contains("\"v\""), "{:?}", errors(&d));
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(120));
+}

@@ -325,13 +325,20 @@ fn value(s: &mut Scanner, field: &Field, precision: Precision) -> Option<Value> 
                 _ => None,
             },
             Number::Other(token) => match ty {
-                DataType::Float4 | DataType::Float8 => float_value(token.parse().ok()?, ty).ok(),
+                // A literal beyond f64 (`1e309`) parses to infinity here, while
+                // serde_json refuses it: give up, so both paths say the same.
+                DataType::Float4 | DataType::Float8 => {
+                    float_value(token.parse::<f64>().ok().filter(|f| f.is_finite())?, ty).ok()
+                }
                 _ => None,
             },
         },
         _ => None,
     }
 }
+
+/// serde_json's recursion limit.
+const SERDE_DEPTH: usize = 128;
 
 enum Number<'a> {
     Int(i64),
@@ -500,6 +507,12 @@ impl<'a> Scanner<'a> {
             match self.peek()? {
                 b'{' | b'[' => {
                     depth += 1;
+                    // serde_json refuses nesting deeper than 128: so does this
+                    // path (giving up), or the same object would be written or
+                    // rejected depending on the path that read it.
+                    if depth > SERDE_DEPTH {
+                        return None;
+                    }
                     self.i += 1;
                     continue;
                 }
