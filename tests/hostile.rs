@@ -491,3 +491,224 @@ fn hostile_environment_values_are_errors_or_plain_strings() {
     assert_ne!(code, Some(101), "{err}");
     assert!(!err.contains('\u{1b}'), "raw ESC: {err:?}");
 }
+
+// ---- identifiers from every format, into a database -----------------------------
+
+/// Table and column names from every format, as an attacker would write them,
+/// through `decode` into the kwdb sink (PostgreSQL). Expected: a name the server
+/// can hold becomes a table of exactly that name (quoted, never SQL); one it
+/// cannot (non-ASCII for KWDB's rules, a line break, NUL, too long) rejects its
+/// record with a reason naming it; the canary table is untouched; the agent ends
+/// cleanly; a rejected message creates no table.
+#[tokio::test(flavor = "multi_thread")]
+async fn identifiers_from_every_format_are_quoted_or_rejected() {
+    let db = TestDb::new("hostile_idents").await;
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE canary (x int); INSERT INTO canary VALUES (1);")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kw = |table: &str, column: &str| {
+        format!(
+            r#"{{"table":{},"columns":[{{"name":"ts","type":"TIMESTAMP"}},{{"name":{},"type":"INT4"}}],"tags":[{{"name":"h","type":"INT4","primary":true}}],"data":[{{"ts":1700000000000,{}:1,"h":1}}]}}"#,
+            serde_json::to_string(table).unwrap(),
+            serde_json::to_string(column).unwrap(),
+            serde_json::to_string(column).unwrap(),
+        )
+    };
+    let injection = "x\"; DROP TABLE canary; --";
+    let inputs = [
+        (
+            "json_kaiwudb",
+            vec![
+                kw(injection, "c\"1"),
+                kw("température", "v"),
+                kw("line\nbreak", "v"),
+                kw("nul\u{0}", "v"),
+                kw(&"l".repeat(64), "v"),
+                kw("ok_kw", "v\u{1b}[2J"),
+                // A valid schema, then invalid JSON: no table "e".
+                kw("e", "v").replace(":1,\"h\"", ":\"\\ud800\",\"h\""),
+            ],
+        ),
+        (
+            "line_influxdb",
+            vec![
+                "in\"flux\\;\\ DROP\\ TABLE\\ canary,h=1 v=1i 1700000000000000000".into(),
+                "influx_ok,h=1 v\"=1i 1700000000000000000".into(),
+            ],
+        ),
+        (
+            "json_opentsdb",
+            vec![
+                r#"{"metric":"ts\"db.v","timestamp":1700000000,"value":1,"tags":{"h\"":"a"}}"#
+                    .into(),
+            ],
+        ),
+        (
+            "line_opentsdb",
+            vec!["put tel;net'.v 1700000000 1 h=a".into()],
+        ),
+    ];
+    let mut topo = format!("data_dir = \"{}\"\n", dir.path().display());
+    for (i, (format, lines)) in inputs.iter().enumerate() {
+        let path = dir.path().join(format!("in{i}.txt"));
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        topo.push_str(&format!(
+            "[sources.in{i}]\ntype = \"file\"\npath = \"{}\"\n\
+             [transforms.dec{i}]\ntype = \"decode\"\ninputs = [\"in{i}\"]\nformat = \"{format}\"\n",
+            path.display()
+        ));
+    }
+    let decoders: Vec<String> = (0..inputs.len()).map(|i| format!("\"dec{i}\"")).collect();
+    topo.push_str(&format!(
+        "[sinks.db]\ntype = \"kwdb\"\ninputs = [{}]\nurl = \"{}\"\n",
+        decoders.join(", "),
+        db.url
+    ));
+    let t = write_topology(dir.path(), "t.toml", &topo);
+    let out = run_kwpipe(&["run", t.to_str().unwrap()], Duration::from_secs(120));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains('\u{1b}'), "raw ESC in the log");
+    let canary: i64 = c
+        .query_one("SELECT count(*) FROM canary", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(canary, 1, "the canary table was touched");
+    let tables: Vec<String> = c
+        .query(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = current_schema() ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Written under exactly its own name, whatever the name holds.
+    assert!(tables.contains(&injection.to_string()), "{tables:?}\n{log}");
+    let rows: i64 = c
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM \"{}\"",
+                injection.replace('"', "\"\"")
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
+    for never in ["line\nbreak", "nul\u{0}", "e"] {
+        assert!(
+            !tables.contains(&never.to_string()),
+            "{never:?} created: {tables:?}"
+        );
+    }
+    // Every table there is one the input named, and nothing else.
+    for t in &tables {
+        assert!(
+            t == "canary"
+                || t.contains('"')
+                || t.contains(';')
+                || t.contains("ok")
+                || t == "température",
+            "unexpected table {t:?}"
+        );
+    }
+    // What was refused says so, naming the name (escaped).
+    assert!(log.contains("line\\nbreak"), "{log}");
+}
+
+// ---- the admin API against slow and malformed clients ----------------------------
+
+/// Issue 19 (6): 2000 connections sending half a header were held open
+/// indefinitely. Expected: with the agent's limits (here a 1 s header timeout and
+/// 8 connections), a burst of slow and malformed clients is cut off, turned away
+/// or answered with errors, and a well-behaved client is served again within a
+/// timeout or so; the agent keeps running.
+#[test]
+fn slow_and_malformed_http_clients_cannot_hold_the_admin_api() {
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpStream;
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "").unwrap();
+    let api = free_port();
+    let mut agent = Agent::start(
+        dir.path(),
+        &format!(
+            "data_dir = \"{d}\"\n[api]\naddress = \"127.0.0.1:{api}\"\n\
+             header_read_timeout = \"1s\"\nmax_connections = 8\n\
+             [sources.in]\ntype = \"file\"\npath = \"{i}\"\nfollow = true\n\
+             [sinks.out]\ntype = \"blackhole\"\ninputs = [\"in\"]\n",
+            d = dir.path().display(),
+            i = input.display()
+        ),
+    );
+    let addr = format!("127.0.0.1:{api}");
+    wait_for("the api", Duration::from_secs(30), || {
+        TcpStream::connect(&addr).is_ok()
+    });
+    let get = |request: &[u8]| -> Vec<u8> {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let _ = s.write_all(request);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    };
+    // Slow clients: half a header each, many more than the cap.
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        if let Ok(mut s) = TcpStream::connect(&addr) {
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n");
+            slow.push(s);
+        }
+    }
+    // Malformed requests: each answered with an error or closed (or turned away
+    // at the cap), none served.
+    let long_header = format!("GET /health HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(1 << 20));
+    for request in [
+        &b"\x00\xff\xfe garbage\r\n\r\n"[..],
+        b"GET /health HTTP/9.9\r\n\r\n",
+        b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        long_header.as_bytes(),
+    ] {
+        let answer = get(request);
+        assert!(
+            !answer.starts_with(b"HTTP/1.1 200"),
+            "{:?} was served",
+            String::from_utf8_lossy(&request[..request.len().min(40)])
+        );
+    }
+    // A well-behaved client is served: turned away while the cap is full (at
+    // once, never queued behind the slow ones), served once they are cut off.
+    let mut answer = Vec::new();
+    wait_for(
+        "a well-behaved client served",
+        Duration::from_secs(60),
+        || {
+            answer = get(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            !answer.is_empty()
+        },
+    );
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The slow ones were closed by the server.
+    for mut s in slow.into_iter().take(8) {
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+    }
+    assert!(agent.running(), "{}", agent.log());
+    agent.stop();
+}

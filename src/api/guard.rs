@@ -1,5 +1,5 @@
 //! The admin endpoint's defences against clients that hold connections: at most
-//! `max_connections` at once (more wait in the kernel's backlog until one ends),
+//! `max_connections` at once (one more is closed as soon as it is accepted),
 //! and every connection must finish each request's header within
 //! `header_read_timeout` of its start (or of the previous request's header), and
 //! may not leave a response unread for longer than that. 2000 connections that
@@ -43,22 +43,24 @@ impl axum::serve::Listener for GuardedListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (GuardedStream, SocketAddr) {
-        // A connection is accepted only with a permit: the rest wait unaccepted.
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
         loop {
-            match self.listener.accept().await {
-                Ok((stream, addr)) => {
-                    return (GuardedStream::new(stream, permit, self.timeout), addr);
-                }
+            let (stream, addr) = match self.listener.accept().await {
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: wait, as axum does.
                     tracing::debug!(error = %e, "api: accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            // At the cap, a new connection is closed at once rather than queued:
+            // queued behind hundreds of slow clients, a scrape would wait for
+            // every one of them to time out.
+            match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => return (GuardedStream::new(stream, permit, self.timeout), addr),
+                Err(_) => {
+                    tracing::debug!(%addr, "api: connection refused, at max_connections");
+                    drop(stream);
                 }
             }
         }
@@ -213,15 +215,36 @@ mod tests {
                 .unwrap();
             slow.push(s);
         }
-        // A third gets an answer once they are cut off (it waits, unaccepted).
-        let mut ok = TcpStream::connect(addr).await.unwrap();
-        ok.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
+        // A third is turned away at once, not queued.
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let _ = third
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
         let bound = Duration::from_secs(30);
-        let answer = tokio::time::timeout(bound, until_closed(&mut ok))
+        let refused = tokio::time::timeout(bound, until_closed(&mut third))
             .await
-            .expect("the third client was never served");
+            .expect("the third client was held, not refused");
+        assert!(
+            refused.is_empty(),
+            "{:?}",
+            String::from_utf8_lossy(&refused)
+        );
+        // Once the slow ones are cut off, a client is served.
+        let answer = tokio::time::timeout(bound, async {
+            loop {
+                let mut ok = TcpStream::connect(addr).await.unwrap();
+                let _ = ok
+                    .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .await;
+                let answer = until_closed(&mut ok).await;
+                if !answer.is_empty() {
+                    return answer;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("no client was ever served again");
         assert!(
             answer.starts_with(b"HTTP/1.1 200"),
             "{:?}",
