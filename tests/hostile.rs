@@ -712,3 +712,74 @@ fn slow_and_malformed_http_clients_cannot_hold_the_admin_api() {
     assert!(agent.running(), "{}", agent.log());
     agent.stop();
 }
+
+// ---- odd topic names ------------------------------------------------------------
+
+/// Topics made from names in the data (`kw-{table}`): a name Kafka cannot take
+/// (a slash, a space, a quote, ESC, 300 bytes) rejects its record to `dropped`
+/// with the reason; the others are written; nothing is lost in between.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_whose_topic_name_kafka_cannot_take_are_rejected_with_a_reason() {
+    use crate::support::broker::{unique, TestKafka};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Message};
+
+    let kafka = TestKafka::start();
+    let prefix = unique("ht");
+    let good = format!("{prefix}-ok");
+    kafka.create_topic(&format!("kw-{good}"), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let object = |table: &str| {
+        format!(
+            r#"{{"table":{},"columns":[{{"name":"ts","type":"TIMESTAMP"}},{{"name":"v","type":"INT4"}}],"tags":[{{"name":"h","type":"INT4","primary":true}}],"data":[{{"ts":1700000000000,"v":1,"h":1}}]}}"#,
+            serde_json::to_string(table).unwrap()
+        )
+    };
+    let odd = ["a/b", "x y", "q\"uote", "esc\u{1b}[2J", &"l".repeat(300)];
+    let mut lines: Vec<String> = odd.iter().map(|t| object(t)).collect();
+    lines.insert(3, object(&good));
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let dropped = dir.path().join("dropped.txt");
+    let topo = write_topology(
+        dir.path(),
+        "t.toml",
+        &format!(
+            "data_dir = \"{d}\"\n[sources.in]\ntype = \"file\"\npath = \"{i}\"\n\
+             [transforms.dec]\ntype = \"decode\"\ninputs = [\"in\"]\nformat = \"json_kaiwudb\"\n\
+             [transforms.enc]\ntype = \"encode\"\ninputs = [\"dec\"]\nformat = \"json_kaiwudb\"\n\
+             [sinks.out]\ntype = \"kafka\"\ninputs = [\"enc\"]\nbootstrap_servers = \"{b}\"\n\
+             topic = \"kw-{{table}}\"\n\
+             [sinks.bad]\ntype = \"file\"\ninputs = [\"out.dropped\"]\npath = \"{p}\"\n",
+            d = dir.path().display(),
+            i = input.display(),
+            b = kafka.bootstrap,
+            p = dropped.display(),
+        ),
+    );
+    let out = run_kwpipe(&["run", topo.to_str().unwrap()], Duration::from_secs(120));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let rejected = std::fs::read_to_string(&dropped).unwrap_or_default();
+    assert_eq!(rejected.lines().count(), odd.len(), "{rejected}\n{log}");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&format!("kw-{good}")]).unwrap();
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing in kw-{good}"
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let payload = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            assert!(payload.contains(&good), "{payload}");
+            break;
+        }
+    }
+    assert!(!log.contains('\u{1b}'), "raw ESC in the log");
+}
