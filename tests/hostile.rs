@@ -231,6 +231,19 @@ async fn a_table_that_cannot_be_exported_is_skipped_and_the_others_go_on() {
         source.problems.iter().any(|p| p.contains("température")),
         "{source:?}"
     );
+    let (_, metrics) = kwpipe::top::fetch(&format!("http://127.0.0.1:{api}"), "/metrics")
+        .await
+        .unwrap();
+    let table_errors: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("component_errors_total{")
+                && l.contains("component_id=\"db\"")
+                && l.contains("error_type=\"table\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(table_errors >= 3.0, "{metrics}");
     let raw = agent.raw_log();
     assert!(!raw.contains(&0x1b), "raw ESC in the log");
     let log = agent.stop();

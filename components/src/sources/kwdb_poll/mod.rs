@@ -480,7 +480,9 @@ impl Component for KwdbPoll {
                             stop: stop.clone(),
                         };
                         next_slot += 1;
-                        let task = tokio::spawn(poller.run());
+                        // In the component's span: its logs name the component
+                        // (and are rate-limited as the component's).
+                        let task = tokio::spawn(tracing::Instrument::in_current_span(poller.run()));
                         running.insert(name, Running { stop, task });
                     }
                     for (name, r) in &running {
