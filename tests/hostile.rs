@@ -796,3 +796,68 @@ async fn records_whose_topic_name_kafka_cannot_take_are_rejected_with_a_reason()
     }
     assert!(!log.contains('\u{1b}'), "raw ESC in the log");
 }
+
+// ---- kwpipe top against a bad server ----------------------------------------------
+
+/// A server for `kwpipe top`: answers each connection with `answer` (or holds it
+/// without a word when None).
+fn fake_agent(answer: Option<Vec<u8>>) -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            match &answer {
+                Some(a) => {
+                    let _ = s.write_all(a);
+                }
+                None => held.push(s),
+            }
+        }
+    });
+    base
+}
+
+/// Issue 19 (11): `kwpipe top` hung forever on a server that never answers,
+/// buffered whatever it was sent, and printed terminal escapes from component
+/// ids. Expected: an error naming the server within its timeout; an error past
+/// the size cap; ids shown escaped.
+#[test]
+fn kwpipe_top_is_bounded_and_escapes_what_the_server_sends() {
+    let silent = fake_agent(None);
+    let out = run_kwpipe(&["top", "--once", &silent], Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("did not answer"), "{err}");
+
+    let mut huge = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
+    huge.resize(20 << 20, b' ');
+    let out = run_kwpipe(
+        &["top", "--once", &fake_agent(Some(huge))],
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("more than"), "{err}");
+
+    let body = r#"[{"id":"evil\u001b[2J\u001b]0;owned\u0007","kind":"source\n","type":"kafka","state":"running","error":"x\u001b[31m","counters":{}}]"#;
+    let answer = format!("HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{body}");
+    let out = run_kwpipe(
+        &["top", "--once", &fake_agent(Some(answer.into_bytes()))],
+        Duration::from_secs(60),
+    );
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(screen.contains("evil"), "{screen}");
+    assert!(
+        !screen.contains('\u{1b}') && !screen.contains('\u{7}'),
+        "{screen:?}"
+    );
+}
