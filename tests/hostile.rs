@@ -861,3 +861,98 @@ fn kwpipe_top_is_bounded_and_escapes_what_the_server_sends() {
         "{screen:?}"
     );
 }
+
+// ---- decoders, through the binary -------------------------------------------------
+
+fn transcode(dir: &Path, from: &str, to: &str, input: &str) -> (bool, String, String) {
+    let file = dir.join("in.txt");
+    std::fs::write(&file, input).unwrap();
+    let out = run_kwpipe(
+        &[
+            "transcode",
+            "--from",
+            from,
+            "--to",
+            to,
+            file.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 19 (3), (4), (7) through the binary (the decoders' own tests hold both
+/// parser paths to them): a message declaring 200,000 columns is rejected with the
+/// reason the other formats give, within a generous bound; `"database"` after
+/// `"data"` is honoured with or without an escape in a value; OpenTSDB integers
+/// beyond i64 are rejected, not rounded.
+#[test]
+fn decoder_probes_of_issue_19_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let cols: Vec<String> = (0..200_000)
+        .map(|i| format!(r#"{{"name":"c{i}","type":"INT4"}}"#))
+        .collect();
+    let wide = format!(
+        r#"{{"table":"w","columns":[{{"name":"ts","type":"TIMESTAMP"}},{}],"data":[{{"ts":1}}]}}"#,
+        cols.join(",")
+    );
+    let (_, _, err) = transcode(dir.path(), "json_kaiwudb", "rows", &(wide + "\n"));
+    assert!(
+        err.contains("more than 4096 columns"),
+        "{}",
+        &err[..err.len().min(500)]
+    );
+
+    for value in ["x", "x\\ny"] {
+        let message = format!(
+            r#"{{"table":"t","columns":[{{"name":"ts","type":"TIMESTAMP"}},{{"name":"s","type":"VARCHAR"}}],"tags":[{{"name":"h","type":"INT4","primary":true}}],"data":[{{"ts":1,"s":"{value}","h":1}}],"database":"other"}}"#
+        );
+        let (ok, out, err) = transcode(dir.path(), "json_kaiwudb", "rows", &(message + "\n"));
+        assert!(ok, "{err}");
+        assert!(out.starts_with("table other.t "), "{value}: {out}");
+    }
+
+    let (_, out, err) = transcode(
+        dir.path(),
+        "line_opentsdb",
+        "rows",
+        "put t.m 1700000000 18446744073709551617 h=a\n",
+    );
+    assert!(!out.contains("1.8446744073709552e19"), "{out}");
+    assert!(err.contains("18446744073709551617"), "{err}");
+}
+
+/// Issue 19 (12): `connect convert` echoed a malformed secret
+/// (`"connection.password": ["SECRET"]`). Expected: the error names the
+/// parameter, never its value, whatever its type.
+#[test]
+fn connect_convert_never_echoes_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    for value in [r#"["SECRET"]"#, r#"{"a":"SECRET"}"#, r#"[1,"SECRET"]"#] {
+        let file = dir.path().join("c.json");
+        std::fs::write(
+            &file,
+            format!(
+                r#"{{"name":"s","config":{{"connector.class":"{}","topics":"t","in.format":"json_kaiwudb","connection.url":"jdbc:kaiwudb://u:SECRET@h:26257/db?password=SECRET","connection.password":{value}}}}}"#,
+                kwpipe::connect::SINK_CLASS
+            ),
+        )
+        .unwrap();
+        let out = run_kwpipe(
+            &["connect", "convert", file.to_str().unwrap()],
+            Duration::from_secs(60),
+        );
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{all}");
+        assert!(all.contains("connection.password"), "{all}");
+        assert!(!all.contains("SECRET"), "{all}");
+    }
+}
