@@ -956,3 +956,34 @@ fn connect_convert_never_echoes_a_secret() {
         assert!(!all.contains("SECRET"), "{all}");
     }
 }
+
+/// Issue 19 (10): an unreachable broker made librdkafka log ~20 lines a second
+/// (294 in 15 s), without end. Expected: a few lines per reason per window, for a
+/// source and a sink alike; the agent still stops cleanly.
+#[test]
+fn an_unreachable_broker_does_not_flood_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let input = dir.path().join("in.txt");
+    // Nothing to send: the sink's client still connects (and fails) all along,
+    // and the agent can stop without waiting on undeliverable records.
+    std::fs::write(&input, "").unwrap();
+    let agent = Agent::start(
+        dir.path(),
+        &format!(
+            "data_dir = \"{d}\"\n\
+             [sources.k]\ntype = \"kafka\"\nbootstrap_servers = \"127.0.0.1:{port}\"\n\
+             group_id = \"g\"\ntopics = [\"t\"]\n\
+             [sinks.drop]\ntype = \"blackhole\"\ninputs = [\"k\"]\n\
+             [sources.f]\ntype = \"file\"\npath = \"{i}\"\nfollow = true\n\
+             [sinks.out]\ntype = \"kafka\"\ninputs = [\"f\"]\n\
+             bootstrap_servers = \"127.0.0.1:{port}\"\ntopic = \"t\"\n",
+            d = dir.path().display(),
+            i = input.display(),
+        ),
+    );
+    std::thread::sleep(Duration::from_secs(12));
+    let log = agent.stop();
+    let lines = log.lines().count();
+    assert!(lines < 120, "{lines} lines in 12 s:\n{log}");
+}
