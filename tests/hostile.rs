@@ -987,3 +987,52 @@ fn an_unreachable_broker_does_not_flood_the_log() {
     let lines = log.lines().count();
     assert!(lines < 120, "{lines} lines in 12 s:\n{log}");
 }
+
+/// Huge and deeply nested messages through the agent: a line past
+/// `max_line_bytes`, a million nested brackets, an object a million levels deep.
+/// Expected: each rejected with a reason (never a crash: no signal, no panic), and
+/// the good message after them written.
+#[test]
+fn huge_and_deeply_nested_messages_are_rejected_and_the_next_one_written() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let good = r#"{"table":"t","columns":[{"name":"ts","type":"TIMESTAMP"},{"name":"v","type":"INT4"}],"tags":[{"name":"h","type":"INT4","primary":true}],"data":[{"ts":1,"v":7,"h":1}]}"#;
+    let input = dir.path().join("in.jsonl");
+    let mut text = String::new();
+    text.push_str(&"[".repeat(1_000_000));
+    text.push('\n');
+    text.push_str(&"{\"a\":".repeat(1_000_000));
+    text.push('\n');
+    text.push_str(&format!("{{\"table\":\"{}\"}}\n", "x".repeat(17 << 20)));
+    text.push_str(good);
+    text.push('\n');
+    std::fs::write(&input, text).unwrap();
+    let out_file = dir.path().join("out.jsonl");
+    let topo = write_topology(
+        dir.path(),
+        "t.toml",
+        &format!(
+            "data_dir = \"{d}\"\n[sources.in]\ntype = \"file\"\npath = \"{i}\"\n\
+             [transforms.dec]\ntype = \"decode\"\ninputs = [\"in\"]\nformat = \"json_kaiwudb\"\n\
+             [sinks.out]\ntype = \"file\"\ninputs = [\"dec\"]\npath = \"{o}\"\n",
+            d = dir.path().display(),
+            i = input.display(),
+            o = out_file.display(),
+        ),
+    );
+    let out = run_kwpipe(&["run", topo.to_str().unwrap()], Duration::from_secs(120));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), None, "killed by a signal: {log}");
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let rows = exported(&out_file);
+    assert_eq!(rows.len(), 1, "{log}");
+    assert_eq!(rows[0].1["v"], 7);
+    assert!(log.matches("record rejected").count() >= 2, "{log}");
+    // The line past max_line_bytes is reported too, not buffered.
+    assert!(log.contains("longer than max_line_bytes"), "{log}");
+    assert!(log.len() < 200_000, "{} bytes of log", log.len());
+    // And through `transcode`, the same way.
+    let (_, _, err) = transcode(dir.path(), "json_kaiwudb", "rows", &"[".repeat(1_000_000));
+    assert!(err.contains("line 1"), "{}", &err[..err.len().min(300)]);
+}
