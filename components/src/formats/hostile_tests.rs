@@ -319,3 +319,26 @@ fn huge_and_deeply_nested_messages_are_rejected_with_a_reason() {
     }
     assert!(started.elapsed() < std::time::Duration::from_secs(120));
 }
+
+/// Found by fuzzing: a reason quoting a name (`"x" is declared twice`) carried
+/// the name's ESC raw into logs, dead-letter headers and `transcode`'s output.
+/// Expected: every rejection's text has its control characters escaped.
+#[test]
+fn reasons_quoting_names_escape_their_control_characters() {
+    let dup = r#"{"table":"t","columns":[{"name":"ts","type":"TIMESTAMP"},{"name":"e\u001b[2J","type":"INT4"},{"name":"e\u001b[2J","type":"INT4"}],"data":[]}"#;
+    let tsdb = r#"{"metric":"e\u001b[2J","timestamp":1700000000,"value":1}"#;
+    for (format, payload) in [
+        (Format::JsonKaiwudb, dup.to_string()),
+        (Format::JsonOpentsdb, tsdb.to_string()),
+        (
+            Format::LineInfluxdb,
+            "t,a=1 a\u{1b}=1i,a\u{1b}=2i 1".to_string(),
+        ),
+    ] {
+        let d = decode(format, payload.as_bytes(), &opts());
+        assert!(!d.errors.is_empty(), "{format:?}");
+        for e in errors(&d) {
+            assert!(!e.chars().any(char::is_control), "{format:?}: {e:?}");
+        }
+    }
+}

@@ -234,7 +234,19 @@ impl fmt::Display for RecordError {
         if let Some(field) = &self.field {
             write!(f, ", field \"{}\"", text::Escaped(field))?;
         }
-        write!(f, ": {}", self.reason)
+        // Reasons quote names and values from the input: their control
+        // characters (ESC, line breaks) must not reach a log, a dead-letter header
+        // or a terminal raw.
+        f.write_str(": ")?;
+        let reason = self.reason.to_string();
+        for c in reason.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
+        }
+        Ok(())
     }
 }
 
