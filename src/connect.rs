@@ -630,6 +630,67 @@ fn listed(key: &str) {
     );
 }
 
+/// Whether a parameter holds a secret: its value is never shown in a message,
+/// whatever its type (a password given as `["SECRET"]` was echoed back).
+fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "jaas",
+        "token",
+        "credential",
+        "private",
+    ]
+    .iter()
+    .any(|w| k.contains(w))
+        || k.ends_with(".key")
+}
+
+/// A parameter's value for a message: itself, or only its kind for a secret.
+fn shown(key: &str, value: &Json) -> String {
+    if !is_secret(key) {
+        return value.to_string();
+    }
+    let kind = match value {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    };
+    format!("{kind} (its value is not shown: {key} holds a secret)")
+}
+
+/// A URL with the password of its `user:password@` (and of `password=`
+/// parameters) replaced by `***`, for messages.
+fn without_password(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme) = out.find("://") {
+        let rest = scheme + 3;
+        let authority_end = out[rest..].find(['/', '?']).map_or(out.len(), |i| rest + i);
+        if let Some(at) = out[rest..authority_end].rfind('@') {
+            let at = rest + at;
+            if let Some(colon) = out[rest..at].find(':') {
+                out.replace_range(rest + colon + 1..at, "***");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if is_secret(k) => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out = format!("{head}{}", query.join("&"));
+    }
+    out
+}
+
 /// The connector's parameters, taken one by one so what is left over is unknown.
 struct Params {
     map: serde_json::Map<String, Json>,
@@ -657,7 +718,10 @@ impl Params {
             Json::Bool(b) => Some(b.to_string()),
             Json::Null => None,
             other => {
-                self.error(format!("{key}: expected a string, found {other}"));
+                self.error(format!(
+                    "{key}: expected a string, found {}",
+                    shown(key, &other)
+                ));
                 None
             }
         }
@@ -670,7 +734,10 @@ impl Params {
         match text.trim().parse::<i64>() {
             Ok(n) => Some(n),
             Err(_) => {
-                self.error(format!("{key}: expected an integer, found {v}"));
+                self.error(format!(
+                    "{key}: expected an integer, found {}",
+                    shown(key, &v)
+                ));
                 None
             }
         }
@@ -774,7 +841,8 @@ impl Params {
                     || url.starts_with("postgres://"))
                 {
                     self.error(format!(
-                        "connection.url: \"{url}\" is not a KWDB URL; expected jdbc:kaiwudb://host:port[/db]"
+                        "connection.url: \"{}\" is not a KWDB URL; expected jdbc:kaiwudb://host:port[/db]",
+                        without_password(&url)
                     ));
                 }
                 t.insert("url".into(), url.into());
@@ -865,5 +933,7 @@ impl Params {
 }
 
 mod client;
+#[cfg(test)]
+mod secret_tests;
 #[cfg(test)]
 mod tests;

@@ -143,15 +143,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    let code = match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
+            // Errors can quote what a file or the environment holds: escaped,
+            // so no ESC reaches the terminal.
             for line in format!("{e:#}").lines() {
-                eprintln!("error: {line}");
+                eprintln!("error: {}", telemetry::escape::Escaped(line));
             }
             ExitCode::FAILURE
         }
-    }
+    };
+    // What the log rate limit left out, counted before the process ends.
+    telemetry::flush();
+    code
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
@@ -258,7 +263,7 @@ async fn connect_command(command: ConnectCommand) -> anyhow::Result<ExitCode> {
         "data_dir = {}\n{text}",
         toml::Value::String(data_dir.display().to_string().replace('$', "$$"))
     );
-    let env = std::env::vars().collect();
+    let env = config::interpolate::process_env();
     let topology = config::load_texts(&[(PathBuf::from("connector configs"), text)], &env)?;
     api::install_recorder();
     runtime::run(topology, shutdown).await?;

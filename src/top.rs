@@ -25,6 +25,10 @@ pub enum TopError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{url} did not answer within {after:?}")]
+    Timeout { url: String, after: Duration },
+    #[error("{url} sent more than {limit} bytes; not an agent's admin API?")]
+    TooLarge { url: String, limit: usize },
     #[error("{url} answered: {status}")]
     Status { url: String, status: String },
     #[error("{url} sent JSON kwpipe does not understand: {source}")]
@@ -55,8 +59,36 @@ pub fn resolve(target: &[String]) -> Result<String, TopError> {
     }
 }
 
+/// How long a whole request may take (connect, send, read the answer): a server
+/// that never answers must not hang `top`.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest answer read: far above what an agent's `/components` or
+/// `/metrics` holds, far below what would hurt to buffer.
+pub const MAX_RESPONSE: usize = 16 << 20;
+
 /// A minimal HTTP/1.0 GET: our own server, plain JSON, no client library needed.
+/// Bounded in time ([`FETCH_TIMEOUT`]) and size ([`MAX_RESPONSE`]).
 pub async fn fetch(base: &str, path: &str) -> Result<(u16, String), TopError> {
+    fetch_bounded(base, path, FETCH_TIMEOUT, MAX_RESPONSE).await
+}
+
+async fn fetch_bounded(
+    base: &str,
+    path: &str,
+    timeout: Duration,
+    max: usize,
+) -> Result<(u16, String), TopError> {
+    let url = format!("{base}{path}");
+    match tokio::time::timeout(timeout, fetch_sized(base, path, max)).await {
+        Ok(r) => r,
+        Err(_) => Err(TopError::Timeout {
+            url,
+            after: timeout,
+        }),
+    }
+}
+
+async fn fetch_sized(base: &str, path: &str, max: usize) -> Result<(u16, String), TopError> {
     let url = format!("{base}{path}");
     let authority = base
         .strip_prefix("http://")
@@ -78,7 +110,14 @@ pub async fn fetch(base: &str, path: &str) -> Result<(u16, String), TopError> {
         .await
         .map_err(connect)?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.map_err(connect)?;
+    (&mut stream)
+        .take(max as u64 + 1)
+        .read_to_end(&mut response)
+        .await
+        .map_err(connect)?;
+    if response.len() > max {
+        return Err(TopError::TooLarge { url, limit: max });
+    }
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status_line = head.lines().next().unwrap_or_default();
@@ -123,13 +162,15 @@ pub fn render(
             }
             _ => "-".into(),
         };
+        // What the server sends is shown escaped: a component id holding ESC
+        // would drive the terminal.
         let _ = writeln!(
             out,
             "{:<24} {:<9} {:<12} {:<9} {:>12} {:>10} {:>12} {:>10} {:>8}",
-            truncate(&c.id, 24),
-            c.kind,
-            truncate(&c.type_name, 12),
-            c.state,
+            truncate(&shown(&c.id), 24),
+            truncate(&shown(&c.kind), 9),
+            truncate(&shown(&c.type_name), 12),
+            truncate(&shown(&c.state), 9),
             get(c, "received_events"),
             rate("received_events"),
             get(c, "sent_events"),
@@ -137,10 +178,17 @@ pub fn render(
             get(c, "errors"),
         );
         if let Some(e) = &c.error {
-            let _ = writeln!(out, "    error: {e}");
+            let _ = writeln!(out, "    error: {}", shown(e));
+        }
+        for p in &c.problems {
+            let _ = writeln!(out, "    problem: {}", shown(p));
         }
     }
     out
+}
+
+fn shown(s: &str) -> String {
+    crate::telemetry::escape::Escaped(s).to_string()
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -177,5 +225,74 @@ pub async fn run(base: &str, interval: Duration, once: bool) -> Result<(), TopEr
             _ = tokio::time::sleep(interval) => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt as _;
+
+    use super::*;
+
+    /// A server that accepts, reads the request, then does `then` with the socket.
+    async fn bad_server<F, Fut>(then: F) -> String
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            then(s).await;
+        });
+        base
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_times_out() {
+        let base = bad_server(|s| async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(s);
+        })
+        .await;
+        let e = fetch_bounded(&base, "/components", Duration::from_millis(300), 1024)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, TopError::Timeout { .. }), "{e}");
+        assert!(e.to_string().contains("did not answer"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_huge_answer_is_refused_not_buffered() {
+        let base = bad_server(|mut s| async move {
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\n").await;
+            let chunk = vec![b'x'; 64 * 1024];
+            // Endless: only the cap ends it.
+            while s.write_all(&chunk).await.is_ok() {}
+        })
+        .await;
+        let e = fetch_bounded(&base, "/components", Duration::from_secs(60), 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, TopError::TooLarge { .. }), "{e}");
+    }
+
+    #[test]
+    fn control_characters_from_the_server_are_escaped() {
+        let view = ComponentView {
+            id: "evil\u{1b}[2J\u{1b}]0;owned\u{7}".into(),
+            kind: "source\n".into(),
+            type_name: "kafka\u{1b}[31m".into(),
+            state: "running".into(),
+            error: Some("bad\u{1b}[1m\nline".into()),
+            problems: vec!["table \"x\" \u{1b}[5m".into()],
+            counters: Default::default(),
+        };
+        let screen = render("http://x", &[view], None);
+        assert!(!screen.contains('\u{1b}'), "{screen:?}");
+        assert!(!screen.contains('\u{7}'), "{screen:?}");
+        assert_eq!(screen.lines().count(), 6, "{screen}");
+        assert!(screen.contains("evil\\u{1b}[2J"), "{screen}");
     }
 }

@@ -102,9 +102,9 @@ fn exported(dir: &Path) -> Vec<(String, serde_json::Value)> {
 }
 
 /// Rows counted by a table's checkpoint in a source's checkpoint directory.
-fn checkpoint_rows(dir: &Path, table: &str) -> u64 {
+fn checkpoint_rows(dir: &Path, database: &str, table: &str) -> u64 {
     use components::sources::kwdb_poll::checkpoint::CheckpointStore;
-    CheckpointStore::open(dir.to_path_buf())
+    CheckpointStore::open(dir.to_path_buf(), database)
         .unwrap()
         .load(table)
         .unwrap()
@@ -345,7 +345,7 @@ async fn a_backlog_is_read_by_one_statement_cut_into_batches_in_order() {
         "rows in (ts, dev) order"
     );
     assert_eq!(
-        checkpoint_rows(&dir.path().join("data/db"), "backlog"),
+        checkpoint_rows(&dir.path().join("data/db"), &db.name, "backlog"),
         10_000
     );
 }
@@ -444,7 +444,10 @@ async fn a_batch_that_fails_mid_statement_is_read_again_from_the_checkpoint() {
         back - 3_000
     );
     assert_eq!(*seen.last().unwrap(), 9_999);
-    assert_eq!(checkpoint_rows(&dir.path().join("db"), "r"), 10_000);
+    assert_eq!(
+        checkpoint_rows(&dir.path().join("db"), &db.name, "r"),
+        10_000
+    );
 }
 
 // ---- through a real broker ---------------------------------------------------
@@ -596,7 +599,7 @@ async fn every_row_reaches_kafka_exactly_once_with_1000_rows_per_timestamp() {
     }
     // The final metric and checkpoint agree with what arrived.
     assert_eq!(
-        checkpoint_rows(&dir.path().join("data/db"), "readings"),
+        checkpoint_rows(&dir.path().join("data/db"), &db.name, "readings"),
         100_000
     );
     assert!(

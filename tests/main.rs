@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod connect;
 mod e2e;
+mod hostile;
 mod kafka;
 mod kafka_security;
 mod kwdb_poll;

@@ -246,6 +246,9 @@ struct Health {
     last_error: Mutex<Option<(u64, String)>>,
     /// Records rejected since one last went through.
     rejected_run: AtomicU64,
+    /// Standing problems with part of what the component handles (a table it
+    /// skips), by what they concern; shown in `/components` until cleared.
+    problems: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 /// Rejected in a row, nothing through: the component rejects everything (a
@@ -313,6 +316,38 @@ impl ComponentMetrics {
             Some((at, message)) if *at >= ok => Some(message.clone()),
             _ => None,
         }
+    }
+
+    /// Records a standing problem with one part of the component's work (`key`:
+    /// what it concerns, such as a table), replacing an earlier one for the same
+    /// key. Counts an error of `kind`.
+    pub fn set_problem(&self, kind: &'static str, key: &str, message: impl fmt::Display) {
+        self.error(kind);
+        self.health
+            .problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_owned(), message.to_string());
+    }
+
+    /// The problem with `key` is gone.
+    pub fn clear_problem(&self, key: &str) {
+        self.health
+            .problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    /// The standing problems' messages, in the order of their keys.
+    pub fn problems(&self) -> Vec<String> {
+        self.health
+            .problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Counts an error of a kind (`decode`, `write`, `connection`...).

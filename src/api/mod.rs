@@ -2,6 +2,8 @@
 //! `/components` (JSON), all read from the runtime's status board and the one
 //! metrics recorder.
 
+pub mod guard;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -62,11 +64,33 @@ impl ApiServer {
     }
 }
 
-pub async fn serve(address: SocketAddr, board: StatusBoard) -> Result<ApiServer, ApiError> {
+/// What the admin endpoint allows a client (see [`guard`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub header_read_timeout: std::time::Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: guard::DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: guard::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+pub async fn serve(
+    address: SocketAddr,
+    limits: Limits,
+    board: StatusBoard,
+) -> Result<ApiServer, ApiError> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| ApiError::Bind { address, source })?;
     let address = listener.local_addr().unwrap_or(address);
+    let listener =
+        guard::GuardedListener::new(listener, limits.max_connections, limits.header_read_timeout);
     let app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
@@ -138,6 +162,10 @@ pub struct ComponentView {
     pub type_name: String,
     pub state: String,
     pub error: Option<String>,
+    /// Standing problems of a running component with part of its work (a table
+    /// it cannot export and skips), while the rest goes on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
     /// Counter name (without `component_` and `_total`) -> value.
     pub counters: BTreeMap<String, f64>,
 }
@@ -154,6 +182,7 @@ async fn components(State(board): State<StatusBoard>) -> Json<Vec<ComponentView>
             type_name: c.type_name,
             state: c.state.as_str().to_string(),
             error: c.error,
+            problems: c.metrics.problems(),
         })
         .collect();
     Json(views)

@@ -73,7 +73,12 @@ pub fn interpolate(
                 (Quote::Literal, b'\'') if in_multiline.is_none() => quote = Quote::None,
                 (Quote::Basic, b'\\') => {
                     // An escape: copy it and the escaped character as they are.
-                    let end = (i + 2).min(bytes.len());
+                    // The escaped character may be several bytes (`"C:\Données"`
+                    // is a TOML error, not a panic here).
+                    let end = match bytes.get(i + 1) {
+                        Some(&next) => (i + 1 + utf8_len(next)).min(bytes.len()),
+                        None => bytes.len(),
+                    };
                     out.push_str(&line[i..end]);
                     i = end;
                     continue;
@@ -156,6 +161,9 @@ fn resolve(inner: &str, env: &HashMap<String, String>) -> Result<String, String>
         ));
     }
     match (env.get(name), default) {
+        (Some(v), _) if v == NOT_UTF8 => Err(format!(
+            "environment variable {name} is set to bytes that are not UTF-8"
+        )),
         (Some(v), Some(d)) if v.is_empty() => Ok(d.to_string()),
         (Some(v), _) => Ok(v.clone()),
         (None, Some(d)) => Ok(d.to_string()),
@@ -165,8 +173,30 @@ fn resolve(inner: &str, env: &HashMap<String, String>) -> Result<String, String>
     }
 }
 
+/// What [`process_env`] holds for a variable whose value is not UTF-8: a
+/// reference to it is an error naming it (NUL cannot be in a real value).
+const NOT_UTF8: &str = "\0kwpipe: not UTF-8\0";
+
+/// The process environment, for `${VAR}`. `std::env::vars` panics on a
+/// variable that is not UTF-8, any variable, referenced or not; such a value is
+/// kept as a marker so only a reference to it fails, with its name.
+pub fn process_env() -> HashMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let k = k.into_string().ok()?;
+            Some((k, v.into_string().unwrap_or_else(|_| NOT_UTF8.to_string())))
+        })
+        .collect()
+}
+
 fn escape_for(quote: Quote, value: &str) -> Result<String, String> {
     match quote {
+        // Outside quotes a value stays on its line: a line break would let it
+        // add keys or tables of its own.
+        Quote::None if value.contains(['\n', '\r']) => Err(
+            "a value with a line break cannot be substituted outside quotes; put the reference in \"...\""
+                .to_string(),
+        ),
         Quote::None => Ok(value.to_string()),
         Quote::Basic => {
             let mut s = String::with_capacity(value.len());
@@ -258,5 +288,43 @@ mod tests {
     fn unicode_passes_through() {
         let out = interpolate("a = \"温度 ${X}\"\n", &env(&[("X", "℃")])).unwrap();
         assert_eq!(out, "a = \"温度 ℃\"\n");
+    }
+
+    #[test]
+    fn hostile_values_cannot_change_the_files_structure() {
+        let e = env(&[("N", "1\n[sinks.evil]\ntype = \"console\""), ("B", "\u{0}")]);
+        let errs = interpolate("batch = ${N}\n", &e).unwrap_err();
+        assert!(errs[0].message.contains("line break"), "{errs:?}");
+        let out = interpolate("a = \"${N}\"\nb = \"${B}\"\n", &e).unwrap();
+        let t: toml::Table = toml::from_str(&out).unwrap();
+        assert_eq!(t["a"].as_str(), Some("1\n[sinks.evil]\ntype = \"console\""));
+        assert_eq!(t["b"].as_str(), Some("\u{0}"));
+        assert_eq!(t.len(), 2);
+        let e = env(&[("X", NOT_UTF8)]);
+        let errs = interpolate("a = \"${X:-d}\"\n", &e).unwrap_err();
+        assert!(
+            errs[0]
+                .message
+                .contains("X is set to bytes that are not UTF-8"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_multibyte_character_after_a_backslash_is_copied_whole() {
+        // Panicked: "end byte index is not a char boundary" (a Windows path).
+        let out = interpolate("data_dir = \"C:\\Données\"\n", &env(&[])).unwrap();
+        assert_eq!(out, "data_dir = \"C:\\Données\"\n");
+        for c in ['é', '温', '😀', '\u{80}', '\u{10ffff}'] {
+            for text in [
+                format!("a = \"\\{c}\""),
+                format!("a = \"\\{c}"),
+                format!("a = \"x\\{c}${{X}}\"\n"),
+                format!("a = \"\"\"\\{c}\n\\{c}\"\"\"\n"),
+            ] {
+                let out = interpolate(&text, &env(&[("X", "v")])).unwrap();
+                assert!(out.contains(c), "{text:?} -> {out:?}");
+            }
+        }
     }
 }

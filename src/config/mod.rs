@@ -43,6 +43,11 @@ pub struct Node {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiOptions {
     pub address: SocketAddr,
+    /// How long a client may take to send a request's header (and to read a
+    /// response) before its connection is closed. Default 10s.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait. Default 64.
+    pub max_connections: usize,
 }
 
 /// A checked topology, ready to build and run.
@@ -80,7 +85,7 @@ impl ConfigError {
 /// Reads, merges and checks topology files, with `${VAR}` taken from the process
 /// environment.
 pub fn load_files(paths: &[PathBuf]) -> Result<Topology, ConfigError> {
-    let env: HashMap<String, String> = std::env::vars().collect();
+    let env = interpolate::process_env();
     let mut sources = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
@@ -305,10 +310,39 @@ fn parse_api(value: toml::Value) -> Result<Option<ApiOptions>, String> {
         }
         None => "127.0.0.1:8686".parse().expect("valid default"),
     };
+    let defaults = crate::api::Limits::default();
+    let header_read_timeout = match t.remove("header_read_timeout") {
+        None => defaults.header_read_timeout,
+        Some(toml::Value::String(s)) => match components::durations::parse(&s) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => return Err("header_read_timeout: must be more than 0".into()),
+            Err(e) => return Err(format!("header_read_timeout: {e}")),
+        },
+        Some(other) => {
+            return Err(format!(
+                "header_read_timeout: expected a duration like \"10s\", found {other}"
+            ))
+        }
+    };
+    let max_connections = match t.remove("max_connections") {
+        None => defaults.max_connections,
+        Some(toml::Value::Integer(n)) if (1..=100_000).contains(&n) => n as usize,
+        Some(other) => {
+            return Err(format!(
+                "max_connections: expected an integer from 1 to 100000, found {other}"
+            ))
+        }
+    };
     if let Some(k) = t.keys().next() {
-        return Err(format!("unknown key \"{k}\"; expected address or enabled"));
+        return Err(format!(
+            "unknown key \"{k}\"; expected address, enabled, header_read_timeout or max_connections"
+        ));
     }
-    Ok(enabled.then_some(ApiOptions { address }))
+    Ok(enabled.then_some(ApiOptions {
+        address,
+        header_read_timeout,
+        max_connections,
+    }))
 }
 
 fn parse_node(key: ComponentKey, body: toml::Value, errors: &mut Vec<String>) -> Option<Node> {

@@ -127,7 +127,17 @@ pub async fn run(
 ) -> Result<(), RuntimeError> {
     let board = StatusBoard::default();
     let api = match &topology.api {
-        Some(a) => Some(crate::api::serve(a.address, board.clone()).await?),
+        Some(a) => Some(
+            crate::api::serve(
+                a.address,
+                crate::api::Limits {
+                    header_read_timeout: a.header_read_timeout,
+                    max_connections: a.max_connections,
+                },
+                board.clone(),
+            )
+            .await?,
+        ),
         None => None,
     };
     let source_shutdown = ShutdownSignal::new();

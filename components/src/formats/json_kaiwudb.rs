@@ -21,6 +21,8 @@
 //!   An object may also span several lines (pretty-printed).
 
 mod fast;
+#[cfg(test)]
+pub(crate) use fast::serde_path_only;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -60,6 +62,69 @@ pub enum JsonKaiwudbError {
     DuplicateValue,
     #[error("a data row must be an object, found {0}")]
     RowNotObject(&'static str),
+    #[error("more than 4096 columns or 128 tags for one table")]
+    TooMany,
+}
+
+/// A `columns` or `tags` list, read up to KWDB's limit (`MAX` declarations, the
+/// same as every other format's) and skipped past it: a message declaring a
+/// million columns costs one pass over its bytes, then is rejected.
+pub(super) struct Specs<'a, const MAX: usize>(pub Result<Vec<FieldSpec<'a>>, JsonKaiwudbError>);
+
+pub(super) type ColumnSpecs<'a> = Specs<'a, { super::dyn_table::MAX_COLUMNS }>;
+pub(super) type TagSpecs<'a> = Specs<'a, { super::dyn_table::MAX_TAGS }>;
+
+impl<'de: 'a, 'a, const MAX: usize> Deserialize<'de> for Specs<'a, MAX> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a, const MAX: usize>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a, const MAX: usize> Visitor<'de> for V<'a, MAX> {
+            type Value = Specs<'a, MAX>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of declarations")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(spec) = seq.next_element::<FieldSpec<'a>>()? {
+                    if out.len() == MAX {
+                        while seq.next_element::<IgnoredAny>()?.is_some() {}
+                        return Ok(Specs(Err(JsonKaiwudbError::TooMany)));
+                    }
+                    out.push(spec);
+                }
+                Ok(Specs(Ok(out)))
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
+}
+
+/// Where each field of a schema is in a row, by name: a row's keys out of the
+/// declared order are found in constant time, not by a scan of the schema (a
+/// scan per key made a wide row quadratic).
+pub(super) struct FieldIndex<'s> {
+    schema: &'s TableSchema,
+    /// Built for wide schemas only; a scan of a few names is faster.
+    by_name: Option<std::collections::HashMap<&'s str, usize>>,
+}
+
+impl<'s> FieldIndex<'s> {
+    pub(super) fn new(schema: &'s TableSchema) -> Self {
+        let by_name = (schema.width() > 16).then(|| {
+            let mut m = std::collections::HashMap::with_capacity(schema.width());
+            for (i, f) in schema.fields().enumerate() {
+                m.entry(f.name.as_str()).or_insert(i);
+            }
+            m
+        });
+        FieldIndex { schema, by_name }
+    }
+
+    pub(super) fn position(&self, name: &str) -> Option<usize> {
+        match &self.by_name {
+            Some(m) => m.get(name).copied(),
+            None => self.schema.position(name),
+        }
+    }
 }
 
 // ---- decoding ----
@@ -91,7 +156,7 @@ impl<'de> Deserialize<'de> for Str<'de> {
 }
 
 #[derive(Deserialize)]
-struct FieldSpec<'a> {
+pub(super) struct FieldSpec<'a> {
     #[serde(borrow)]
     name: Cow<'a, str>,
     #[serde(rename = "type", borrow)]
@@ -320,12 +385,26 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, '_> {
         let mut tags: Option<Option<Vec<FieldSpec<'de>>>> = None;
         let mut raw_data: Option<&'de RawValue> = None;
         let mut target_batch: Option<usize> = None;
+        // `database` given after `data` read in the same pass: the rows move to
+        // that database's batch at the end (the fast path honours it too).
+        let mut database_after_data = false;
         while let Some(Str(key)) = map.next_key::<Str<'de>>()? {
             match key.as_ref() {
                 "table" => table = Some(map.next_value::<Str<'de>>()?.0),
-                "database" => database = map.next_value::<Option<Str<'de>>>()?.map(|s| s.0),
-                "columns" => columns = Some(map.next_value()?),
-                "tags" => tags = Some(map.next_value()?),
+                "database" => {
+                    database = map.next_value::<Option<Str<'de>>>()?.map(|s| s.0);
+                    database_after_data = target_batch.is_some();
+                }
+                "columns" => {
+                    let specs = map.next_value::<ColumnSpecs<'de>>()?.0;
+                    columns = Some(specs.map_err(|e| fail(ctx, None, e))?);
+                }
+                "tags" => {
+                    tags = Some(match map.next_value::<Option<TagSpecs<'de>>>()? {
+                        Some(specs) => Some(specs.0.map_err(|e| fail(ctx, None, e))?),
+                        None => None,
+                    })
+                }
                 "data" => {
                     if let (Some(t), Some(c), Some(g)) = (&table, &columns, &tags) {
                         let schema = build_schema(ctx, c, g.as_deref().unwrap_or(&[]))
@@ -346,7 +425,15 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, '_> {
         let table = table.ok_or_else(|| fail(ctx, None, JsonKaiwudbError::Missing("table")))?;
         let columns =
             columns.ok_or_else(|| fail(ctx, None, JsonKaiwudbError::Missing("columns")))?;
-        if target_batch.is_some() {
+        if let Some(b) = target_batch {
+            if database_after_data {
+                let (_, len) = self.undo.expect("set with the batch");
+                let rows = ctx.batches[b].rows.split_off(len);
+                let schema = ctx.batches[b].schema.clone();
+                let to = batch_for(ctx, &table, database.as_deref(), schema);
+                *self.undo = Some((to, ctx.batches[to].rows.len()));
+                ctx.batches[to].rows.extend(rows);
+            }
             return Ok(());
         }
         let tags = tags.flatten().unwrap_or_default();
@@ -411,8 +498,13 @@ fn build_schema(
             return Ok(last.clone());
         }
     }
-    for (i, f) in schema.fields().enumerate() {
-        if schema.fields().take(i).any(|g| g.name == f.name) {
+    if columns.len() > super::dyn_table::MAX_COLUMNS || tags.len() > super::dyn_table::MAX_TAGS {
+        return Err((None, JsonKaiwudbError::TooMany.into()));
+    }
+    // A set, not a scan per name: linear in the declarations.
+    let mut names = std::collections::HashSet::with_capacity(schema.width());
+    for f in schema.fields() {
+        if !names.insert(f.name.as_str()) {
             return Err((
                 Some(f.name.clone()),
                 JsonKaiwudbError::DuplicateName(f.name.clone()).into(),
@@ -490,8 +582,10 @@ impl<'de> Visitor<'de> for RowsSeed<'_, '_> {
         let precision = ctx.options.precision;
         let mut index = 0usize;
         let mut seen = std::mem::take(&mut ctx.seen);
+        let index_of = FieldIndex::new(&schema);
         while let Some(outcome) = seq.next_element_seed(RowSeed {
             schema: &schema,
+            index: &index_of,
             precision,
             seen: &mut seen,
         })? {
@@ -515,6 +609,7 @@ type RowOutcome = Result<Row, (Option<String>, Reason)>;
 
 struct RowSeed<'s> {
     schema: &'s TableSchema,
+    index: &'s FieldIndex<'s>,
     precision: Precision,
     seen: &'s mut Vec<bool>,
 }
@@ -573,7 +668,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
             let index = if expect < width && schema.field(expect).name == key.as_ref() {
                 Some(expect)
             } else {
-                schema.position(&key)
+                self.index.position(&key)
             };
             let Some(i) = index else {
                 map.next_value::<IgnoredAny>()?;

@@ -272,7 +272,19 @@ impl fmt::Display for RecordError {
         if let Some(field) = &self.field {
             write!(f, ", field \"{}\"", text::Escaped(field))?;
         }
-        write!(f, ": {}", self.reason)
+        // Reasons quote names and values from the input: their control
+        // characters (ESC, line breaks) must not reach a log, a dead-letter header
+        // or a terminal raw.
+        f.write_str(": ")?;
+        let reason = self.reason.to_string();
+        for c in reason.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -294,12 +306,17 @@ fn decode_with(
     options: &DecodeOptions,
     schemas: &mut json_kaiwudb::SchemaCache,
 ) -> Decoded {
-    match format {
+    let mut decoded = match format {
         Format::JsonKaiwudb => json_kaiwudb::decode_cached(payload, options, schemas),
         Format::JsonOpentsdb => opentsdb::decode_json(payload, options),
         Format::LineOpentsdb => opentsdb::decode_telnet(payload, options),
         Format::LineInfluxdb => line_influxdb::decode(payload, options),
-    }
+    };
+    // A batch without rows (its object rejected after its schema was read, or
+    // declaring no data) would still make a sink create its table: a rejected
+    // message must leave no trace but its rejection.
+    decoded.batches.retain(|b| !b.rows.is_empty());
+    decoded
 }
 
 /// Decodes a stream of payloads in one format, remembering what one payload
@@ -515,6 +532,8 @@ pub(crate) fn now(precision: Precision) -> Timestamp {
     Timestamp::new(value, precision)
 }
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]

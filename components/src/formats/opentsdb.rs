@@ -199,8 +199,10 @@ struct PointJson<'a> {
     #[serde(borrow)]
     metric: Cow<'a, str>,
     timestamp: TsJson,
+    /// Raw, so an integer beyond i64 is seen as one (serde_json hands it on as
+    /// the nearest f64, and it was stored rounded).
     #[serde(borrow)]
-    value: ValueJson<'a>,
+    value: &'a serde_json::value::RawValue,
     #[serde(default, borrow)]
     tags: Option<BTreeMap<Cow<'a, str>, TagJson<'a>>>,
 }
@@ -314,7 +316,21 @@ fn json_point(tables: &mut DynTables, raw: &str) -> Result<(), PointError> {
         Err(text) => return Err(err(OpenTsdbError::BadTimestamp(text))),
     };
     let column = split_metric(&p.metric)?.1.to_string();
-    let value = match p.value {
+    let raw = p.value.get();
+    let value = if is_integer_syntax(raw) && raw.parse::<i64>().is_err() {
+        return Err((
+            Some(column),
+            ValueError::Inexact {
+                value: excerpt(raw.as_bytes()),
+                ty: DataType::Float8,
+            }
+            .into(),
+        ));
+    } else {
+        serde_json::from_str::<ValueJson>(raw)
+            .map_err(|e| err(OpenTsdbError::Json(e.to_string())))?
+    };
+    let value = match value {
         ValueJson::Int(v) => exact_int(v),
         ValueJson::UInt(v) => match i64::try_from(v) {
             Ok(v) => exact_int(v),
@@ -430,6 +446,12 @@ pub fn decode_json(payload: &[u8], options: &DecodeOptions) -> Decoded {
     }
 }
 
+/// An optional sign and digits only: an integer, however large.
+fn is_integer_syntax(token: &str) -> bool {
+    let digits = token.strip_prefix(['-', '+']).unwrap_or(token);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 // ---- telnet ----
 
 fn telnet_value(token: &str) -> Result<(DataType, Value), PointError> {
@@ -440,6 +462,13 @@ fn telnet_value(token: &str) -> Result<(DataType, Value), PointError> {
     }
     if let Ok(v) = token.parse::<i64>() {
         return exact_int(v);
+    }
+    if is_integer_syntax(token) {
+        // Beyond i64: no column type holds it exactly, and a FLOAT8 would round it.
+        return Err(err(ValueError::Inexact {
+            value: excerpt(token.as_bytes()),
+            ty: DataType::Float8,
+        }));
     }
     let body = token.strip_prefix(['-', '+']).unwrap_or(token);
     let numeric = matches!(body, "NaN" | "Infinity" | "inf")

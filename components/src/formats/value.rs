@@ -222,7 +222,12 @@ pub fn parse_float(s: &str) -> Option<f64> {
         "NaN" => Some(f64::NAN),
         "Infinity" | "+Infinity" => Some(f64::INFINITY),
         "-Infinity" => Some(f64::NEG_INFINITY),
-        _ => s.parse().ok(),
+        _ => {
+            // A number past f64 (`1e309`) parses to infinity: a value silently
+            // changed, so none. Infinity spelled out (`inf`) stays what it says.
+            let v: f64 = s.parse().ok()?;
+            (v.is_finite() || !s.bytes().any(|b| b.is_ascii_digit())).then_some(v)
+        }
     }
 }
 

@@ -608,7 +608,8 @@ fn to_raw(m: &BorrowedMessage<'_>, topic: &str) -> RawMessage {
             hs.iter()
                 .map(|h| {
                     (
-                        h.key.to_string(),
+                        // kwpipe's own prefix is kwpipe's alone (dead-letter headers).
+                        crate::transforms::decode::incoming_header_name(h.key).into_owned(),
                         Bytes::copy_from_slice(h.value.unwrap_or_default()),
                     )
                 })

@@ -60,6 +60,25 @@ fn push_connect_headers(meta: &Metadata, reason: &str, headers: &mut Vec<(String
     }
 }
 
+/// kwpipe's own headers: those it adds to a rejected record.
+pub const OWN_PREFIX: &str = "kwpipe.";
+/// What an incoming header under [`OWN_PREFIX`] is renamed with.
+pub const INCOMING_PREFIX: &str = "incoming.";
+
+/// The name an incoming header is kept under: one under kwpipe's own prefix is
+/// renamed (`kwpipe.error` to `incoming.kwpipe.error`), so the headers a
+/// dead-letter record carries under `kwpipe.` are kwpipe's alone. A message could
+/// otherwise bring its own `kwpipe.error` or `kwpipe.offset`, found first by
+/// whoever reads the dead-letter topic. Kept, not dropped: what an earlier hop
+/// said may still matter to whoever replays it.
+pub fn incoming_header_name(key: &str) -> std::borrow::Cow<'_, str> {
+    if key.starts_with(OWN_PREFIX) {
+        std::borrow::Cow::Owned(format!("{INCOMING_PREFIX}{key}"))
+    } else {
+        std::borrow::Cow::Borrowed(key)
+    }
+}
+
 /// Appends the origin headers for what `meta` knows of the message's origin.
 pub(crate) fn push_origin_headers(meta: &Metadata, headers: &mut Vec<(String, Bytes)>) {
     if let Some(t) = &meta.topic {

@@ -1,8 +1,14 @@
 //! Where a table's export stands, kept in `data_dir` so a restart resumes exactly
 //! after the last row the sinks acknowledged.
 //!
+//! A checkpoint's file is named by an injective function of (database, table)
+//! (see [`file_stem`]), and each slot records the (database, table) it belongs
+//! to: a file found holding another table's position is an error, never a place
+//! to resume from (two tables sharing a file was silent loss: the second table
+//! resumed after the first one's last row).
+//!
 //! Written atomically and durably, and cheaply enough to do once per batch: a
-//! table's file (`<table>.ckpt`) holds two slots of equal size, and each save
+//! table's file (`<database>.<table>.ckpt`, escaped) holds two slots of equal size, and each save
 //! overwrites the older slot in place and `fdatasync`s it. The newer slot stays
 //! intact while the other is written, so a crash at any point leaves the last
 //! saved checkpoint or the one before it, never a torn one: each slot carries a
@@ -108,12 +114,27 @@ pub enum CheckpointError {
     },
     #[error("checkpoint {path} is unreadable ({reason}); move it away to export the table from the start")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("checkpoint {path} belongs to table {found_table:?} of database {found_database:?}, not to table {table:?} of database {database:?}; move it away to export the table from the start")]
+    Mismatch {
+        path: PathBuf,
+        database: String,
+        table: String,
+        found_database: String,
+        found_table: String,
+    },
+    #[error("checkpoint {path} was written by an earlier kwpipe whose file names several tables could share (table {table:?} is one of them); if it is this table's, rename it to {wanted:?}, otherwise move it away: the table is exported from the start")]
+    Ambiguous {
+        path: PathBuf,
+        table: String,
+        wanted: String,
+    },
 }
 
-/// Checkpoints of one source, one file per table.
+/// Checkpoints of one source (one database), one file per table.
 #[derive(Clone, Debug)]
 pub struct CheckpointStore {
     dir: PathBuf,
+    database: String,
     /// Per table, the sequence number and slot size this store last wrote, so a
     /// save (one per batch) does not read the file back to find its slot. Only a
     /// table's own poller saves its checkpoint, so this is what the file holds.
@@ -124,12 +145,74 @@ pub struct CheckpointStore {
 /// in the common case, though the checksum does not count on it).
 const SLOT_UNIT: usize = 4096;
 
-/// A checkpoint as a slot holds it.
+/// A checkpoint as a slot holds it. `database` and `table` are absent only in
+/// files of an earlier version (migrated on load).
 #[derive(Serialize, Deserialize)]
 struct Slot {
     seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    database: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    table: Option<String>,
     #[serde(flatten)]
     checkpoint: Checkpoint,
+}
+
+/// File names stay well under the usual 255-byte limit; a longer escaped name is
+/// cut and completed with a hash (`~` marks it: escaping never produces one). Two
+/// names sharing a hash would share a file, which the identity in the slots then
+/// reports as an error.
+const MAX_STEM: usize = 200;
+
+/// Bytes of an identifier kept as they are in a file name; every other byte is
+/// `%XX`. Injective: `%` itself is escaped.
+fn escape(out: &mut String, name: &str) {
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+/// The file name (without extension) of a table's checkpoint: the escaped
+/// database and table joined by `.` (which escaping never produces, so the pair
+/// is recovered unambiguously), cut and hashed when too long.
+pub fn file_stem(database: &str, table: &str) -> String {
+    let mut stem = String::new();
+    escape(&mut stem, database);
+    stem.push('.');
+    escape(&mut stem, table);
+    if stem.len() <= MAX_STEM {
+        return stem;
+    }
+    // The stem is ASCII, so any cut is a char boundary; a cut inside a `%XX`
+    // costs nothing, the hash identifies the pair.
+    let cut = MAX_STEM - 17;
+    let mut id = database.as_bytes().to_vec();
+    id.push(0);
+    id.extend_from_slice(table.as_bytes());
+    format!("{}~{:016x}", &stem[..cut], fnv1a(&id))
+}
+
+/// The file name an earlier version gave a table: every byte outside
+/// `[A-Za-z0-9_-]` became `%`, so `a.b`, `a b` and `a/b` shared one file. Only a
+/// name made of those characters alone maps to its file without ambiguity.
+fn legacy_stem(table: &str) -> (String, bool) {
+    let mut unambiguous = true;
+    let stem = table
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                unambiguous = false;
+                '%'
+            }
+        })
+        .collect();
+    (stem, unambiguous)
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -162,36 +245,43 @@ fn decode_slot(bytes: &[u8]) -> Option<Slot> {
     serde_json::from_slice(body).ok()
 }
 
+/// The newest slot of a file whose checksum holds.
+fn read_slots(path: &Path, bytes: &[u8]) -> Result<Slot, CheckpointError> {
+    let half = bytes.len() / 2;
+    if half == 0 || !bytes.len().is_multiple_of(2) {
+        return Err(CheckpointError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("{} bytes is not two slots", bytes.len()),
+        });
+    }
+    [&bytes[..half], &bytes[half..]]
+        .into_iter()
+        .filter_map(decode_slot)
+        .max_by_key(|s| s.seq)
+        .ok_or_else(|| CheckpointError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "no slot holds a checkpoint whose checksum matches".into(),
+        })
+}
+
 impl CheckpointStore {
-    pub fn open(dir: PathBuf) -> Result<Self, CheckpointError> {
+    /// The checkpoints of `database`'s tables, in `dir`.
+    pub fn open(dir: PathBuf, database: &str) -> Result<Self, CheckpointError> {
         std::fs::create_dir_all(&dir).map_err(|source| CheckpointError::Io {
             path: dir.clone(),
             source,
         })?;
         Ok(CheckpointStore {
             dir,
+            database: database.to_owned(),
             written: Arc::default(),
         })
     }
 
-    fn file_name(&self, table: &str, ext: &str) -> PathBuf {
-        // Table names are checked identifiers (ASCII, no `/`), but keep file names
-        // tame regardless.
-        let safe: String = table
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '%'
-                }
-            })
-            .collect();
-        self.dir.join(format!("{safe}.{ext}"))
-    }
-
-    fn path(&self, table: &str) -> PathBuf {
-        self.file_name(table, "ckpt")
+    /// Where a table's checkpoint is kept.
+    pub fn path(&self, table: &str) -> PathBuf {
+        self.dir
+            .join(format!("{}.ckpt", file_stem(&self.database, table)))
     }
 
     pub fn load(&self, table: &str) -> Result<Option<Checkpoint>, CheckpointError> {
@@ -202,43 +292,80 @@ impl CheckpointStore {
         let path = self.path(table);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.load_legacy(table),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.migrate(table),
             Err(source) => return Err(CheckpointError::Io { path, source }),
         };
-        let half = bytes.len() / 2;
-        if half == 0 || bytes.len() % 2 != 0 {
-            return Err(CheckpointError::Corrupt {
+        let slot = read_slots(&path, &bytes)?;
+        match (&slot.database, &slot.table) {
+            (Some(d), Some(t)) if *d == self.database && t == table => Ok(Some(slot)),
+            (d, t) => Err(CheckpointError::Mismatch {
+                database: self.database.clone(),
+                table: table.to_owned(),
+                found_database: d.clone().unwrap_or_default(),
+                found_table: t.clone().unwrap_or_default(),
                 path,
-                reason: format!("{} bytes is not two slots", bytes.len()),
-            });
-        }
-        let newest = [&bytes[..half], &bytes[half..]]
-            .into_iter()
-            .filter_map(decode_slot)
-            .max_by_key(|s| s.seq);
-        match newest {
-            Some(slot) => Ok(Some(slot)),
-            None => Err(CheckpointError::Corrupt {
-                path,
-                reason: "no slot holds a checkpoint whose checksum matches".into(),
             }),
         }
     }
 
-    /// A checkpoint of an earlier version: one JSON file per table, `<table>.json`.
-    /// The next save writes the slotted file, which then wins.
-    fn load_legacy(&self, table: &str) -> Result<Option<Slot>, CheckpointError> {
-        let path = self.file_name(table, "json");
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(|checkpoint| Some(Slot { seq: 0, checkpoint }))
-                .map_err(|e| CheckpointError::Corrupt {
-                    path,
-                    reason: e.to_string(),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(CheckpointError::Io { path, source }),
+    /// A checkpoint of an earlier version, under its old name: a slotted
+    /// `<table>.ckpt`, or older still a JSON `<table>.json`, both without their
+    /// (database, table). Taken as this table's (of the database the source is
+    /// configured with, as it was then) only when its old name could not be
+    /// another table's; it is then written under the new name at once and the
+    /// old file removed.
+    fn migrate(&self, table: &str) -> Result<Option<Slot>, CheckpointError> {
+        let (stem, unambiguous) = legacy_stem(table);
+        let slotted = self.dir.join(format!("{stem}.ckpt"));
+        let json = self.dir.join(format!("{stem}.json"));
+        let found = match std::fs::read(&slotted) {
+            Ok(bytes) => {
+                let slot = read_slots(&slotted, &bytes)?;
+                Some((slotted, slot))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read(&json) {
+                Ok(bytes) => {
+                    let checkpoint =
+                        serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
+                            path: json.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    let slot = Slot {
+                        seq: 0,
+                        database: None,
+                        table: None,
+                        checkpoint,
+                    };
+                    Some((json, slot))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(source) => return Err(CheckpointError::Io { path: json, source }),
+            },
+            Err(source) => {
+                return Err(CheckpointError::Io {
+                    path: slotted,
+                    source,
+                })
+            }
+        };
+        let Some((old, slot)) = found else {
+            return Ok(None);
+        };
+        if !unambiguous {
+            return Err(CheckpointError::Ambiguous {
+                path: old,
+                table: table.to_owned(),
+                wanted: self.path(table).display().to_string(),
+            });
         }
+        self.save(table, &slot.checkpoint)?;
+        let _ = std::fs::remove_file(&old);
+        tracing::info!(
+            from = %old.display(),
+            to = %self.path(table).display(),
+            "checkpoint of an earlier version migrated"
+        );
+        self.load_slot(table)
     }
 
     pub fn save(&self, table: &str, cp: &Checkpoint) -> Result<(), CheckpointError> {
@@ -257,7 +384,12 @@ impl CheckpointStore {
                 };
                 let seq = match size {
                     0 => 0,
-                    _ => self.load_slot(table).ok().flatten().map_or(0, |s| s.seq),
+                    _ => match self.load_slot(table) {
+                        Ok(slot) => slot.map_or(0, |s| s.seq),
+                        // Never overwrite another table's position.
+                        Err(e @ CheckpointError::Mismatch { .. }) => return Err(e),
+                        Err(_) => 0,
+                    },
                 };
                 (seq, size)
             }
@@ -265,6 +397,8 @@ impl CheckpointStore {
         let seq = prev_seq + 1;
         let slot = Slot {
             seq,
+            database: Some(self.database.clone()),
+            table: Some(table.to_owned()),
             checkpoint: cp.clone(),
         };
         if size >= SLOT_UNIT {
@@ -309,9 +443,6 @@ impl CheckpointStore {
         std::fs::rename(&tmp, &path).map_err(io)?;
         sync_dir(&self.dir).map_err(io)?;
         self.set_written(table, (seq, size));
-        // An earlier version's file, now superseded (best effort: the slotted file
-        // wins over it anyway).
-        let _ = std::fs::remove_file(self.file_name(table, "json"));
         Ok(())
     }
 
@@ -345,7 +476,7 @@ mod tests {
     #[test]
     fn checkpoints_round_trip_exactly() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::open(dir.path().join("cp")).unwrap();
+        let store = CheckpointStore::open(dir.path().join("cp"), "db").unwrap();
         assert_eq!(store.load("t").unwrap(), None);
         let keys = vec![
             Value::Int8(i64::MAX),
@@ -382,19 +513,19 @@ mod tests {
     #[test]
     fn saves_alternate_slots_and_a_torn_one_leaves_the_one_before() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::open(dir.path().to_path_buf()).unwrap();
+        let store = CheckpointStore::open(dir.path().to_path_buf(), "db").unwrap();
         for n in 1..=5 {
             store.save("t", &cp(n, "k")).unwrap();
             assert_eq!(store.load("t").unwrap(), Some(cp(n, "k")));
         }
-        let path = dir.path().join("t.ckpt");
+        let path = store.path("t");
         let mut bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len(), 2 * SLOT_UNIT, "saved in place, never grown");
         // Save 5 went to slot 1; a write torn inside it (a crash: the agent
         // starts again with a fresh store) leaves save 4.
         bytes[SLOT_UNIT + 40] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        let store = CheckpointStore::open(dir.path().to_path_buf()).unwrap();
+        let store = CheckpointStore::open(dir.path().to_path_buf(), "db").unwrap();
         assert_eq!(store.load("t").unwrap(), Some(cp(4, "k")));
         // The next save (sequence 5 again) rewrites the torn slot, not save 4's.
         store.save("t", &cp(6, "k")).unwrap();
@@ -411,22 +542,22 @@ mod tests {
     #[test]
     fn a_checkpoint_larger_than_a_slot_grows_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::open(dir.path().to_path_buf()).unwrap();
+        let store = CheckpointStore::open(dir.path().to_path_buf(), "db").unwrap();
         store.save("t", &cp(1, "short")).unwrap();
         let long = "x".repeat(3 * SLOT_UNIT);
         store.save("t", &cp(2, &long)).unwrap();
         assert_eq!(store.load("t").unwrap(), Some(cp(2, &long)));
-        let len = std::fs::metadata(dir.path().join("t.ckpt")).unwrap().len() as usize;
+        let len = std::fs::metadata(store.path("t")).unwrap().len() as usize;
         assert_eq!(len, 2 * 4 * SLOT_UNIT);
         store.save("t", &cp(3, "short")).unwrap();
         assert_eq!(store.load("t").unwrap(), Some(cp(3, "short")));
-        assert!(!dir.path().join("t.ckpt.tmp").exists());
+        assert!(!store.path("t").with_extension("ckpt.tmp").exists());
     }
 
     #[test]
     fn an_earlier_versions_checkpoint_is_read_then_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::open(dir.path().to_path_buf()).unwrap();
+        let store = CheckpointStore::open(dir.path().to_path_buf(), "db").unwrap();
         std::fs::write(
             dir.path().join("t.json"),
             serde_json::to_vec(&cp(9, "old")).unwrap(),
@@ -441,9 +572,116 @@ mod tests {
     #[test]
     fn a_corrupt_checkpoint_is_an_error_that_says_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::open(dir.path().to_path_buf()).unwrap();
+        let store = CheckpointStore::open(dir.path().to_path_buf(), "db").unwrap();
         std::fs::write(dir.path().join("t.json"), b"{nope").unwrap();
         let e = store.load("t").unwrap_err().to_string();
         assert!(e.contains("move it away"), "{e}");
+    }
+
+    #[test]
+    fn tables_whose_names_differ_only_in_odd_characters_keep_their_own_positions() {
+        // `a.b`, `a b`, `a/b` and `a%b` shared `a%b.ckpt`: the second table
+        // resumed after the first one's last row and exported nothing.
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path().to_path_buf(), "db").unwrap();
+        let names = [
+            "a.b", "a b", "a/b", "a%b", "a%2Eb", "ab", "a\nb", "a\u{1b}b", "é",
+        ];
+        for (n, name) in names.iter().enumerate() {
+            assert_eq!(store.load(name).unwrap(), None, "{name:?} starts fresh");
+            store.save(name, &cp(n as u64 + 1, name)).unwrap();
+        }
+        let files = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(files, names.len(), "one file per table, no .tmp left");
+        for (n, name) in names.iter().enumerate() {
+            assert_eq!(store.load(name).unwrap(), Some(cp(n as u64 + 1, name)));
+        }
+    }
+
+    #[test]
+    fn a_table_of_another_database_does_not_resume_from_this_ones_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = CheckpointStore::open(dir.path().to_path_buf(), "a").unwrap();
+        a.save("t", &cp(6, "k")).unwrap();
+        let b = CheckpointStore::open(dir.path().to_path_buf(), "b").unwrap();
+        assert_eq!(b.load("t").unwrap(), None);
+        b.save("t", &cp(1, "k")).unwrap();
+        assert_eq!(a.load("t").unwrap(), Some(cp(6, "k")));
+        assert_eq!(b.load("t").unwrap(), Some(cp(1, "k")));
+    }
+
+    #[test]
+    fn a_file_holding_another_tables_position_is_an_error_not_a_resume_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path().to_path_buf(), "db").unwrap();
+        store.save("x", &cp(6, "k")).unwrap();
+        std::fs::copy(store.path("x"), store.path("y")).unwrap();
+        let e = store.load("y").unwrap_err();
+        assert!(matches!(e, CheckpointError::Mismatch { .. }), "{e}");
+        let e = e.to_string();
+        assert!(e.contains("\"x\"") && e.contains("move it away"), "{e}");
+        // And a save does not overwrite it either.
+        assert!(store.save("y", &cp(1, "k")).is_err());
+        let other = CheckpointStore::open(dir.path().to_path_buf(), "other").unwrap();
+        std::fs::copy(store.path("x"), other.path("x")).unwrap();
+        assert!(matches!(
+            other.load("x"),
+            Err(CheckpointError::Mismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn an_earlier_slotted_checkpoint_is_migrated_when_its_name_is_unambiguous() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path().to_path_buf(), "db").unwrap();
+        // As the earlier version wrote it: no identity, under the table's name.
+        let slot = Slot {
+            seq: 3,
+            database: None,
+            table: None,
+            checkpoint: cp(7, "k"),
+        };
+        let line = encode_slot(&slot, SLOT_UNIT).unwrap();
+        let blank = encode_slot(&Slot { seq: 2, ..slot }, SLOT_UNIT).unwrap();
+        std::fs::write(dir.path().join("t_1.ckpt"), [line.clone(), blank].concat()).unwrap();
+        assert_eq!(store.load("t_1").unwrap(), Some(cp(7, "k")));
+        assert!(!dir.path().join("t_1.ckpt").exists(), "old file removed");
+        assert!(store.path("t_1").exists());
+        // A name the old scheme shared between tables is not guessed at.
+        std::fs::write(dir.path().join("a%b.ckpt"), [line.clone(), line].concat()).unwrap();
+        let e = store.load("a.b").unwrap_err();
+        assert!(matches!(e, CheckpointError::Ambiguous { .. }), "{e}");
+        assert!(e.to_string().contains("rename it to"), "{e}");
+    }
+
+    #[test]
+    fn long_names_get_short_distinct_file_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path().to_path_buf(), &"d".repeat(300)).unwrap();
+        let a = format!("{}a", "é".repeat(200));
+        let b = format!("{}b", "é".repeat(200));
+        for (n, name) in [&a, &b].into_iter().enumerate() {
+            let file = store.path(name);
+            assert!(file.file_name().unwrap().len() < 255);
+            store.save(name, &cp(n as u64, "k")).unwrap();
+        }
+        assert_ne!(store.path(&a), store.path(&b));
+        assert_eq!(store.load(&a).unwrap(), Some(cp(0, "k")));
+        assert_eq!(store.load(&b).unwrap(), Some(cp(1, "k")));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn file_stems_are_injective(
+            d1 in ".{0,12}", t1 in ".{0,12}", d2 in ".{0,12}", t2 in ".{0,12}"
+        ) {
+            if (&d1, &t1) != (&d2, &t2) {
+                proptest::prop_assert_ne!(file_stem(&d1, &t1), file_stem(&d2, &t2));
+            }
+            // And a pair differing by one character sharing the others.
+            let t3 = format!("{t1}.");
+            let t4 = format!("{t1} ");
+            proptest::prop_assert_ne!(file_stem(&d1, &t3), file_stem(&d1, &t4));
+        }
     }
 }

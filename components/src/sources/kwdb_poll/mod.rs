@@ -118,8 +118,9 @@ pub struct KwdbPollConfig {
     /// interval, from its first row (or `start_at`); a table that disappeared is
     /// let go without an error (its pages in flight are still settled and its
     /// checkpoint kept, so a table dropped and created again under the same name
-    /// resumes after the old position: delete `<data_dir>/<source id>/<table>.json`
-    /// to read it from the start). Each table's schema is read again at the same
+    /// resumes after the old position: delete its checkpoint,
+    /// `<data_dir>/<source id>/<database>.<table>.ckpt` (names escaped: bytes
+    /// outside `[A-Za-z0-9_-]` as `%XX`), to read it from the start). Each table's schema is read again at the same
     /// interval, so columns and tags added later are exported too. Default 5s.
     #[serde(
         default = "default_discover_interval",
@@ -297,7 +298,7 @@ impl ComponentConfig for KwdbPollConfig {
 
     async fn build(&self, cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError> {
         let (params, start_at) = KwdbPollConfig::check(self).map_err(ComponentError::other)?;
-        let store = CheckpointStore::open(cx.globals.data_dir.join(&*cx.id))
+        let store = CheckpointStore::open(cx.globals.data_dir.join(&*cx.id), &self.database)
             .map_err(ComponentError::other)?;
         Ok(Box::new(KwdbPoll {
             settings: Arc::new(Settings {
@@ -434,12 +435,18 @@ impl Component for KwdbPoll {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let outputs = Arc::new(Mutex::new(cx.outputs));
         let mut running: HashMap<String, Running> = HashMap::new();
+        // Tables whose export failed: when, so they are tried again after a while.
+        let mut skipped: HashMap<String, std::time::Instant> = HashMap::new();
         let mut next_slot = 0usize;
         let mut backoff =
             crate::api::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut first = true;
         loop {
-            // Reap pollers that ended (table dropped, or a failure to report).
+            // Reap pollers that ended (table dropped, or a failure to report). A
+            // table that cannot be exported (a name the database accepts but
+            // kwpipe cannot use, a checkpoint of another table) is skipped and
+            // reported, and the others go on: any user who can create a table
+            // could otherwise stop the whole export.
             let finished: Vec<String> = running
                 .iter()
                 .filter(|(_, r)| r.task.is_finished())
@@ -447,11 +454,12 @@ impl Component for KwdbPoll {
                 .collect();
             for name in finished {
                 let r = running.remove(&name).expect("listed");
-                match r.task.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(ComponentError::msg(format!("table {name}: {e}"))),
-                    Err(e) => return Err(ComponentError::msg(format!("table {name}: {e}"))),
-                }
+                let error = match r.task.await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                skip_table(&metrics, &mut skipped, &name, &error);
             }
             let listed = match discovery.get().await {
                 Ok(client) => catalog::list_tables(&client, s.params.dialect, &s.database).await,
@@ -473,8 +481,15 @@ impl Component for KwdbPoll {
                         if running.contains_key(&name) {
                             continue;
                         }
-                        if !first {
-                            tracing::info!(table = %name, "new table; exporting it");
+                        if let Some(at) = skipped.get(&name) {
+                            if at.elapsed() < SKIPPED_RETRY {
+                                continue;
+                            }
+                            skipped.remove(&name);
+                            metrics.clear_problem(&problem_key(&name));
+                            tracing::info!(table = ?name, "trying the skipped table again");
+                        } else if !first {
+                            tracing::info!(table = ?name, "new table; exporting it");
                         }
                         let stop = cx.shutdown.child();
                         let poller = table::Poller {
@@ -488,15 +503,24 @@ impl Component for KwdbPoll {
                             stop: stop.clone(),
                         };
                         next_slot += 1;
-                        let task = tokio::spawn(poller.run());
+                        // In the component's span: its logs name the component
+                        // (and are rate-limited as the component's).
+                        let task = tokio::spawn(tracing::Instrument::in_current_span(poller.run()));
                         running.insert(name, Running { stop, task });
                     }
                     for (name, r) in &running {
                         if !present.contains(name) && !r.stop.is_triggered() {
-                            tracing::info!(table = %name, "table dropped; no longer exporting it");
+                            tracing::info!(table = ?name, "table dropped; no longer exporting it");
                             r.stop.trigger();
                         }
                     }
+                    skipped.retain(|name, _| {
+                        let keep = present.contains(name);
+                        if !keep {
+                            metrics.clear_problem(&problem_key(name));
+                        }
+                        keep
+                    });
                     first = false;
                     s.discover_interval
                 }
@@ -515,19 +539,43 @@ impl Component for KwdbPoll {
         }
         // Pollers stop with the shutdown signal, wait for what they handed on to
         // be acknowledged and write their checkpoints.
-        let mut failure = None;
         for (name, r) in running {
-            match r.task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => failure = Some(format!("table {name}: {e}")),
-                Err(e) => failure = Some(format!("table {name}: {e}")),
-            }
+            let error = match r.task.await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            skip_table(&metrics, &mut skipped, &name, &error);
         }
-        match failure {
-            Some(f) => Err(ComponentError::msg(f)),
-            None => Ok(()),
-        }
+        Ok(())
     }
+}
+
+/// How long a table whose export failed is left alone before it is tried again
+/// (what failed may have been fixed: a checkpoint moved away, the table renamed).
+const SKIPPED_RETRY: Duration = Duration::from_secs(300);
+
+fn problem_key(table: &str) -> String {
+    format!("table {table}")
+}
+
+/// Reports a table that cannot be exported (log, `component_errors_total` with
+/// `error_type="table"`, `/components`), and leaves it alone for a while.
+fn skip_table(
+    metrics: &crate::api::ComponentMetrics,
+    skipped: &mut HashMap<String, std::time::Instant>,
+    table: &str,
+    error: &str,
+) {
+    // Debug formatting escapes what a name may hold (a newline forging a log
+    // line, ESC reaching a terminal).
+    tracing::error!(table = ?table, error = %error, "cannot export the table; skipping it, the others go on");
+    metrics.set_problem(
+        "table",
+        &problem_key(table),
+        format!("table {table:?} skipped: {error}"),
+    );
+    skipped.insert(table.to_owned(), std::time::Instant::now());
 }
 
 #[cfg(test)]
