@@ -1029,15 +1029,14 @@ async fn connect_source_exports_every_row_with_its_microseconds() {
         Duration::from_secs(30),
     );
     wait_log(&mut agent, "on_reject = \"stop\"", Duration::from_secs(30));
-    // Rows a checkpoint file says were exported (its newest slot); None without one.
+    // Rows a source's checkpoint of table `m` says were exported; None without one.
     let exported = |id: &str| -> Option<u64> {
-        let path = dir.path().join("data").join(id).join("m.ckpt");
-        let text = std::fs::read_to_string(path).ok()?;
-        text.lines()
-            .filter_map(|l| l.get(17..))
-            .filter_map(|body| serde_json::from_str::<Json>(body.trim_end()).ok())
-            .filter_map(|slot| slot["rows"].as_u64())
-            .max()
+        use components::sources::kwdb_poll::checkpoint::CheckpointStore;
+        CheckpointStore::open(dir.path().join("data").join(id), &db.name)
+            .ok()?
+            .load("m")
+            .ok()?
+            .map(|c| c.rows)
     };
     let started = Instant::now();
     while exported("json") != Some(300) {

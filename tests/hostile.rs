@@ -567,15 +567,23 @@ async fn identifiers_from_every_format_are_quoted_or_rejected() {
     for (i, (format, lines)) in inputs.iter().enumerate() {
         let path = dir.path().join(format!("in{i}.txt"));
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        // Line protocol carries no key: with a device key and `auto_create =
+        // "always"` its tables are created too (without, its rows would wait for
+        // tables someone else creates).
+        let key = if *format == "line_influxdb" {
+            "device_key = true\n"
+        } else {
+            ""
+        };
         topo.push_str(&format!(
             "[sources.in{i}]\ntype = \"file\"\npath = \"{}\"\n\
-             [transforms.dec{i}]\ntype = \"decode\"\ninputs = [\"in{i}\"]\nformat = \"{format}\"\n",
+             [transforms.dec{i}]\ntype = \"decode\"\ninputs = [\"in{i}\"]\nformat = \"{format}\"\n{key}",
             path.display()
         ));
     }
     let decoders: Vec<String> = (0..inputs.len()).map(|i| format!("\"dec{i}\"")).collect();
     topo.push_str(&format!(
-        "[sinks.db]\ntype = \"kwdb\"\ninputs = [{}]\nurl = \"{}\"\n",
+        "[sinks.db]\ntype = \"kwdb\"\ninputs = [{}]\nurl = \"{}\"\nauto_create = \"always\"\n",
         decoders.join(", "),
         db.url
     ));
