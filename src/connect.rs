@@ -670,3 +670,4 @@ impl Params {
 mod client;
 #[cfg(test)]
 mod tests;
+pub mod worker;

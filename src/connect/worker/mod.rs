@@ -1,0 +1,206 @@
+//! `kwpipe connect worker`: a long-running Kafka Connect worker. Its REST API is
+//! Connect's ([`rest`]); connector configs, target states and statuses live in
+//! Connect's compacted topics ([`store`]) under Connect's key names, so any worker
+//! sharing them answers for all and a restarted worker picks everything up; each
+//! connector runs here as a kwpipe topology ([`herder`]).
+//!
+//! The REST API listens on 127.0.0.1:8083 unless the worker config's `listeners`
+//! says otherwise: Connect listens on every interface, but its API has no
+//! authentication by default and creates connectors that hold database passwords,
+//! so kwpipe makes exposing it a decision written in the config.
+
+pub mod herder;
+pub mod rest;
+pub mod secrets;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use components::kafka::{LibrdkafkaOptions, SaslOptions, Security, TlsOptions};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use tokio::sync::oneshot;
+
+use super::client::{self, Role};
+use super::ConvertOptions;
+use store::{TopicLog, TopicSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("worker config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Rest(#[from] rest::RestError),
+}
+
+pub struct WorkerOptions {
+    /// The brokers and the worker config (`-X` and `--worker-config` merged).
+    pub convert: ConvertOptions,
+    pub data_dir: PathBuf,
+    pub read_only: bool,
+    /// Overrides `listeners` (tests use port 0).
+    pub listen: Option<SocketAddr>,
+}
+
+/// Connect's defaults for its three topics; the worker config's names win.
+fn topic_spec(
+    worker: &BTreeMap<String, String>,
+    prefix: &str,
+    default: &str,
+    partitions: i32,
+) -> Result<TopicSpec, WorkerError> {
+    let number = |key: String, default: i32| -> Result<i32, WorkerError> {
+        match worker.get(&key) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| WorkerError::Config(format!("{key}: \"{v}\" is not an integer"))),
+        }
+    };
+    Ok(TopicSpec {
+        name: worker
+            .get(&format!("{prefix}.storage.topic"))
+            .cloned()
+            .unwrap_or_else(|| default.to_string()),
+        // Connect's configs topic has one partition by rule; the others take the setting.
+        partitions: if prefix == "config" {
+            1
+        } else {
+            number(format!("{prefix}.storage.partitions"), partitions)?
+        },
+        // Connect's default is 3; -1 (the broker's default) lets one-broker clusters
+        // work without a setting while a production cluster's default still applies.
+        replication: number(format!("{prefix}.storage.replication.factor"), -1)?,
+    })
+}
+
+/// `listeners=http://host:port[,...]`: the first one; HTTPS is not served.
+fn listen_address(worker: &BTreeMap<String, String>) -> Result<SocketAddr, WorkerError> {
+    let Some(listeners) = worker.get("listeners") else {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], 8083)));
+    };
+    let first = listeners.split(',').next().unwrap_or("").trim();
+    let Some(hostport) = first.strip_prefix("http://") else {
+        return Err(WorkerError::Config(format!(
+            "listeners: \"{first}\": only http:// listeners are served (put a TLS proxy in front for https)"
+        )));
+    };
+    let hostport = hostport.trim_end_matches('/');
+    let hostport = if hostport.starts_with(':') {
+        format!("0.0.0.0{hostport}")
+    } else {
+        hostport.to_string()
+    };
+    hostport
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| WorkerError::Config(format!("listeners: cannot resolve \"{first}\"")))
+}
+
+/// The worker's own clients (storage topics) get the worker's security settings,
+/// mapped the same way as a connector's.
+fn client_config(opts: &ConvertOptions) -> Result<ClientConfig, WorkerError> {
+    let bootstrap = opts.bootstrap_servers.clone().ok_or_else(|| {
+        WorkerError::Config(
+            "no brokers: give --bootstrap-servers, KAFKA_BOOTSTRAP_SERVERS, or bootstrap.servers"
+                .into(),
+        )
+    })?;
+    let settings = client::layered(Role::Producer, &opts.worker, &BTreeMap::new());
+    let mut table = toml::Table::new();
+    let mut errors = Vec::new();
+    client::apply(&settings, &mut table, &mut errors);
+    if !errors.is_empty() {
+        return Err(WorkerError::Config(errors.join("; ")));
+    }
+    let part = |key: &str| table.get(key).cloned();
+    let de = |e: toml::de::Error| WorkerError::Config(e.to_string());
+    let tls: Option<TlsOptions> = part("tls").map(|v| v.try_into()).transpose().map_err(de)?;
+    let sasl: Option<SaslOptions> = part("sasl").map(|v| v.try_into()).transpose().map_err(de)?;
+    let user: LibrdkafkaOptions = part("librdkafka_options")
+        .map(|v| v.try_into())
+        .transpose()
+        .map_err(de)?
+        .unwrap_or_default();
+    let security = Security {
+        tls: tls.as_ref(),
+        sasl: sasl.as_ref(),
+    };
+    components::kafka::client_config(&[("bootstrap.servers", bootstrap)], &security, &user)
+        .map_err(|e| WorkerError::Config(e.to_string()))
+}
+
+/// Runs the worker until `shutdown`; then stops every connector gracefully.
+pub async fn run(
+    opts: WorkerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    let worker = &opts.convert.worker;
+    let address = match opts.listen {
+        Some(a) => a,
+        None => listen_address(worker)?,
+    };
+    let client = client_config(&opts.convert)?;
+    let configs = TopicLog::open(
+        &client,
+        &topic_spec(worker, "config", "connect-configs", 1)?,
+    )
+    .await?;
+    let statuses =
+        TopicLog::open(&client, &topic_spec(worker, "status", "connect-status", 5)?).await?;
+    let kafka_cluster_id = {
+        let client = client.clone();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = client.create().ok()?;
+            consumer.client().fetch_cluster_id(Duration::from_secs(10))
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+    };
+    // Bind first: the worker id is the address clients reach it at.
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| rest::RestError::Bind { address, source })?;
+    let bound = listener.local_addr().unwrap_or(address);
+    let host = worker
+        .get("rest.advertised.host.name")
+        .cloned()
+        .unwrap_or_else(|| bound.ip().to_string());
+    let port = worker
+        .get("rest.advertised.port")
+        .cloned()
+        .unwrap_or_else(|| bound.port().to_string());
+    let settings = herder::Settings {
+        convert: opts.convert.clone(),
+        data_dir: opts.data_dir.clone(),
+        worker_id: format!("{host}:{port}"),
+    };
+    let (stop_herder, herder_stopped) = oneshot::channel();
+    let (herder, herder_task) = herder::Herder::start(configs, statuses, settings, herder_stopped);
+    let server = rest::serve(
+        listener,
+        rest::Ctx {
+            herder,
+            kafka_cluster_id,
+            read_only: opts.read_only,
+        },
+    );
+    // Tests and scripts read the address from here when they asked for port 0.
+    tracing::info!(address = %server.address, "worker started");
+    shutdown.await;
+    tracing::info!("worker stopping: connectors drain and commit");
+    server.task.abort();
+    let _ = stop_herder.send(());
+    let _ = herder_task.await;
+    Ok(())
+}
