@@ -38,7 +38,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(dir: &Path, bootstrap: &str, topics: &str, extra: &[&str]) -> Worker {
+    fn start(dir: &Path, data: &str, bootstrap: &str, topics: &str, extra: &[&str]) -> Worker {
         let port = free_port();
         let log = dir.join(format!("worker-{port}.log"));
         let child = kwpipe()
@@ -46,8 +46,9 @@ impl Worker {
             .args(["connect", "worker", "--bootstrap-servers", bootstrap])
             .args(["-X", &format!("config.storage.topic={topics}-configs")])
             .args(["-X", &format!("status.storage.topic={topics}-status")])
+            .args(["-X", &format!("offset.storage.topic={topics}-offsets")])
             .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(dir.join("data"))
+            .arg(dir.join(data))
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -146,7 +147,7 @@ async fn the_documentation_walkthrough_runs_with_its_own_curl_commands() {
     let source_db = TestDb::new("worker_source").await;
     let dir = tempfile::tempdir().unwrap();
     let topics = unique("worker-walkthrough");
-    let mut worker = Worker::start(dir.path(), &kafka.bootstrap, &topics, &[]);
+    let mut worker = Worker::start(dir.path(), "data", &kafka.bootstrap, &topics, &[]);
 
     // "If the components have started successfully, you should see an empty array"
     assert_eq!(worker.doc_command(dir.path(), LIST), "[]");
@@ -214,10 +215,20 @@ async fn the_documentation_walkthrough_runs_with_its_own_curl_commands() {
     assert_eq!(cpu.len(), 1);
     assert_eq!(cpu[0].trim_end(), expected.trim_end());
 
-    // The configs topic is the worker's memory: a new worker finds the source there
-    // and runs it, from the checkpoint the first one left (nothing is repeated).
+    // The source's position is in the offsets topic, in Connect's layout.
+    let (code, offsets) = worker.request("GET", "/connectors/KwdbSourceConnector/offsets", None);
+    assert_eq!(code, 200);
+    assert_eq!(
+        offsets["offsets"][0]["partition"],
+        json!({"table": "cpu_kaiwudb_tb"})
+    );
+    assert_eq!(offsets["offsets"][0]["offset"]["rows"], 1);
+
+    // The topics are the cluster's memory: a new worker with an empty data directory
+    // (another machine) finds the source in the configs topic and resumes from the
+    // offsets topic: the next row follows, the first is not exported again.
     worker.agent.stop();
-    let mut again = Worker::start(dir.path(), &kafka.bootstrap, &topics, &[]);
+    let mut again = Worker::start(dir.path(), "other-machine", &kafka.bootstrap, &topics, &[]);
     assert_eq!(
         again.doc_command(dir.path(), LIST),
         "[\"KwdbSourceConnector\"]"
@@ -226,9 +237,21 @@ async fn the_documentation_walkthrough_runs_with_its_own_curl_commands() {
     let (code, config) = again.request("GET", "/connectors/KwdbSourceConnector/config", None);
     assert_eq!(code, 200);
     assert_eq!(config["connection.database"], source_db.name.as_str());
-    read_until(&kafka.bootstrap, &cpu_topic, Duration::from_secs(30), |m| {
-        !m.is_empty()
+    assert_eq!(config["connection.password"], "[hidden]");
+    source_db
+        .client()
+        .await
+        .batch_execute(
+            "INSERT INTO cpu_kaiwudb_tb (k_timestamp, usage_user, id, hostname, region, datacenter) \
+             VALUES ('2024-01-22 22:22:23.000', 42, 647470401348904608, 'locahost', 'beijing', 'center')",
+        )
+        .await
+        .unwrap();
+    let both = read_until(&kafka.bootstrap, &cpu_topic, Duration::from_secs(60), |m| {
+        m.len() >= 2
     })
     .await;
+    assert_eq!(both.len(), 2, "{both:#?}");
+    assert_eq!(crate::connect::data_rows(&both[1..])[0]["usage_user"], 42);
     again.agent.stop();
 }

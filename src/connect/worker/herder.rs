@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value as Json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::offsets;
 use super::store::{StoreError, TopicLog};
 use crate::connect::{self, ConvertOptions};
 
@@ -117,6 +118,8 @@ pub struct Settings {
     pub convert: ConvertOptions,
     pub data_dir: PathBuf,
     pub worker_id: String,
+    /// The worker's own Kafka client settings (brokers and security).
+    pub client: rdkafka::ClientConfig,
 }
 
 enum Request {
@@ -128,6 +131,7 @@ enum Request {
 pub struct Herder {
     pub configs: TopicLog,
     pub statuses: TopicLog,
+    pub offsets: TopicLog,
     pub settings: Settings,
     requests: mpsc::UnboundedSender<Request>,
 }
@@ -138,6 +142,7 @@ impl Herder {
     pub fn start(
         configs: TopicLog,
         statuses: TopicLog,
+        offsets: TopicLog,
         settings: Settings,
         shutdown: oneshot::Receiver<()>,
     ) -> (Herder, JoinHandle<()>) {
@@ -145,6 +150,7 @@ impl Herder {
         let herder = Herder {
             configs,
             statuses,
+            offsets,
             settings,
             requests: tx,
         };
@@ -310,6 +316,14 @@ impl Herder {
                 return;
             }
         };
+        let checkpoints = checkpoint_dir(&topology);
+        if let Some(dir) = &checkpoints {
+            if let Err(trace) = offsets::restore(&self.offsets, name, dir.clone()) {
+                tracing::error!(connector = %name, "cannot start: {trace}");
+                let _ = self.write_status(name, tasks, "FAILED", Some(&trace)).await;
+                return;
+            }
+        }
         if let Err(e) = self.write_status(name, tasks, "RUNNING", None).await {
             tracing::warn!(connector = %name, "cannot record the status: {e}");
         }
@@ -319,7 +333,23 @@ impl Herder {
             let _ = stopped.await;
             let _ = flag_tx.send(());
         };
-        let result = crate::runtime::run(topology, stop).await;
+        let run = crate::runtime::run(topology, stop);
+        tokio::pin!(run);
+        let mut mirrored = BTreeMap::new();
+        let result = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = tokio::time::sleep(offsets::MIRROR_INTERVAL), if checkpoints.is_some() => {
+                    if let Some(dir) = &checkpoints {
+                        offsets::mirror(&self.offsets, name, dir, &mut mirrored).await;
+                    }
+                }
+            }
+        };
+        // What the drained topology saved last.
+        if let Some(dir) = &checkpoints {
+            offsets::mirror(&self.offsets, name, dir, &mut mirrored).await;
+        }
         let asked_to_stop = {
             let mut rx = flag_rx;
             rx.try_recv().is_ok()
@@ -377,6 +407,15 @@ pub fn topology_for(
         &Default::default(),
     )
     .map_err(|e| e.to_string())
+}
+
+/// Where the topology's kwdb-poll source keeps its checkpoints (a source connector).
+pub fn checkpoint_dir(topology: &crate::config::Topology) -> Option<PathBuf> {
+    topology
+        .nodes
+        .iter()
+        .find(|n| n.type_name == "kwdb-poll")
+        .map(|n| topology.globals.data_dir.join(&n.key.id))
 }
 
 /// A directory name for any connector name: safe characters kept, the rest hex.

@@ -10,6 +10,7 @@
 //! so kwpipe makes exposing it a decision written in the config.
 
 pub mod herder;
+pub mod offsets;
 pub mod rest;
 pub mod secrets;
 pub mod store;
@@ -156,6 +157,11 @@ pub async fn run(
     .await?;
     let statuses =
         TopicLog::open(&client, &topic_spec(worker, "status", "connect-status", 5)?).await?;
+    let offsets = TopicLog::open(
+        &client,
+        &topic_spec(worker, "offset", "connect-offsets", 25)?,
+    )
+    .await?;
     let kafka_cluster_id = {
         let client = client.clone();
         tokio::task::spawn_blocking(move || {
@@ -184,9 +190,11 @@ pub async fn run(
         convert: opts.convert.clone(),
         data_dir: opts.data_dir.clone(),
         worker_id: format!("{host}:{port}"),
+        client: client.clone(),
     };
     let (stop_herder, herder_stopped) = oneshot::channel();
-    let (herder, herder_task) = herder::Herder::start(configs, statuses, settings, herder_stopped);
+    let (herder, herder_task) =
+        herder::Herder::start(configs, statuses, offsets, settings, herder_stopped);
     let server = rest::serve(
         listener,
         rest::Ctx {

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value as Json_};
 
 use super::herder::{self, Herder, Stored, Target};
-use super::secrets;
+use super::{offsets, secrets};
 use crate::connect::{self, SINK_CLASS, SOURCE_CLASS};
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +87,10 @@ pub fn serve(listener: tokio::net::TcpListener, ctx: Ctx) -> RestServer {
             post(task_restart),
         )
         .route("/connectors/{name}/topics", get(topics))
+        .route(
+            "/connectors/{name}/offsets",
+            get(get_offsets).delete(delete_offsets),
+        )
         .fallback(|| async { Failure(StatusCode::NOT_FOUND, "HTTP 404 Not Found".into()) })
         .method_not_allowed_fallback(|| async {
             Failure(
@@ -691,4 +695,106 @@ async fn topics(Path(name): Path<String>, State(ctx): State<Arc<Ctx>>) -> Reply 
         _ => Vec::new(),
     };
     Ok(Json(json!({ name: {"topics": list} })).into_response())
+}
+
+fn sink_topics(s: &Stored) -> Vec<String> {
+    s.config
+        .get("topics")
+        .and_then(Json_::as_str)
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A sink's positions are its consumer group's committed offsets (`connect-NAME`).
+async fn sink_offsets(ctx: &Ctx, name: &str, s: &Stored) -> Result<Vec<Json_>, Failure> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut client = ctx.herder.settings.client.clone();
+    client.set("group.id", format!("connect-{name}"));
+    let topics = sink_topics(s);
+    tokio::task::spawn_blocking(move || {
+        let timeout = std::time::Duration::from_secs(10);
+        let consumer: BaseConsumer = client.create().map_err(internal)?;
+        let mut list = rdkafka::TopicPartitionList::new();
+        for topic in &topics {
+            let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else {
+                continue;
+            };
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    list.add_partition(topic, p.id());
+                }
+            }
+        }
+        let committed = consumer
+            .committed_offsets(list, timeout)
+            .map_err(internal)?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                rdkafka::Offset::Offset(o) => Some(json!({
+                    "partition": {"kafka_topic": e.topic(), "kafka_partition": e.partition()},
+                    "offset": {"kafka_offset": o},
+                })),
+                _ => None,
+            })
+            .collect())
+    })
+    .await
+    .map_err(internal)?
+}
+
+async fn get_offsets(Path(name): Path<String>, State(ctx): State<Arc<Ctx>>) -> Reply {
+    let s = stored(&ctx, &name)?;
+    let list = if s.kind() == "sink" {
+        sink_offsets(&ctx, &name, &s).await?
+    } else {
+        offsets::stored(&ctx.herder.offsets, &name)
+            .into_iter()
+            .map(|(table, offset)| json!({"partition": {"table": table}, "offset": offset}))
+            .collect()
+    };
+    Ok(Json(json!({ "offsets": list })).into_response())
+}
+
+/// Connect's rule: offsets change only while the connector is stopped.
+async fn delete_offsets(Path(name): Path<String>, State(ctx): State<Arc<Ctx>>) -> Reply {
+    let s = stored(&ctx, &name)?;
+    if s.target != Target::Stopped {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            "Connectors must be in the STOPPED state before their offsets can be modified. This can be done for the specified connector by issuing a 'PUT' request to the '/connectors/NAME/stop' endpoint".replace("NAME", &name),
+        ));
+    }
+    if s.kind() == "sink" {
+        use rdkafka::admin::{AdminClient, AdminOptions};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            ctx.herder.settings.client.create().map_err(internal)?;
+        let group = format!("connect-{name}");
+        let results = admin
+            .delete_groups(&[&group], &AdminOptions::new())
+            .await
+            .map_err(internal)?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::GroupIdNotFound)) => {}
+                Err((_, code)) => return Err(internal(format!("{group}: {code}"))),
+            }
+        }
+    } else {
+        let dir = herder::topology_for(&name, &s.config, &ctx.herder.settings)
+            .ok()
+            .and_then(|t| herder::checkpoint_dir(&t));
+        offsets::reset(&ctx.herder.offsets, &name, dir.as_deref())
+            .await
+            .map_err(internal)?;
+    }
+    Ok(
+        Json(json!({"message": "The offsets for this connector have been reset successfully"}))
+            .into_response(),
+    )
 }

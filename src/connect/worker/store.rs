@@ -86,28 +86,21 @@ impl TopicLog {
             let consumer = consumer.clone();
             let topic = topic.clone();
             tokio::task::spawn_blocking(move || {
-                let metadata = consumer.fetch_metadata(Some(&topic), TIMEOUT)?;
-                let mut list = TopicPartitionList::new();
-                let mut ends = HashMap::new();
-                for t in metadata.topics() {
-                    for p in t.partitions() {
-                        list.add_partition_offset(&topic, p.id(), Offset::Beginning)?;
-                        let (_, high) = consumer.fetch_watermarks(&topic, p.id(), TIMEOUT)?;
-                        ends.insert(p.id(), high);
+                // A topic just created has partitions without a leader for a moment.
+                let deadline = std::time::Instant::now() + TIMEOUT;
+                loop {
+                    match partitions(&consumer, &topic) {
+                        Err(_) if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(200))
+                        }
+                        r => return r,
                     }
                 }
-                Ok::<_, rdkafka::error::KafkaError>((list, ends))
             })
             .await
             .expect("metadata task")
             .map_err(kafka)?
         };
-        if assignment.count() == 0 {
-            return Err(StoreError::Kafka {
-                topic,
-                message: "the topic has no partitions".into(),
-            });
-        }
         consumer.assign(&assignment).map_err(kafka)?;
         let (tx, rx) = watch::channel(LogState::default());
         tokio::spawn(follow(consumer, topic.clone(), tx));
@@ -171,6 +164,35 @@ impl TopicLog {
             }),
         }
     }
+}
+
+/// Every partition of `topic` from the beginning, and the end each has now.
+fn partitions(
+    consumer: &StreamConsumer,
+    topic: &str,
+) -> Result<(TopicPartitionList, HashMap<i32, i64>), rdkafka::error::KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
+    let mut list = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for t in metadata.topics() {
+        if let Some(e) = t.error() {
+            return Err(rdkafka::error::KafkaError::MetadataFetch(e.into()));
+        }
+        for p in t.partitions() {
+            if let Some(e) = p.error() {
+                return Err(rdkafka::error::KafkaError::MetadataFetch(e.into()));
+            }
+            list.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            let (_, high) = consumer.fetch_watermarks(topic, p.id(), TIMEOUT)?;
+            ends.insert(p.id(), high);
+        }
+    }
+    if list.count() == 0 {
+        return Err(rdkafka::error::KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
+    }
+    Ok((list, ends))
 }
 
 async fn follow(consumer: Arc<StreamConsumer>, topic: String, tx: watch::Sender<LogState>) {
