@@ -255,3 +255,267 @@ async fn the_documentation_walkthrough_runs_with_its_own_curl_commands() {
     assert_eq!(crate::connect::data_rows(&both[1..])[0]["usage_user"], 42);
     again.agent.stop();
 }
+
+/// One `json_kaiwudb` line holding one row, `i` apart in time from the others.
+fn row_line(i: i64) -> String {
+    json!({
+        "table": "flow",
+        "columns": [{"name": "ts", "type": "TIMESTAMPTZ", "length": 64}, {"name": "c1", "type": "INT8", "length": 64}],
+        "tags": [{"name": "location", "type": "VARCHAR", "length": 64, "primary": true, "nullable": false}],
+        "data": [{"ts": 1_690_000_000_000i64 + i, "c1": i, "location": "tianjin"}],
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_answers_with_connects_codes_and_bodies() {
+    let kafka = TestKafka::start();
+    let db = TestDb::new("worker_rest").await;
+    let dir = tempfile::tempdir().unwrap();
+    let topics = unique("worker-rest");
+    let mut worker = Worker::start(dir.path(), "data", &kafka.bootstrap, &topics, &[]);
+
+    let (code, root) = worker.request("GET", "/", None);
+    assert_eq!(code, 200);
+    assert_eq!(root["version"], env!("CARGO_PKG_VERSION"));
+    assert!(root["commit"].is_string());
+    assert!(
+        !root["kafka_cluster_id"].as_str().unwrap().is_empty(),
+        "{root}"
+    );
+
+    let (code, plugins) = worker.request("GET", "/connector-plugins", None);
+    assert_eq!(code, 200);
+    let classes: Vec<&str> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["class"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        classes,
+        [
+            "com.kaiwudb.kafka.connect.sink.KwdbSinkConnector",
+            "com.kaiwudb.kafka.connect.source.KwdbSourceConnector"
+        ]
+    );
+
+    // Validation: Connect's body, with the converter's findings on their parameters.
+    let (code, v) = worker.request(
+        "PUT",
+        "/connector-plugins/KwdbSinkConnector/config/validate",
+        Some(&json!({"connector.class": "com.kaiwudb.kafka.connect.sink.KwdbSinkConnector", "topics": "t", "connection.url": "jdbc:kaiwudb://h:26257", "protocol.type": "xml"})),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(
+        v["name"],
+        "com.kaiwudb.kafka.connect.sink.KwdbSinkConnector"
+    );
+    assert_eq!(v["error_count"], 1);
+    let protocol = v["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["value"]["name"] == "protocol.type")
+        .unwrap();
+    assert_eq!(
+        protocol["value"]["errors"],
+        json!(["protocol.type: unknown format \"xml\"; expected one of json_kaiwudb, json_opentsdb, line_opentsdb, line_influxdb"])
+    );
+
+    let (code, body) = worker.request("GET", "/connectors/nope", None);
+    assert_eq!(
+        (code, body),
+        (
+            404,
+            json!({"error_code": 404, "message": "Connector nope not found"})
+        )
+    );
+    let (code, body) = worker.request("GET", "/nowhere", None);
+    assert_eq!((code, body["error_code"].clone()), (404, json!(404)));
+
+    // A sink created by PUT .../config (201), then reconfigured while rows flow.
+    let name = unique("sink");
+    let topic = unique("worker-rest-rows");
+    kafka.create_topic(&topic, 3);
+    let sink: Json = serde_json::from_str(&seed_config_for(SINK_JSON, &db, |c| {
+        c.insert("topics".into(), topic.clone().into());
+        c.insert("tasks.max".into(), "3".into());
+        c.insert("connection.password".into(), "kept-secret".into());
+    }))
+    .unwrap();
+    let mut config = sink["config"].clone();
+    let (code, created) =
+        worker.request("PUT", &format!("/connectors/{name}/config"), Some(&config));
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["config"]["name"], name.as_str());
+    let (code, body) = worker.request(
+        "POST",
+        "/connectors",
+        Some(&json!({"name": name, "config": config})),
+    );
+    assert_eq!(
+        (code, body),
+        (
+            409,
+            json!({"error_code": 409, "message": format!("Connector {name} already exists")})
+        )
+    );
+    let (code, body) = worker.request(
+        "PUT",
+        "/connectors/other/config",
+        Some(&json!({"name": name})),
+    );
+    assert_eq!(code, 400);
+    assert_eq!(
+        body["message"],
+        format!(
+            "Connector name configuration ({name}) doesn't match connector name in the URL (other)"
+        )
+    );
+    let (code, body) = worker.request("POST", "/connectors", Some(&json!({"name": "bad", "config": {"connector.class": "com.kaiwudb.kafka.connect.sink.KwdbSinkConnector"}})));
+    assert_eq!(code, 400);
+    assert!(
+        body["message"].as_str().unwrap().starts_with(
+            "Connector configuration is invalid and contains the following 3 error(s):\n"
+        ),
+        "{body}"
+    );
+
+    let lines: Vec<String> = (0..300).map(row_line).collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    produce_lines(&kafka.bootstrap, &topic, &refs[..150]).await;
+    worker.wait_state(&name, "RUNNING");
+    // The masked password sent back keeps the stored one; the change takes effect.
+    let (code, shown) = worker.request("GET", &format!("/connectors/{name}/config"), None);
+    assert_eq!(code, 200);
+    assert_eq!(shown["connection.password"], "[hidden]");
+    config = shown.clone();
+    config["batch.size"] = json!("7");
+    let (code, updated) =
+        worker.request("PUT", &format!("/connectors/{name}/config"), Some(&config));
+    assert_eq!(code, 200, "{updated}");
+    assert_eq!(updated["config"]["batch.size"], "7");
+    produce_lines(&kafka.bootstrap, &topic, &refs[150..]).await;
+    wait_rows(&db, "flow", 300, Duration::from_secs(90), &mut worker.agent).await;
+    let stored = read_until(
+        &kafka.bootstrap,
+        &format!("{topics}-configs"),
+        Duration::from_secs(30),
+        |m| m.iter().any(|p| p.contains("\"batch.size\":\"7\"")),
+    )
+    .await;
+    let last: Json = serde_json::from_str(stored.last().unwrap()).unwrap();
+    assert_eq!(last["properties"]["connection.password"], "kept-secret");
+    assert_eq!(last["properties"]["batch.size"], "7");
+
+    // Status, tasks, topics, expansions.
+    let status = worker.wait_state(&name, "RUNNING");
+    assert_eq!(status["type"], "sink");
+    assert_eq!(status["tasks"].as_array().unwrap().len(), 3);
+    assert_eq!(status["tasks"][2]["id"], 2);
+    let (code, tasks) = worker.request("GET", &format!("/connectors/{name}/tasks"), None);
+    assert_eq!(code, 200);
+    assert_eq!(tasks[1]["id"], json!({"connector": name, "task": 1}));
+    assert_eq!(tasks[1]["config"]["connection.password"], "[hidden]");
+    let (code, t) = worker.request("GET", &format!("/connectors/{name}/tasks/1/status"), None);
+    assert_eq!(
+        (code, t["id"].clone(), t["state"].clone()),
+        (200, json!(1), json!("RUNNING"))
+    );
+    let (code, _) = worker.request("GET", &format!("/connectors/{name}/tasks/3/status"), None);
+    assert_eq!(code, 404);
+    let (code, t) = worker.request("GET", &format!("/connectors/{name}/topics"), None);
+    assert_eq!(
+        (code, t),
+        (200, json!({ name.clone(): {"topics": [topic]} }))
+    );
+    let (code, all) = worker.request("GET", "/connectors?expand=status&expand=info", None);
+    assert_eq!(code, 200);
+    assert_eq!(all[&name]["status"]["connector"]["state"], "RUNNING");
+    assert_eq!(all[&name]["info"]["type"], "sink");
+    let (code, offsets) = worker.request("GET", &format!("/connectors/{name}/offsets"), None);
+    assert_eq!(code, 200);
+    let committed: i64 = offsets["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["offset"]["kafka_offset"].as_i64().unwrap())
+        .sum();
+    assert_eq!(committed, 300, "{offsets}");
+
+    // Pause, resume, stop, restart.
+    assert_eq!(
+        worker.request("PUT", &format!("/connectors/{name}/pause"), None),
+        (202, Json::Null)
+    );
+    worker.wait_state(&name, "PAUSED");
+    assert_eq!(
+        worker.request("PUT", &format!("/connectors/{name}/resume"), None),
+        (202, Json::Null)
+    );
+    worker.wait_state(&name, "RUNNING");
+    let (code, body) = worker.request("DELETE", &format!("/connectors/{name}/offsets"), None);
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(
+        worker.request("PUT", &format!("/connectors/{name}/stop"), None),
+        (204, Json::Null)
+    );
+    let stopped = worker.wait_state(&name, "STOPPED");
+    assert_eq!(stopped["tasks"], json!([]));
+    let (code, body) = worker.request("DELETE", &format!("/connectors/{name}/offsets"), None);
+    assert_eq!(
+        (code, body),
+        (
+            200,
+            json!({"message": "The offsets for this connector have been reset successfully"})
+        )
+    );
+    assert_eq!(
+        worker.request("PUT", &format!("/connectors/{name}/resume"), None),
+        (202, Json::Null)
+    );
+    worker.wait_state(&name, "RUNNING");
+    assert_eq!(
+        worker.request("POST", &format!("/connectors/{name}/restart"), None),
+        (204, Json::Null)
+    );
+    let (code, body) = worker.request(
+        "POST",
+        &format!("/connectors/{name}/restart?includeTasks=true"),
+        None,
+    );
+    assert_eq!(code, 202);
+    assert_eq!(body["name"], name.as_str());
+
+    // A read-only worker on the same topics shows everything and changes nothing.
+    let mut reader = Worker::start(
+        dir.path(),
+        "reader",
+        &kafka.bootstrap,
+        &topics,
+        &["--rest-read-only"],
+    );
+    let (code, list) = reader.request("GET", "/connectors", None);
+    assert_eq!((code, list), (200, json!([name])));
+    for (method, path) in [
+        ("DELETE", format!("/connectors/{name}")),
+        ("PUT", format!("/connectors/{name}/pause")),
+    ] {
+        let (code, body) = reader.request(method, &path, None);
+        assert_eq!(code, 403, "{method} {path}");
+        assert!(
+            body["message"].as_str().unwrap().contains("read-only"),
+            "{body}"
+        );
+    }
+    reader.agent.assert_running();
+
+    assert_eq!(
+        worker.request("DELETE", &format!("/connectors/{name}"), None),
+        (204, Json::Null)
+    );
+    assert_eq!(worker.request("GET", "/connectors", None), (200, json!([])));
+    reader.agent.stop();
+    worker.agent.stop();
+}
