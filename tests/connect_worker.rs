@@ -304,7 +304,7 @@ async fn every_endpoint_answers_with_connects_codes_and_bodies() {
     let (code, v) = worker.request(
         "PUT",
         "/connector-plugins/KwdbSinkConnector/config/validate",
-        Some(&json!({"connector.class": "com.kaiwudb.kafka.connect.sink.KwdbSinkConnector", "topics": "t", "connection.url": "jdbc:kaiwudb://h:26257", "protocol.type": "xml"})),
+        Some(&json!({"connector.class": "com.kaiwudb.kafka.connect.sink.KwdbSinkConnector", "topics": "t", "connection.url": "jdbc:kaiwudb://h:26257", "protocol.type": "xml", "name": "v"})),
     );
     assert_eq!(code, 200);
     assert_eq!(
@@ -434,15 +434,28 @@ async fn every_endpoint_answers_with_connects_codes_and_bodies() {
     assert_eq!(code, 200);
     assert_eq!(all[&name]["status"]["connector"]["state"], "RUNNING");
     assert_eq!(all[&name]["info"]["type"], "sink");
-    let (code, offsets) = worker.request("GET", &format!("/connectors/{name}/offsets"), None);
-    assert_eq!(code, 200);
-    let committed: i64 = offsets["offsets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["offset"]["kafka_offset"].as_i64().unwrap())
-        .sum();
-    assert_eq!(committed, 300, "{offsets}");
+    // Offsets are committed after the rows are written: wait for the last commit.
+    let started = Instant::now();
+    loop {
+        let (code, offsets) = worker.request("GET", &format!("/connectors/{name}/offsets"), None);
+        assert_eq!(code, 200);
+        let committed: i64 = offsets["offsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["offset"]["kafka_offset"].as_i64().unwrap())
+            .sum();
+        if committed == 300 {
+            assert_eq!(
+                offsets["offsets"][0]["partition"]["kafka_topic"],
+                topic.as_str()
+            );
+            break;
+        }
+        assert!(committed < 300, "{offsets}");
+        assert!(started.elapsed() < Duration::from_secs(60), "{offsets}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Pause, resume, stop, restart.
     assert_eq!(
@@ -517,5 +530,206 @@ async fn every_endpoint_answers_with_connects_codes_and_bodies() {
     );
     assert_eq!(worker.request("GET", "/connectors", None), (200, json!([])));
     reader.agent.stop();
+    worker.agent.stop();
+}
+
+/// Where `recorded` (real Kafka Connect 4.1's response) and `ours` differ in shape:
+/// the same keys in objects, the same JSON types in values, arrays compared by their
+/// first elements. Connector configs are free string maps and maps keyed by
+/// connector name are compared entry by entry, so only their values' shapes count.
+fn shape_differences(path: &str, recorded: &Json, ours: &Json, out: &mut Vec<String>) {
+    let kind = |v: &Json| match v {
+        Json::Null => "null",
+        Json::Bool(_) => "bool",
+        Json::Number(_) => "number",
+        Json::String(_) => "string",
+        Json::Array(_) => "array",
+        Json::Object(_) => "object",
+    };
+    match (recorded, ours) {
+        (Json::Object(r), Json::Object(o)) => {
+            let free_strings = path.ends_with("config") || path == "config";
+            let keyed_by_name = path == "expand" || path == "topics";
+            if free_strings {
+                for (k, v) in o {
+                    if !v.is_string() {
+                        out.push(format!(
+                            "{path}.{k}: {} where Connect has only strings",
+                            kind(v)
+                        ));
+                    }
+                }
+            } else if keyed_by_name {
+                if let (Some(rv), Some(ov)) = (r.values().next(), o.values().next()) {
+                    shape_differences(&format!("{path}.*"), rv, ov, out);
+                }
+            } else {
+                for k in r.keys().filter(|k| !o.contains_key(*k)) {
+                    out.push(format!("{path}.{k}: missing"));
+                }
+                for k in o.keys().filter(|k| !r.contains_key(*k)) {
+                    out.push(format!("{path}.{k}: not in Connect's response"));
+                }
+                for (k, rv) in r {
+                    if let Some(ov) = o.get(k) {
+                        shape_differences(&format!("{path}.{k}"), rv, ov, out);
+                    }
+                }
+            }
+        }
+        (Json::Array(r), Json::Array(o)) => {
+            if let (Some(rv), Some(ov)) = (r.first(), o.first()) {
+                shape_differences(&format!("{path}[0]"), rv, ov, out);
+            }
+        }
+        (r, o) if kind(r) != kind(o) => {
+            out.push(format!("{path}: {} where Connect has {}", kind(o), kind(r)))
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_have_the_shape_of_real_connects() {
+    let kafka = TestKafka::start();
+    let db = TestDb::new("worker_shapes").await;
+    let dir = tempfile::tempdir().unwrap();
+    let topics = unique("worker-shapes");
+    let mut worker = Worker::start(dir.path(), "data", &kafka.bootstrap, &topics, &[]);
+    let topic = unique("worker-shapes-rows");
+    kafka.create_topic(&topic, 2);
+    let rec = unique("rec");
+    let rec2 = unique("rec2");
+    let sink: Json = serde_json::from_str(&seed_config_for(SINK_JSON, &db, |c| {
+        c.insert("topics".into(), topic.clone().into());
+        c.insert("tasks.max".into(), "2".into());
+    }))
+    .unwrap();
+    let config = sink["config"].clone();
+    let invalid = json!({"name": "bad", "config": {"connector.class": "com.kaiwudb.kafka.connect.sink.KwdbSinkConnector"}});
+    let validate = json!({"connector.class": "com.kaiwudb.kafka.connect.sink.KwdbSinkConnector", "topics": "t", "tasks.max": "x"});
+
+    // The recording script's sequence (scripts/kafka-connect-record), step by step.
+    enum Step {
+        Call(&'static str, &'static str, String, Option<Json>),
+        Wait(String, &'static str),
+    }
+    use Step::{Call, Wait};
+    let c = |p: &str| format!("/connectors/{rec}{p}");
+    let steps = vec![
+        Call("root", "GET", "/".into(), None),
+        Call("plugins", "GET", "/connector-plugins".into(), None),
+        Call("list_empty", "GET", "/connectors".into(), None),
+        Call(
+            "create",
+            "POST",
+            "/connectors".into(),
+            Some(json!({"name": rec, "config": config})),
+        ),
+        Call(
+            "create_conflict",
+            "POST",
+            "/connectors".into(),
+            Some(json!({"name": rec, "config": config})),
+        ),
+        Call(
+            "create_invalid",
+            "POST",
+            "/connectors".into(),
+            Some(invalid),
+        ),
+        Wait(rec.clone(), "RUNNING"),
+        Call("info", "GET", c(""), None),
+        Call("config", "GET", c("/config"), None),
+        Call(
+            "put_config_update",
+            "PUT",
+            c("/config"),
+            Some(config.clone()),
+        ),
+        Call(
+            "put_config_create",
+            "PUT",
+            format!("/connectors/{rec2}/config"),
+            Some(config.clone()),
+        ),
+        Call(
+            "name_mismatch",
+            "PUT",
+            "/connectors/other/config".into(),
+            Some(json!({"name": rec})),
+        ),
+        Wait(rec.clone(), "RUNNING"),
+        Call("status", "GET", c("/status"), None),
+        Call("task_status", "GET", c("/tasks/1/status"), None),
+        Call("task_status_missing", "GET", c("/tasks/9/status"), None),
+        Call("tasks", "GET", c("/tasks"), None),
+        Call("topics", "GET", c("/topics"), None),
+        Call(
+            "expand",
+            "GET",
+            "/connectors?expand=status&expand=info".into(),
+            None,
+        ),
+        Call("list", "GET", "/connectors".into(), None),
+        Call("offsets", "GET", c("/offsets"), None),
+        Call("delete_offsets_running", "DELETE", c("/offsets"), None),
+        Call("pause", "PUT", c("/pause"), None),
+        Wait(rec.clone(), "PAUSED"),
+        Call("status_paused", "GET", c("/status"), None),
+        Call("resume", "PUT", c("/resume"), None),
+        Wait(rec.clone(), "RUNNING"),
+        Call("restart", "POST", c("/restart"), None),
+        Call(
+            "restart_tasks",
+            "POST",
+            c("/restart?includeTasks=true"),
+            None,
+        ),
+        Wait(rec.clone(), "RUNNING"),
+        Call("stop", "PUT", c("/stop"), None),
+        Wait(rec.clone(), "STOPPED"),
+        Call("status_stopped", "GET", c("/status"), None),
+        Call("delete_offsets", "DELETE", c("/offsets"), None),
+        Call("not_found", "GET", "/connectors/nope".into(), None),
+        Call("no_route", "GET", "/nowhere".into(), None),
+        Call(
+            "validate",
+            "PUT",
+            "/connector-plugins/KwdbSinkConnector/config/validate".into(),
+            Some(validate),
+        ),
+        Call("delete", "DELETE", c(""), None),
+        Call("delete_rec2", "DELETE", format!("/connectors/{rec2}"), None),
+    ];
+    let mut differences = Vec::new();
+    let mut compared = 0;
+    for step in steps {
+        let (name, method, path, body) = match step {
+            Wait(connector, state) => {
+                worker.wait_state(&connector, state);
+                continue;
+            }
+            Call(name, method, path, body) => (name, method, path, body),
+        };
+        let recorded: Json =
+            serde_json::from_str(&read(&format!("tests/data/connect/recorded/{name}.json")))
+                .unwrap();
+        let (code, ours) = worker.request(method, &path, body.as_ref());
+        if recorded["status"] != code {
+            differences.push(format!(
+                "{name}: status {code} where Connect answers {}",
+                recorded["status"]
+            ));
+        }
+        shape_differences(name, &recorded["body"], &ours, &mut differences);
+        compared += 1;
+    }
+    // Every recording is compared.
+    let recordings = std::fs::read_dir(repo_root().join("tests/data/connect/recorded"))
+        .unwrap()
+        .count();
+    assert_eq!(compared, recordings);
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
     worker.agent.stop();
 }

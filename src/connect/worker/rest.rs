@@ -210,61 +210,60 @@ async fn validate(Path(class): Path<String>, State(ctx): State<Arc<Ctx>>, body: 
             config.insert("connector.class".into(), full.into());
         }
     }
-    let name = config
+    let given_name = config
         .get("name")
         .and_then(Json_::as_str)
-        .unwrap_or("validate")
-        .to_string();
-    let found = problems(&name, &config, &ctx.herder);
-    // One entry per parameter given (Connect lists every definition; kwpipe lists
-    // what was sent and any parameter a problem names).
-    let mut keys: Vec<String> = config.keys().cloned().collect();
-    for (k, _) in &found {
-        if !k.is_empty() && !keys.contains(k) {
+        .filter(|n| !n.trim().is_empty())
+        .map(str::to_string);
+    let name = given_name.clone().unwrap_or_else(|| "validate".into());
+    let mut found = problems(&name, &config, &ctx.herder);
+    // Problems that name no parameter go under `name`; Connect requires a name too.
+    for (k, _) in found.iter_mut().filter(|(k, _)| k.is_empty()) {
+        *k = "name".into();
+    }
+    if given_name.is_none() {
+        found.insert(
+            0,
+            (
+                "name".into(),
+                "Missing required configuration \"name\" which has no default value.".into(),
+            ),
+        );
+    }
+    // Connect lists every definition, `name` first; kwpipe lists `name`, what was
+    // sent, and any parameter a problem names.
+    let mut keys: Vec<String> = vec!["name".into()];
+    for k in config.keys().chain(found.iter().map(|(k, _)| k)) {
+        if !keys.contains(k) {
             keys.push(k.clone());
         }
     }
     let mut configs = Vec::new();
-    for key in &keys {
+    for (order, key) in keys.iter().enumerate() {
         let errors: Vec<&str> = found
             .iter()
             .filter(|(k, _)| k == key)
             .map(|(_, m)| m.as_str())
             .collect();
-        let value = config.get(key).map(|v| match v {
-            Json_::String(s) => Json_::String(s.clone()),
-            Json_::Null => Json_::Null,
-            other => Json_::String(other.to_string()),
-        });
-        let value = match value {
+        let value = match config.get(key) {
+            _ if key == "name" => given_name.clone().map(Json_::String).unwrap_or(Json_::Null),
             Some(Json_::String(_)) if secrets::is_secret(key) => {
                 Json_::String(secrets::MASK.into())
             }
-            Some(v) => v,
-            None => Json_::Null,
+            Some(Json_::String(s)) => Json_::String(s.clone()),
+            Some(Json_::Null) | None => Json_::Null,
+            Some(other) => Json_::String(other.to_string()),
         };
+        let required = ["name", "connector.class"].contains(&key.as_str());
         configs.push(json!({
             "definition": {
                 "name": key, "type": if secrets::is_secret(key) { "PASSWORD" } else { "STRING" },
-                "required": false, "default_value": null, "importance": "MEDIUM",
-                "documentation": "", "group": null, "width": "NONE", "display_name": key,
-                "dependents": [], "order": -1,
+                "required": required, "default_value": null,
+                "importance": if required { "HIGH" } else { "MEDIUM" },
+                "documentation": "", "group": "Common", "width": "MEDIUM", "display_name": key,
+                "dependents": [], "order": order + 1,
             },
             "value": {"name": key, "value": value, "recommended_values": [], "errors": errors, "visible": true},
-        }));
-    }
-    // Problems that name no parameter still count, under the connector's name.
-    let loose: Vec<&str> = found
-        .iter()
-        .filter(|(k, _)| k.is_empty())
-        .map(|(_, m)| m.as_str())
-        .collect();
-    if !loose.is_empty() {
-        configs.push(json!({
-            "definition": {"name": "name", "type": "STRING", "required": true, "default_value": null,
-                "importance": "HIGH", "documentation": "", "group": null, "width": "NONE",
-                "display_name": "name", "dependents": [], "order": -1},
-            "value": {"name": "name", "value": name, "recommended_values": [], "errors": loose, "visible": true},
         }));
     }
     Ok(Json(json!({
@@ -309,6 +308,8 @@ fn state_body(v: Option<Json_>, worker_id: &str) -> Map<String, Json_> {
     if let Some(t) = v.get("trace").filter(|t| !t.is_null()) {
         out.insert("trace".into(), t.clone());
     }
+    // Connect 4.1 names the plugin version that runs; here that is kwpipe's.
+    out.insert("version".into(), env!("CARGO_PKG_VERSION").into());
     out.insert(
         "worker_id".into(),
         v.get("worker_id").cloned().unwrap_or(worker_id.into()),
@@ -373,6 +374,21 @@ async fn list(State(ctx): State<Arc<Ctx>>, RawQuery(query): RawQuery) -> Respons
         out.insert(name.clone(), Json_::Object(m));
     }
     Json(out).into_response()
+}
+
+/// Connect's configs are string maps: `"tasks.max": 5` is stored and shown as "5".
+fn strings(config: Map<String, Json_>) -> Map<String, Json_> {
+    config
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Json_::Number(n) => Json_::String(n.to_string()),
+                Json_::Bool(b) => Json_::String(b.to_string()),
+                other => other,
+            };
+            (k, v)
+        })
+        .collect()
 }
 
 /// Connect's rule: a `name` inside the config must equal the connector's name.
@@ -496,6 +512,7 @@ async fn create(State(ctx): State<Arc<Ctx>>, body: Bytes) -> Reply {
         }
     };
     put_name(&name, &mut config)?;
+    let config = strings(config);
     if herder::connectors(&ctx.herder.configs).contains_key(&name) {
         return Err(Failure(
             StatusCode::CONFLICT,
@@ -530,7 +547,7 @@ async fn put_config(Path(name): Path<String>, State(ctx): State<Arc<Ctx>>, body:
     let mut config = parse_object(&body)?;
     put_name(&name, &mut config)?;
     let before = herder::connectors(&ctx.herder.configs).remove(&name);
-    let config = secrets::unmask(config, before.as_ref().map(|b| &b.config));
+    let config = strings(secrets::unmask(config, before.as_ref().map(|b| &b.config)));
     let created = before.is_none();
     let s = save(&ctx, &name, config, created.then_some(Target::Started)).await?;
     let body = info_body(&name, &s);
