@@ -47,6 +47,7 @@ impl Worker {
             .args(["-X", &format!("config.storage.topic={topics}-configs")])
             .args(["-X", &format!("status.storage.topic={topics}-status")])
             .args(["-X", &format!("offset.storage.topic={topics}-offsets")])
+            .args(["-X", &format!("group.id={topics}")])
             .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(dir.join(data))
             .args(extra)

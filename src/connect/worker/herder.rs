@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value as Json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::members::Members;
 use super::offsets;
 use super::store::{StoreError, TopicLog};
 use crate::connect::{self, ConvertOptions};
@@ -133,6 +134,8 @@ pub struct Herder {
     pub statuses: TopicLog,
     pub offsets: TopicLog,
     pub settings: Settings,
+    /// Which source connectors this worker runs (None: all of them).
+    pub members: Option<std::sync::Arc<Members>>,
     requests: mpsc::UnboundedSender<Request>,
 }
 
@@ -144,6 +147,7 @@ impl Herder {
         statuses: TopicLog,
         offsets: TopicLog,
         settings: Settings,
+        members: Option<std::sync::Arc<Members>>,
         shutdown: oneshot::Receiver<()>,
     ) -> (Herder, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -152,6 +156,7 @@ impl Herder {
             statuses,
             offsets,
             settings,
+            members,
             requests: tx,
         };
         let handle = tokio::spawn(herder.clone().run(rx, shutdown));
@@ -212,12 +217,20 @@ impl Herder {
     ) {
         let mut changes = self.configs.subscribe();
         let mut running: HashMap<String, Running> = HashMap::new();
+        let mut owned = self.members.as_ref().map(|m| m.subscribe());
         tokio::pin!(shutdown);
         loop {
+            let generation = owned.as_mut().map(|o| o.borrow_and_update().generation);
             self.reconcile(&mut running).await;
+            if let (Some(m), Some(g)) = (&self.members, generation) {
+                m.ack(g);
+            }
             tokio::select! {
                 _ = &mut shutdown => break,
                 r = changes.changed() => if r.is_err() { break },
+                r = async { owned.as_mut().expect("guarded").changed().await }, if owned.is_some() => {
+                    if r.is_err() { break }
+                }
                 Some(Request::Restart(name, done)) = requests.recv() => {
                     if let Some(r) = running.remove(&name) {
                         let tasks = r.stored.tasks();
@@ -245,7 +258,11 @@ impl Herder {
         for name in names {
             let stale = match wanted.get(&name) {
                 None => true,
-                Some(w) => w.config != running[&name].stored.config || w.target != Target::Started,
+                Some(w) => {
+                    w.config != running[&name].stored.config
+                        || w.target != Target::Started
+                        || !self.may_run(&name, w)
+                }
             };
             if stale {
                 let r = running.remove(&name).expect("listed");
@@ -258,6 +275,10 @@ impl Herder {
             }
         }
         for (name, stored) in wanted {
+            // Another worker runs it, and records its status.
+            if !self.may_run(&name, &stored) {
+                continue;
+            }
             let status = match stored.target {
                 Target::Started => {
                     if !running.contains_key(&name) {
@@ -283,6 +304,11 @@ impl Herder {
                 }
             }
         }
+    }
+
+    /// Sinks run on every worker; a source on the one the worker group gives it to.
+    fn may_run(&self, name: &str, stored: &Stored) -> bool {
+        stored.kind() != "source" || self.members.as_ref().is_none_or(|m| m.owns(name))
     }
 
     fn launch(&self, name: &str, stored: Stored) -> Running {

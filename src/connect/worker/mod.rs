@@ -10,6 +10,7 @@
 //! so kwpipe makes exposing it a decision written in the config.
 
 pub mod herder;
+pub mod members;
 pub mod offsets;
 pub mod rest;
 pub mod secrets;
@@ -80,6 +81,16 @@ fn topic_spec(
         // work without a setting while a production cluster's default still applies.
         replication: number(format!("{prefix}.storage.replication.factor"), -1)?,
     })
+}
+
+fn setting(worker: &BTreeMap<String, String>, key: &str, default: i32) -> Result<i32, WorkerError> {
+    match worker.get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| WorkerError::Config(format!("{key}: \"{v}\" is not an integer"))),
+    }
 }
 
 /// `listeners=http://host:port[,...]`: the first one; HTTPS is not served.
@@ -192,9 +203,37 @@ pub async fn run(
         worker_id: format!("{host}:{port}"),
         client: client.clone(),
     };
+    let group = worker
+        .get("group.id")
+        .cloned()
+        .unwrap_or_else(|| "connect-cluster".into());
+    let coordination = TopicSpec {
+        name: worker
+            .get("kwpipe.coordination.topic")
+            .cloned()
+            .unwrap_or_else(|| format!("{group}-kwpipe-coordination")),
+        partitions: setting(worker, "kwpipe.coordination.partitions", 12)?,
+        replication: setting(worker, "config.storage.replication.factor", -1)?,
+    };
+    let session_timeout = setting(worker, "session.timeout.ms", 10_000)?;
+    let members = std::sync::Arc::new(
+        members::Members::join(
+            &client,
+            &group,
+            &coordination,
+            session_timeout.max(1) as u32,
+        )
+        .await?,
+    );
     let (stop_herder, herder_stopped) = oneshot::channel();
-    let (herder, herder_task) =
-        herder::Herder::start(configs, statuses, offsets, settings, herder_stopped);
+    let (herder, herder_task) = herder::Herder::start(
+        configs,
+        statuses,
+        offsets,
+        settings,
+        Some(members.clone()),
+        herder_stopped,
+    );
     let server = rest::serve(
         listener,
         rest::Ctx {
@@ -210,5 +249,6 @@ pub async fn run(
     server.task.abort();
     let _ = stop_herder.send(());
     let _ = herder_task.await;
+    members.leave();
     Ok(())
 }

@@ -66,7 +66,7 @@ impl TopicLog {
             topic: topic.clone(),
             message: e.to_string(),
         };
-        create_topic(client, spec).await?;
+        create_topic(client, spec, true).await?;
         let producer: FutureProducer = client
             .clone()
             .set("enable.idempotence", "true")
@@ -231,19 +231,26 @@ async fn follow(consumer: Arc<StreamConsumer>, topic: String, tx: watch::Sender<
     }
 }
 
-async fn create_topic(client: &ClientConfig, spec: &TopicSpec) -> Result<(), StoreError> {
+/// Creates the topic when missing; storage topics are compacted, as Connect requires.
+pub async fn create_topic(
+    client: &ClientConfig,
+    spec: &TopicSpec,
+    compacted: bool,
+) -> Result<(), StoreError> {
     let err = |message: String| StoreError::Create {
         topic: spec.name.clone(),
         message,
     };
     let admin: AdminClient<DefaultClientContext> =
         client.create().map_err(|e| err(e.to_string()))?;
-    let topic = NewTopic::new(
+    let mut topic = NewTopic::new(
         &spec.name,
         spec.partitions,
         TopicReplication::Fixed(spec.replication),
-    )
-    .set("cleanup.policy", "compact");
+    );
+    if compacted {
+        topic = topic.set("cleanup.policy", "compact");
+    }
     let results = admin
         .create_topics(
             &[topic],
