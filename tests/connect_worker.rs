@@ -734,3 +734,137 @@ async fn responses_have_the_shape_of_real_connects() {
     assert!(differences.is_empty(), "{}", differences.join("\n"));
     worker.agent.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_connectors_and_the_survivor_of_a_kill_9_takes_over() {
+    let kafka = TestKafka::start();
+    let sink_db = TestDb::new("workers_sink").await;
+    let source_db = TestDb::new("workers_source").await;
+    source_db
+        .client()
+        .await
+        .batch_execute(&read("examples/benchmark-cpu_kaiwudb_tb.sql"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = unique("workers");
+    // The broker's smallest session timeout: a dead worker is noticed in seconds.
+    let fast = ["-X", "session.timeout.ms=6000"];
+    let mut a = Worker::start(dir.path(), "a", &kafka.bootstrap, &topics, &fast);
+    let mut b = Worker::start(dir.path(), "b", &kafka.bootstrap, &topics, &fast);
+
+    let rows_topic = unique("workers-rows");
+    kafka.create_topic(&rows_topic, 4);
+    let cpu_topic = format!("kw-{}-cpu_kaiwudb_tb", source_db.name);
+    kafka.create_topic(&cpu_topic, 1);
+    let sink = unique("sink");
+    let source = unique("source");
+    let sink_config: Json = serde_json::from_str(&seed_config_for(SINK_JSON, &sink_db, |c| {
+        c.insert("topics".into(), rows_topic.clone().into());
+        c.insert("tasks.max".into(), "2".into());
+    }))
+    .unwrap();
+    let source_config: Json =
+        serde_json::from_str(&seed_config_for(SOURCE_JSON, &source_db, |_| {})).unwrap();
+    // Created through one worker, visible through the other.
+    let (code, _) = a.request(
+        "PUT",
+        &format!("/connectors/{sink}/config"),
+        Some(&sink_config["config"]),
+    );
+    assert_eq!(code, 201);
+    let (code, _) = b.request(
+        "PUT",
+        &format!("/connectors/{source}/config"),
+        Some(&source_config["config"]),
+    );
+    assert_eq!(code, 201);
+    // (Each worker follows the configs topic: the other one's write arrives shortly.)
+    let mut names = vec![sink.clone(), source.clone()];
+    names.sort();
+    let started = Instant::now();
+    while a.request("GET", "/connectors", None).1 != json!(names) {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let lines: Vec<String> = (0..400).map(row_line).collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    produce_lines(&kafka.bootstrap, &rows_topic, &refs[..200]).await;
+    wait_rows(&sink_db, "flow", 200, Duration::from_secs(90), &mut a.agent).await;
+    read_until(&kafka.bootstrap, &cpu_topic, Duration::from_secs(60), |m| {
+        !m.is_empty()
+    })
+    .await;
+
+    // The source runs on exactly one of them; wait until its position is in the
+    // offsets topic, then kill that worker without a chance to clean up.
+    let status = a.wait_state(&source, "RUNNING");
+    let owner = status["connector"]["worker_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let started = Instant::now();
+    loop {
+        let (_, offsets) = a.request("GET", &format!("/connectors/{source}/offsets"), None);
+        if offsets["offsets"][0]["offset"]["rows"] == 1 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{offsets}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (mut victim, mut survivor) = if owner.ends_with(&format!(":{}", a.port)) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert!(owner.ends_with(&format!(":{}", victim.port)), "{owner}");
+    victim.agent.child.kill().unwrap();
+    victim.agent.child.wait().unwrap();
+
+    // Everything keeps flowing through the survivor.
+    produce_lines(&kafka.bootstrap, &rows_topic, &refs[200..]).await;
+    source_db
+        .client()
+        .await
+        .batch_execute(
+            "INSERT INTO cpu_kaiwudb_tb (k_timestamp, usage_user, id, hostname, region, datacenter) \
+             VALUES ('2024-01-22 22:22:23.000', 42, 647470401348904608, 'locahost', 'beijing', 'center')",
+        )
+        .await
+        .unwrap();
+    wait_rows(
+        &sink_db,
+        "flow",
+        400,
+        Duration::from_secs(120),
+        &mut survivor.agent,
+    )
+    .await;
+    let started = Instant::now();
+    loop {
+        let (_, status) = survivor.request("GET", &format!("/connectors/{source}/status"), None);
+        let here = status["connector"]["worker_id"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with(&format!(":{}", survivor.port));
+        if here && status["connector"]["state"] == "RUNNING" {
+            break;
+        }
+        survivor.agent.assert_running();
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{status}\n{}",
+            survivor.agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The source resumed from the offsets topic: the new row, the old one not again.
+    let all = read_until(&kafka.bootstrap, &cpu_topic, Duration::from_secs(60), |m| {
+        m.len() >= 2
+    })
+    .await;
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(crate::connect::data_rows(&all[1..])[0]["usage_user"], 42);
+    survivor.agent.stop();
+}
