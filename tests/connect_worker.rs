@@ -751,7 +751,7 @@ async fn two_workers_share_connectors_and_the_survivor_of_a_kill_9_takes_over() 
     // The broker's smallest session timeout: a dead worker is noticed in seconds.
     let fast = ["-X", "session.timeout.ms=6000"];
     let mut a = Worker::start(dir.path(), "a", &kafka.bootstrap, &topics, &fast);
-    let mut b = Worker::start(dir.path(), "b", &kafka.bootstrap, &topics, &fast);
+    let b = Worker::start(dir.path(), "b", &kafka.bootstrap, &topics, &fast);
 
     let rows_topic = unique("workers-rows");
     kafka.create_topic(&rows_topic, 4);
