@@ -96,6 +96,10 @@ enum ConnectCommand {
         /// Listen here instead of the worker config's `listeners` (host:port).
         #[arg(long, value_name = "HOST:PORT")]
         listen: Option<std::net::SocketAddr>,
+        /// Require HTTP basic authentication: a credentials file of `user: password`
+        /// lines, as Kafka Connect's BasicAuthSecurityRestExtension reads it.
+        #[arg(long, value_name = "FILE")]
+        rest_basic_auth: Option<PathBuf>,
     },
 }
 
@@ -230,6 +234,7 @@ async fn connect_command(command: ConnectCommand) -> anyhow::Result<ExitCode> {
             data_dir,
             rest_read_only,
             listen,
+            rest_basic_auth,
         } => {
             let shutdown = shutdown_signal();
             let opts = connect::worker::WorkerOptions {
@@ -237,6 +242,7 @@ async fn connect_command(command: ConnectCommand) -> anyhow::Result<ExitCode> {
                 data_dir,
                 read_only: rest_read_only,
                 listen,
+                basic_auth: rest_basic_auth,
             };
             api::install_recorder();
             connect::worker::run(opts, shutdown).await?;

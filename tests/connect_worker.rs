@@ -868,3 +868,34 @@ async fn two_workers_share_connectors_and_the_survivor_of_a_kill_9_takes_over() 
     assert_eq!(crate::connect::data_rows(&all[1..])[0]["usage_user"], 42);
     survivor.agent.stop();
 }
+
+#[test]
+fn basic_auth_protects_every_endpoint() {
+    let kafka = TestKafka::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Connect's credentials file for BasicAuthSecurityRestExtension: `user: password`.
+    let credentials = dir.path().join("credentials.properties");
+    std::fs::write(&credentials, "admin: s3cret\nviewer=other\n").unwrap();
+    let worker = Worker::start(
+        dir.path(),
+        "data",
+        &kafka.bootstrap,
+        &unique("worker-auth"),
+        &["--rest-basic-auth", credentials.to_str().unwrap()],
+    );
+    let code = |user: Option<&str>, path: &str| -> String {
+        let mut cmd = Command::new("curl");
+        cmd.args(["--silent", "-o", "/dev/null", "-w", "%{http_code}"]);
+        if let Some(u) = user {
+            cmd.args(["-u", u]);
+        }
+        String::from_utf8(cmd.arg(worker.url(path)).output().unwrap().stdout).unwrap()
+    };
+    assert_eq!(code(None, "/connectors"), "401");
+    assert_eq!(code(Some("admin:wrong"), "/connectors"), "401");
+    assert_eq!(code(Some("nobody:s3cret"), "/"), "401");
+    assert_eq!(code(None, "/nowhere"), "401");
+    assert_eq!(code(Some("admin:s3cret"), "/connectors"), "200");
+    assert_eq!(code(Some("viewer:other"), "/"), "200");
+    worker.agent.stop();
+}

@@ -48,6 +48,9 @@ pub struct WorkerOptions {
     pub read_only: bool,
     /// Overrides `listeners` (tests use port 0).
     pub listen: Option<SocketAddr>,
+    /// A credentials file (`user: password` lines, as Connect's
+    /// `BasicAuthSecurityRestExtension` reads it): the REST API then needs them.
+    pub basic_auth: Option<PathBuf>,
 }
 
 /// Connect's defaults for its three topics; the worker config's names win.
@@ -161,6 +164,22 @@ pub async fn run(
         None => listen_address(worker)?,
     };
     let client = client_config(&opts.convert)?;
+    let basic_auth = match &opts.basic_auth {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                WorkerError::Config(format!("{}: cannot read: {e}", path.display()))
+            })?;
+            let users = super::parse_properties(&text);
+            if users.is_empty() {
+                return Err(WorkerError::Config(format!(
+                    "{}: no `user: password` lines; every request would be refused",
+                    path.display()
+                )));
+            }
+            Some(users)
+        }
+    };
     let configs = TopicLog::open(
         &client,
         &topic_spec(worker, "config", "connect-configs", 1)?,
@@ -240,6 +259,7 @@ pub async fn run(
             herder,
             kafka_cluster_id,
             read_only: opts.read_only,
+            basic_auth,
         },
     );
     // Tests and scripts read the address from here when they asked for port 0.

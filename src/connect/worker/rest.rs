@@ -55,6 +55,10 @@ pub struct Ctx {
     pub herder: Herder,
     pub kafka_cluster_id: String,
     pub read_only: bool,
+    /// user -> password, from a credentials file as Connect's
+    /// `BasicAuthSecurityRestExtension` reads it (`user: password` lines); None:
+    /// no authentication.
+    pub basic_auth: Option<std::collections::BTreeMap<String, String>>,
 }
 
 pub struct RestServer {
@@ -99,6 +103,7 @@ pub fn serve(listener: tokio::net::TcpListener, ctx: Ctx) -> RestServer {
             )
         })
         .layer(middleware::from_fn_with_state(ctx.clone(), read_only))
+        .layer(middleware::from_fn_with_state(ctx.clone(), basic_auth))
         .with_state(ctx);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -107,6 +112,50 @@ pub fn serve(listener: tokio::net::TcpListener, ctx: Ctx) -> RestServer {
     });
     tracing::info!(%address, "Kafka Connect REST API listening");
     RestServer { address, task }
+}
+
+/// Every request needs the credentials when a credentials file is given; like
+/// Connect's extension, a refusal is a bare 401.
+async fn basic_auth(State(ctx): State<Arc<Ctx>>, request: Request, next: Next) -> Response {
+    let Some(users) = &ctx.basic_auth else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Basic "))
+        .and_then(|b| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok());
+    let allowed = given
+        .as_deref()
+        .and_then(|g| g.split_once(':'))
+        .is_some_and(|(user, password)| {
+            users
+                .get(user)
+                .is_some_and(|expected| constant_time_eq(expected.as_bytes(), password.as_bytes()))
+        });
+    if allowed {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"kwpipe connect worker\"",
+        )],
+    )
+        .into_response()
+}
+
+/// Compares without leaking where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `--rest-read-only`: only reads (and validation, which changes nothing) pass.
