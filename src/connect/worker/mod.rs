@@ -102,7 +102,12 @@ fn listen_address(worker: &BTreeMap<String, String>) -> Result<SocketAddr, Worke
         return Ok(SocketAddr::from(([127, 0, 0, 1], 8083)));
     };
     let first = listeners.split(',').next().unwrap_or("").trim();
-    let Some(hostport) = first.strip_prefix("http://") else {
+    // Connect's own sample writes the scheme in capitals (`HTTP://:8083`).
+    let scheme_end = first.find("://").map_or(0, |i| i + 3);
+    let Some(hostport) = first[..scheme_end]
+        .eq_ignore_ascii_case("http://")
+        .then(|| &first[scheme_end..])
+    else {
         return Err(WorkerError::Config(format!(
             "listeners: \"{first}\": only http:// listeners are served (put a TLS proxy in front for https)"
         )));
@@ -271,4 +276,56 @@ pub async fn run(
     let _ = herder_task.await;
     members.leave();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listen(v: Option<&str>) -> Result<SocketAddr, WorkerError> {
+        let mut worker = BTreeMap::new();
+        if let Some(v) = v {
+            worker.insert("listeners".to_string(), v.to_string());
+        }
+        listen_address(&worker)
+    }
+
+    #[test]
+    fn loopback_unless_listeners_says_otherwise() {
+        assert_eq!(listen(None).unwrap(), "127.0.0.1:8083".parse().unwrap());
+        assert_eq!(
+            listen(Some("HTTP://:8083")).unwrap(),
+            "0.0.0.0:8083".parse().unwrap()
+        );
+        assert_eq!(
+            listen(Some("http://127.0.0.1:9000,https://x:9443")).unwrap(),
+            "127.0.0.1:9000".parse().unwrap()
+        );
+        let e = listen(Some("https://0.0.0.0:8443"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only http:// listeners are served"), "{e}");
+    }
+
+    #[test]
+    fn storage_topics_take_connects_names_and_defaults() {
+        let mut worker = BTreeMap::new();
+        let spec = topic_spec(&worker, "status", "connect-status", 5).unwrap();
+        assert_eq!(
+            (spec.name.as_str(), spec.partitions, spec.replication),
+            ("connect-status", 5, -1)
+        );
+        worker.insert("config.storage.topic".to_string(), "my-configs".to_string());
+        worker.insert(
+            "config.storage.replication.factor".to_string(),
+            "3".to_string(),
+        );
+        worker.insert("config.storage.partitions".to_string(), "9".to_string());
+        let spec = topic_spec(&worker, "config", "connect-configs", 1).unwrap();
+        // The configs topic has one partition, whatever is asked.
+        assert_eq!(
+            (spec.name.as_str(), spec.partitions, spec.replication),
+            ("my-configs", 1, 3)
+        );
+    }
 }
