@@ -485,6 +485,21 @@ async fn every_endpoint_answers_with_connects_codes_and_bodies() {
             json!({"message": "The offsets for this connector have been reset successfully"})
         )
     );
+    let patch = json!({"offsets": [{"partition": {"kafka_topic": topic, "kafka_partition": 1}, "offset": {"kafka_offset": 5}}]});
+    let (code, body) = worker.request(
+        "PATCH",
+        &format!("/connectors/{name}/offsets"),
+        Some(&patch),
+    );
+    assert_eq!(
+        (code, body),
+        (
+            200,
+            json!({"message": "The offsets for this connector have been altered successfully"})
+        )
+    );
+    let (_, offsets) = worker.request("GET", &format!("/connectors/{name}/offsets"), None);
+    assert_eq!(offsets["offsets"], patch["offsets"]);
     assert_eq!(
         worker.request("PUT", &format!("/connectors/{name}/resume"), None),
         (202, Json::Null)

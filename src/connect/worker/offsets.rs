@@ -136,3 +136,32 @@ pub async fn reset(
     }
     Ok(())
 }
+
+/// Sets a table's position (`PATCH .../offsets`): the topic's entry, and this
+/// worker's file removed so the next start takes the topic's.
+pub async fn alter(
+    offsets: &TopicLog,
+    connector: &str,
+    table: &str,
+    offset: &Json,
+    dir: Option<&Path>,
+) -> Result<(), String> {
+    if offset.is_null() {
+        offsets
+            .put(&key(connector, table), None)
+            .await
+            .map_err(|e| e.to_string())?;
+    } else {
+        let checkpoint: Checkpoint = serde_json::from_value(offset.clone())
+            .map_err(|e| format!("not a kwdb-poll checkpoint ({e}); GET the offsets for one"))?;
+        let value = serde_json::to_value(&checkpoint).map_err(|e| e.to_string())?;
+        offsets
+            .put(&key(connector, table), Some(&value))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_file(dir.join(format!("{table}.ckpt")));
+    }
+    Ok(())
+}

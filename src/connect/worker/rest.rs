@@ -93,7 +93,7 @@ pub fn serve(listener: tokio::net::TcpListener, ctx: Ctx) -> RestServer {
         .route("/connectors/{name}/topics", get(topics))
         .route(
             "/connectors/{name}/offsets",
-            get(get_offsets).delete(delete_offsets),
+            get(get_offsets).delete(delete_offsets).patch(patch_offsets),
         )
         .fallback(|| async { Failure(StatusCode::NOT_FOUND, "HTTP 404 Not Found".into()) })
         .method_not_allowed_fallback(|| async {
@@ -828,14 +828,83 @@ async fn get_offsets(Path(name): Path<String>, State(ctx): State<Arc<Ctx>>) -> R
 }
 
 /// Connect's rule: offsets change only while the connector is stopped.
-async fn delete_offsets(Path(name): Path<String>, State(ctx): State<Arc<Ctx>>) -> Reply {
-    let s = stored(&ctx, &name)?;
+fn stopped(ctx: &Ctx, name: &str) -> Result<Stored, Failure> {
+    let s = stored(ctx, name)?;
     if s.target != Target::Stopped {
         return Err(Failure(
             StatusCode::BAD_REQUEST,
-            "Connectors must be in the STOPPED state before their offsets can be modified. This can be done for the specified connector by issuing a 'PUT' request to the '/connectors/NAME/stop' endpoint".replace("NAME", &name),
+            "Connectors must be in the STOPPED state before their offsets can be modified. This can be done for the specified connector by issuing a 'PUT' request to the '/connectors/NAME/stop' endpoint".replace("NAME", name),
         ));
     }
+    Ok(s)
+}
+
+/// Sets positions: a sink's group offsets, a source's checkpoints per table.
+async fn patch_offsets(
+    Path(name): Path<String>,
+    State(ctx): State<Arc<Ctx>>,
+    body: Bytes,
+) -> Reply {
+    let s = stopped(&ctx, &name)?;
+    let request = parse_object(&body)?;
+    let bad = |m: String| Failure(StatusCode::BAD_REQUEST, m);
+    let Some(Json_::Array(entries)) = request.get("offsets") else {
+        return Err(bad(
+            "Partitions / offsets need to be provided for an alter offsets request".into(),
+        ));
+    };
+    if s.kind() == "sink" {
+        let mut list = rdkafka::TopicPartitionList::new();
+        for e in entries {
+            let topic = e["partition"]["kafka_topic"].as_str();
+            let partition = e["partition"]["kafka_partition"].as_i64();
+            let offset = e["offset"]["kafka_offset"].as_i64();
+            let (Some(topic), Some(partition), Some(offset)) = (topic, partition, offset) else {
+                return Err(bad(format!(
+                    "{e}: expected {{\"partition\":{{\"kafka_topic\":..,\"kafka_partition\":..}},\"offset\":{{\"kafka_offset\":..}}}}"
+                )));
+            };
+            list.add_partition_offset(topic, partition as i32, rdkafka::Offset::Offset(offset))
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        let mut client = ctx.herder.settings.client.clone();
+        client.set("group.id", format!("connect-{name}"));
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+            let consumer: BaseConsumer = client.create().map_err(internal)?;
+            consumer.commit(&list, CommitMode::Sync).map_err(internal)
+        })
+        .await
+        .map_err(internal)??;
+    } else {
+        let dir = herder::topology_for(&name, &s.config, &ctx.herder.settings)
+            .ok()
+            .and_then(|t| herder::checkpoint_dir(&t));
+        for e in entries {
+            let Some(table) = e["partition"]["table"].as_str() else {
+                return Err(bad(format!(
+                    "{e}: expected {{\"partition\":{{\"table\":..}},\"offset\":{{..}}}}"
+                )));
+            };
+            offsets::alter(
+                &ctx.herder.offsets,
+                &name,
+                table,
+                &e["offset"],
+                dir.as_deref(),
+            )
+            .await
+            .map_err(|m| bad(format!("{table}: {m}")))?;
+        }
+    }
+    Ok(
+        Json(json!({"message": "The offsets for this connector have been altered successfully"}))
+            .into_response(),
+    )
+}
+
+async fn delete_offsets(Path(name): Path<String>, State(ctx): State<Arc<Ctx>>) -> Reply {
+    let s = stopped(&ctx, &name)?;
     if s.kind() == "sink" {
         use rdkafka::admin::{AdminClient, AdminOptions};
         let admin: AdminClient<rdkafka::client::DefaultClientContext> =
