@@ -274,7 +274,13 @@ async fn every_endpoint_answers_with_connects_codes_and_bodies() {
     let db = TestDb::new("worker_rest").await;
     let dir = tempfile::tempdir().unwrap();
     let topics = unique("worker-rest");
-    let mut worker = Worker::start(dir.path(), "data", &kafka.bootstrap, &topics, &[]);
+    let mut worker = Worker::start(
+        dir.path(),
+        "data",
+        &kafka.bootstrap,
+        &topics,
+        &["--log-level", "debug"],
+    );
 
     let (code, root) = worker.request("GET", "/", None);
     assert_eq!(code, 200);
@@ -545,6 +551,14 @@ async fn every_endpoint_answers_with_connects_codes_and_bodies() {
         (204, Json::Null)
     );
     assert_eq!(worker.request("GET", "/connectors", None), (200, json!([])));
+    // The password is nowhere in what the workers logged (one of them at debug level).
+    for w in [&reader, &worker] {
+        assert!(
+            !w.agent.log_text().contains("kept-secret"),
+            "{}",
+            w.agent.log_text()
+        );
+    }
     reader.agent.stop();
     worker.agent.stop();
 }
