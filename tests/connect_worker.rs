@@ -389,22 +389,55 @@ async fn every_endpoint_answers_with_connects_codes_and_bodies() {
         "{body}"
     );
 
-    let lines: Vec<String> = (0..300).map(row_line).collect();
-    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-    produce_lines(&kafka.bootstrap, &topic, &refs[..150]).await;
-    worker.wait_state(&name, "RUNNING");
-    // The masked password sent back keeps the stored one; the change takes effect.
+    // Rows flow while the config changes: 300 on the first topic, produced in the
+    // background; the new config adds a second topic, whose rows land only if the
+    // new config is in effect.
+    let topic2 = unique("worker-rest-rows2");
+    kafka.create_topic(&topic2, 1);
+    let lines: Vec<String> = (0..350).map(row_line).collect();
+    let first: Vec<String> = lines[..300].to_vec();
+    let bootstrap = kafka.bootstrap.clone();
+    let flowing = {
+        let topic = topic.clone();
+        tokio::spawn(async move {
+            let refs: Vec<&str> = first.iter().map(String::as_str).collect();
+            for chunk in refs.chunks(10) {
+                produce_lines(&bootstrap, &topic, chunk).await;
+            }
+        })
+    };
+    let client = db.client().await;
+    let started = Instant::now();
+    while client
+        .query_one("SELECT count(*) FROM flow", &[])
+        .await
+        .map(|r| r.get::<_, i64>(0))
+        .unwrap_or(0)
+        == 0
+    {
+        worker.agent.assert_running();
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            worker.agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The masked password sent back keeps the stored one.
     let (code, shown) = worker.request("GET", &format!("/connectors/{name}/config"), None);
     assert_eq!(code, 200);
     assert_eq!(shown["connection.password"], "[hidden]");
     config = shown.clone();
     config["batch.size"] = json!("7");
+    config["topics"] = json!(format!("{topic},{topic2}"));
     let (code, updated) =
         worker.request("PUT", &format!("/connectors/{name}/config"), Some(&config));
     assert_eq!(code, 200, "{updated}");
     assert_eq!(updated["config"]["batch.size"], "7");
-    produce_lines(&kafka.bootstrap, &topic, &refs[150..]).await;
-    wait_rows(&db, "flow", 300, Duration::from_secs(90), &mut worker.agent).await;
+    flowing.await.unwrap();
+    let refs: Vec<&str> = lines[300..].iter().map(String::as_str).collect();
+    produce_lines(&kafka.bootstrap, &topic2, &refs).await;
+    wait_rows(&db, "flow", 350, Duration::from_secs(90), &mut worker.agent).await;
     let stored = read_until(
         &kafka.bootstrap,
         &format!("{topics}-configs"),
@@ -435,7 +468,7 @@ async fn every_endpoint_answers_with_connects_codes_and_bodies() {
     let (code, t) = worker.request("GET", &format!("/connectors/{name}/topics"), None);
     assert_eq!(
         (code, t),
-        (200, json!({ name.clone(): {"topics": [topic]} }))
+        (200, json!({ name.clone(): {"topics": [topic, topic2]} }))
     );
     let (code, all) = worker.request("GET", "/connectors?expand=status&expand=info", None);
     assert_eq!(code, 200);
@@ -452,14 +485,14 @@ async fn every_endpoint_answers_with_connects_codes_and_bodies() {
             .iter()
             .map(|o| o["offset"]["kafka_offset"].as_i64().unwrap())
             .sum();
-        if committed == 300 {
+        if committed == 350 {
             assert_eq!(
                 offsets["offsets"][0]["partition"]["kafka_topic"],
                 topic.as_str()
             );
             break;
         }
-        assert!(committed < 300, "{offsets}");
+        assert!(committed < 350, "{offsets}");
         assert!(started.elapsed() < Duration::from_secs(60), "{offsets}");
         std::thread::sleep(Duration::from_millis(200));
     }
