@@ -102,6 +102,7 @@ pub fn serve(listener: tokio::net::TcpListener, ctx: Ctx) -> RestServer {
                 "HTTP 405 Method Not Allowed".into(),
             )
         })
+        .layer(middleware::from_fn_with_state(ctx.clone(), caught_up))
         .layer(middleware::from_fn_with_state(ctx.clone(), read_only))
         .layer(middleware::from_fn_with_state(ctx.clone(), basic_auth))
         .with_state(ctx);
@@ -156,6 +157,17 @@ async fn basic_auth(State(ctx): State<Arc<Ctx>>, request: Request, next: Next) -
 /// Compares without leaking where the first difference is.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Any worker answers for all: before answering, this one reads what the configs
+/// and status topics hold at that moment (another worker may just have written).
+async fn caught_up(State(ctx): State<Arc<Ctx>>, request: Request, next: Next) -> Response {
+    for log in [&ctx.herder.configs, &ctx.herder.statuses] {
+        if let Err(e) = log.sync().await {
+            return internal(e).into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// `--rest-read-only`: only reads (and validation, which changes nothing) pass.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -44,6 +44,9 @@ pub struct LogState {
 #[derive(Clone)]
 pub struct TopicLog {
     topic: Arc<str>,
+    /// A client of its own for watermarks: the reader's connection is busy with
+    /// long-polling fetches, behind which the broker would queue these requests.
+    meta: Arc<BaseConsumer>,
     producer: FutureProducer,
     state: watch::Receiver<LogState>,
 }
@@ -89,7 +92,7 @@ impl TopicLog {
                 // A topic just created has partitions without a leader for a moment.
                 let deadline = std::time::Instant::now() + TIMEOUT;
                 loop {
-                    match partitions(&consumer, &topic) {
+                    match partitions(&*consumer, &topic) {
                         Err(_) if std::time::Instant::now() < deadline => {
                             std::thread::sleep(Duration::from_millis(200))
                         }
@@ -103,14 +106,30 @@ impl TopicLog {
         };
         consumer.assign(&assignment).map_err(kafka)?;
         let (tx, rx) = watch::channel(LogState::default());
-        tokio::spawn(follow(consumer, topic.clone(), tx));
+        tokio::spawn(follow(consumer.clone(), topic.clone(), tx));
         let log = TopicLog {
             topic: Arc::from(topic.as_str()),
+            meta: Arc::new(client.create().map_err(kafka)?),
             producer,
             state: rx,
         };
         log.wait_for(&ends).await?;
         Ok(log)
+    }
+
+    /// Waits until this worker has read what the topic holds now, so an answer
+    /// reflects what another worker wrote before the question.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        let meta = self.meta.clone();
+        let topic = self.topic.to_string();
+        let ends = tokio::task::spawn_blocking(move || partitions(&*meta, &topic).map(|(_, e)| e))
+            .await
+            .expect("watermark task")
+            .map_err(|e| StoreError::Kafka {
+                topic: self.topic.to_string(),
+                message: e.to_string(),
+            })?;
+        self.wait_for(&ends).await
     }
 
     pub fn snapshot(&self) -> LogState {
@@ -168,7 +187,7 @@ impl TopicLog {
 
 /// Every partition of `topic` from the beginning, and the end each has now.
 fn partitions(
-    consumer: &StreamConsumer,
+    consumer: &impl Consumer,
     topic: &str,
 ) -> Result<(TopicPartitionList, HashMap<i32, i64>), rdkafka::error::KafkaError> {
     let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
