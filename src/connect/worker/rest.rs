@@ -757,20 +757,12 @@ async fn task_restart(
 
 async fn topics(Path(name): Path<String>, State(ctx): State<Arc<Ctx>>) -> Reply {
     let s = stored(&ctx, &name)?;
-    // A sink's topics are in its config; a source names them from the tables it
-    // finds, which are the topics its status shows once it has written to them.
-    let list: Vec<String> = match s.kind() {
-        "sink" => s
-            .config
-            .get("topics")
-            .and_then(Json_::as_str)
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
-            .collect(),
-        _ => Vec::new(),
+    // A sink's topics are in its config; a source names its topics from the tables
+    // it finds, which kwpipe does not track yet (Connect's list starts empty too).
+    let list = if s.kind() == "sink" {
+        sink_topics(&s)
+    } else {
+        Vec::new()
     };
     Ok(Json(json!({ name: {"topics": list} })).into_response())
 }
