@@ -957,3 +957,47 @@ fn basic_auth_protects_every_endpoint() {
     assert_eq!(code(Some("viewer:other"), "/"), "200");
     worker.agent.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_that_cannot_run_is_failed_with_its_trace() {
+    let kafka = TestKafka::start();
+    let db = TestDb::new("worker_failed").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut worker = Worker::start(
+        dir.path(),
+        "data",
+        &kafka.bootstrap,
+        &unique("worker-failed"),
+        &[],
+    );
+    // A topic pattern the consumer cannot compile: the config is well formed, the
+    // connector cannot start.
+    let sink: Json = serde_json::from_str(&seed_config_for(SINK_JSON, &db, |c| {
+        c.remove("topics");
+        c.insert("topics.regex".into(), "kw-(".into());
+    }))
+    .unwrap();
+    let name = unique("failing");
+    let (code, body) = worker.request(
+        "PUT",
+        &format!("/connectors/{name}/config"),
+        Some(&sink["config"]),
+    );
+    assert_eq!(code, 201, "{body}");
+    let status = worker.wait_state(&name, "FAILED");
+    assert!(
+        !status["connector"]["trace"].as_str().unwrap().is_empty(),
+        "{status}"
+    );
+    assert_eq!(status["tasks"][0]["state"], "FAILED");
+    assert!(status["tasks"][0]["trace"].is_string(), "{status}");
+    // Restarting only what failed restarts it (and it fails again, as it must).
+    let (code, body) = worker.request(
+        "POST",
+        &format!("/connectors/{name}/restart?includeTasks=true&onlyFailed=true"),
+        None,
+    );
+    assert_eq!(code, 202, "{body}");
+    worker.wait_state(&name, "FAILED");
+    worker.agent.stop();
+}
