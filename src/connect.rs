@@ -937,3 +937,4 @@ mod client;
 mod secret_tests;
 #[cfg(test)]
 mod tests;
+pub mod worker;

@@ -81,6 +81,26 @@ enum ConnectCommand {
         #[arg(required = true, value_name = "FILE.json")]
         files: Vec<PathBuf>,
     },
+    /// A long-running Kafka Connect worker: Connect's REST API (127.0.0.1:8083 unless
+    /// the worker config's `listeners` says otherwise), configs and statuses in
+    /// Connect's compacted topics, each connector run as a topology.
+    Worker {
+        #[command(flatten)]
+        worker: WorkerArgs,
+        /// Where kwpipe keeps checkpoints, one directory per connector.
+        #[arg(long, default_value = "/var/lib/kwpipe")]
+        data_dir: PathBuf,
+        /// Refuse every REST request that would change a connector.
+        #[arg(long)]
+        rest_read_only: bool,
+        /// Listen here instead of the worker config's `listeners` (host:port).
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<std::net::SocketAddr>,
+        /// Require HTTP basic authentication: a credentials file of `user: password`
+        /// lines, as Kafka Connect's BasicAuthSecurityRestExtension reads it.
+        #[arg(long, value_name = "FILE")]
+        rest_basic_auth: Option<PathBuf>,
+    },
 }
 
 /// What Kafka Connect keeps in the worker config: the brokers and how to reach them.
@@ -214,6 +234,25 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 
 async fn connect_command(command: ConnectCommand) -> anyhow::Result<ExitCode> {
     let (opts, files, run_in) = match command {
+        ConnectCommand::Worker {
+            worker,
+            data_dir,
+            rest_read_only,
+            listen,
+            rest_basic_auth,
+        } => {
+            let shutdown = shutdown_signal();
+            let opts = connect::worker::WorkerOptions {
+                convert: worker.options()?,
+                data_dir,
+                read_only: rest_read_only,
+                listen,
+                basic_auth: rest_basic_auth,
+            };
+            api::install_recorder();
+            connect::worker::run(opts, shutdown).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         ConnectCommand::Convert { worker, files } => (worker.options()?, files, None),
         ConnectCommand::Run {
             worker,

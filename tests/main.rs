@@ -5,6 +5,7 @@ mod allocator;
 mod api;
 mod cli;
 mod connect;
+mod connect_worker;
 mod e2e;
 mod hostile;
 mod kafka;

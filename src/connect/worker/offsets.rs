@@ -1,0 +1,167 @@
+//! Source offsets in Connect's offsets topic: the kwdb-poll checkpoints of a source
+//! connector mirrored there, so a connector that moves to another worker (or a
+//! worker that lost its disk) resumes where the last one stood.
+//!
+//! kwdb-poll saves a checkpoint on disk after every page the Kafka sink confirmed;
+//! the worker copies changed checkpoints to the topic every second and once more
+//! after the connector drained. Records use Connect's layout: the key is
+//! `["<connector>",{"table":"<table>"}]`, the value the checkpoint (JSON). A worker
+//! starting the connector takes the topic's checkpoint of a table when it is ahead
+//! of its own file (more rows exported), so at most the pages of the last second
+//! before a crash are exported again: at-least-once, never a gap.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use components::sources::kwdb_poll::checkpoint::{Checkpoint, CheckpointStore};
+use serde_json::{json, Value as Json};
+
+use super::store::TopicLog;
+
+/// How often running sources' checkpoints are copied to the topic.
+pub const MIRROR_INTERVAL: Duration = Duration::from_secs(1);
+
+fn key(connector: &str, table: &str) -> String {
+    json!([connector, {"table": table}]).to_string()
+}
+
+/// This connector's entries of the offsets topic: table -> checkpoint.
+pub fn stored(offsets: &TopicLog, connector: &str) -> BTreeMap<String, Json> {
+    let mut out = BTreeMap::new();
+    for (k, v) in offsets.snapshot().entries {
+        let Ok(Json::Array(parts)) = serde_json::from_str::<Json>(&k) else {
+            continue;
+        };
+        if parts.first().and_then(Json::as_str) != Some(connector) {
+            continue;
+        }
+        if let Some(table) = parts
+            .get(1)
+            .and_then(|p| p.get("table"))
+            .and_then(Json::as_str)
+        {
+            out.insert(table.to_string(), v);
+        }
+    }
+    out
+}
+
+/// The tables whose checkpoint files are in `dir`.
+fn tables(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".ckpt").map(str::to_string)
+        })
+        .collect()
+}
+
+/// Copies the topic's checkpoints into `dir` where they are ahead of the files.
+pub fn restore(offsets: &TopicLog, connector: &str, dir: PathBuf) -> Result<(), String> {
+    let store = CheckpointStore::open(dir).map_err(|e| e.to_string())?;
+    for (table, value) in stored(offsets, connector) {
+        let Ok(remote) = serde_json::from_value::<Checkpoint>(value) else {
+            tracing::warn!(
+                connector,
+                table,
+                "unreadable offset in the offsets topic; the local checkpoint stays"
+            );
+            continue;
+        };
+        let local = store.load(&table).map_err(|e| e.to_string())?;
+        if local.as_ref().is_none_or(|l| l.rows < remote.rows) {
+            store.save(&table, &remote).map_err(|e| e.to_string())?;
+            tracing::info!(
+                connector,
+                table,
+                rows = remote.rows,
+                "checkpoint taken from the offsets topic"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Copies checkpoints that changed since the last call to the topic.
+pub async fn mirror(
+    offsets: &TopicLog,
+    connector: &str,
+    dir: &Path,
+    last: &mut BTreeMap<String, Json>,
+) {
+    let Ok(store) = CheckpointStore::open(dir.to_path_buf()) else {
+        return;
+    };
+    for table in tables(dir) {
+        let Ok(Some(cp)) = store.load(&table) else {
+            continue;
+        };
+        let Ok(value) = serde_json::to_value(&cp) else {
+            continue;
+        };
+        if last.get(&table) == Some(&value) {
+            continue;
+        }
+        match offsets.put(&key(connector, &table), Some(&value)).await {
+            Ok(()) => {
+                last.insert(table, value);
+            }
+            Err(e) => tracing::warn!(
+                connector,
+                table,
+                "cannot copy the checkpoint to the offsets topic: {e}"
+            ),
+        }
+    }
+}
+
+/// Forgets where the connector stood: the topic's entries and this worker's files.
+pub async fn reset(
+    offsets: &TopicLog,
+    connector: &str,
+    dir: Option<&Path>,
+) -> Result<(), super::store::StoreError> {
+    for table in stored(offsets, connector).into_keys() {
+        offsets.put(&key(connector, &table), None).await?;
+    }
+    if let Some(dir) = dir {
+        for table in tables(dir) {
+            let _ = std::fs::remove_file(dir.join(format!("{table}.ckpt")));
+        }
+    }
+    Ok(())
+}
+
+/// Sets a table's position (`PATCH .../offsets`): the topic's entry, and this
+/// worker's file removed so the next start takes the topic's.
+pub async fn alter(
+    offsets: &TopicLog,
+    connector: &str,
+    table: &str,
+    offset: &Json,
+    dir: Option<&Path>,
+) -> Result<(), String> {
+    if offset.is_null() {
+        offsets
+            .put(&key(connector, table), None)
+            .await
+            .map_err(|e| e.to_string())?;
+    } else {
+        let checkpoint: Checkpoint = serde_json::from_value(offset.clone())
+            .map_err(|e| format!("not a kwdb-poll checkpoint ({e}); GET the offsets for one"))?;
+        let value = serde_json::to_value(&checkpoint).map_err(|e| e.to_string())?;
+        offsets
+            .put(&key(connector, table), Some(&value))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_file(dir.join(format!("{table}.ckpt")));
+    }
+    Ok(())
+}
