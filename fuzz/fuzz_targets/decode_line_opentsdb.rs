@@ -9,7 +9,12 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let format = Format::LineOpentsdb;
     for precision in [Precision::Ms, Precision::Ns] {
-        let options = DecodeOptions { precision, now: None, database: None, ..Default::default() };
+        let options = DecodeOptions {
+            precision,
+            now: None,
+            database: None,
+            ..Default::default()
+        };
         let decoded = decode(format, data, &options);
         for e in &decoded.errors {
             assert!(e.span.start <= e.span.end && e.span.end <= data.len());
@@ -20,7 +25,14 @@ fuzz_target!(|data: &[u8]| {
             let batch = b.into_row_batch();
             for f in Format::ALL {
                 out.clear();
-                let _ = encode_lenient(f, &batch, &EncodeOptions { precision: Precision::Ms }, &mut out);
+                let _ = encode_lenient(
+                    f,
+                    &batch,
+                    &EncodeOptions {
+                        precision: Precision::Ms,
+                    },
+                    &mut out,
+                );
             }
         }
     }

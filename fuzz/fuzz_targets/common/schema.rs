@@ -26,6 +26,7 @@ pub fn check(format: Format, payload: &[u8]) {
             Precision::Ms,
         )),
         database: None,
+        device_key: Default::default(),
     };
     let plain = decode(format, payload, &options);
     invariants(format, &plain, payload);

@@ -4,6 +4,7 @@
 //! the graph drains, offsets and checkpoints are committed) before anything else
 //! happens: at-least-once across every reconfiguration.
 
+use components::sources::kwdb_poll::checkpoint::CheckpointStore;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
@@ -342,9 +343,9 @@ impl Herder {
                 return;
             }
         };
-        let checkpoints = checkpoint_dir(&topology);
-        if let Some(dir) = &checkpoints {
-            if let Err(trace) = offsets::restore(&self.offsets, name, dir.clone()) {
+        let checkpoints = checkpoint_store(&topology, &config);
+        if let Some(store) = &checkpoints {
+            if let Err(trace) = offsets::restore(&self.offsets, name, store) {
                 tracing::error!(connector = %name, "cannot start: {trace}");
                 let _ = self.write_status(name, tasks, "FAILED", Some(&trace)).await;
                 return;
@@ -366,15 +367,15 @@ impl Herder {
             tokio::select! {
                 r = &mut run => break r,
                 _ = tokio::time::sleep(offsets::MIRROR_INTERVAL), if checkpoints.is_some() => {
-                    if let Some(dir) = &checkpoints {
-                        offsets::mirror(&self.offsets, name, dir, &mut mirrored).await;
+                    if let Some(store) = &checkpoints {
+                        offsets::mirror(&self.offsets, name, store, &mut mirrored).await;
                     }
                 }
             }
         };
         // What the drained topology saved last.
-        if let Some(dir) = &checkpoints {
-            offsets::mirror(&self.offsets, name, dir, &mut mirrored).await;
+        if let Some(store) = &checkpoints {
+            offsets::mirror(&self.offsets, name, store, &mut mirrored).await;
         }
         let asked_to_stop = {
             let mut rx = flag_rx;
@@ -435,13 +436,15 @@ pub fn topology_for(
     .map_err(|e| e.to_string())
 }
 
-/// Where the topology's kwdb-poll source keeps its checkpoints (a source connector).
-pub fn checkpoint_dir(topology: &crate::config::Topology) -> Option<PathBuf> {
-    topology
-        .nodes
-        .iter()
-        .find(|n| n.type_name == "kwdb-poll")
-        .map(|n| topology.globals.data_dir.join(&n.key.id))
+/// The checkpoints of the topology's kwdb-poll source (a source connector): its
+/// directory, and the database its checkpoints belong to (`connection.database`).
+pub fn checkpoint_store(
+    topology: &crate::config::Topology,
+    config: &Map<String, Json>,
+) -> Option<CheckpointStore> {
+    let node = topology.nodes.iter().find(|n| n.type_name == "kwdb-poll")?;
+    let database = config.get("connection.database")?.as_str()?;
+    CheckpointStore::open(topology.globals.data_dir.join(&node.key.id), database).ok()
 }
 
 /// A directory name for any connector name: safe characters kept, the rest hex.

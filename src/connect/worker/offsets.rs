@@ -11,7 +11,6 @@
 //! before a crash are exported again: at-least-once, never a gap.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use components::sources::kwdb_poll::checkpoint::{Checkpoint, CheckpointStore};
@@ -47,23 +46,8 @@ pub fn stored(offsets: &TopicLog, connector: &str) -> BTreeMap<String, Json> {
     out
 }
 
-/// The tables whose checkpoint files are in `dir`.
-fn tables(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_suffix(".ckpt").map(str::to_string)
-        })
-        .collect()
-}
-
-/// Copies the topic's checkpoints into `dir` where they are ahead of the files.
-pub fn restore(offsets: &TopicLog, connector: &str, dir: PathBuf) -> Result<(), String> {
-    let store = CheckpointStore::open(dir).map_err(|e| e.to_string())?;
+/// Copies the topic's checkpoints into `store` where they are ahead of its files.
+pub fn restore(offsets: &TopicLog, connector: &str, store: &CheckpointStore) -> Result<(), String> {
     for (table, value) in stored(offsets, connector) {
         let Ok(remote) = serde_json::from_value::<Checkpoint>(value) else {
             tracing::warn!(
@@ -91,13 +75,10 @@ pub fn restore(offsets: &TopicLog, connector: &str, dir: PathBuf) -> Result<(), 
 pub async fn mirror(
     offsets: &TopicLog,
     connector: &str,
-    dir: &Path,
+    store: &CheckpointStore,
     last: &mut BTreeMap<String, Json>,
 ) {
-    let Ok(store) = CheckpointStore::open(dir.to_path_buf()) else {
-        return;
-    };
-    for table in tables(dir) {
+    for table in store.tables() {
         let Ok(Some(cp)) = store.load(&table) else {
             continue;
         };
@@ -124,14 +105,14 @@ pub async fn mirror(
 pub async fn reset(
     offsets: &TopicLog,
     connector: &str,
-    dir: Option<&Path>,
+    store: Option<&CheckpointStore>,
 ) -> Result<(), super::store::StoreError> {
     for table in stored(offsets, connector).into_keys() {
         offsets.put(&key(connector, &table), None).await?;
     }
-    if let Some(dir) = dir {
-        for table in tables(dir) {
-            let _ = std::fs::remove_file(dir.join(format!("{table}.ckpt")));
+    if let Some(store) = store {
+        for table in store.tables() {
+            let _ = store.remove(&table);
         }
     }
     Ok(())
@@ -144,7 +125,7 @@ pub async fn alter(
     connector: &str,
     table: &str,
     offset: &Json,
-    dir: Option<&Path>,
+    store: Option<&CheckpointStore>,
 ) -> Result<(), String> {
     if offset.is_null() {
         offsets
@@ -160,8 +141,8 @@ pub async fn alter(
             .await
             .map_err(|e| e.to_string())?;
     }
-    if let Some(dir) = dir {
-        let _ = std::fs::remove_file(dir.join(format!("{table}.ckpt")));
+    if let Some(store) = store {
+        store.remove(table).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -881,9 +881,9 @@ async fn patch_offsets(
         .await
         .map_err(internal)??;
     } else {
-        let dir = herder::topology_for(&name, &s.config, &ctx.herder.settings)
+        let store = herder::topology_for(&name, &s.config, &ctx.herder.settings)
             .ok()
-            .and_then(|t| herder::checkpoint_dir(&t));
+            .and_then(|t| herder::checkpoint_store(&t, &s.config));
         for e in entries {
             let Some(table) = e["partition"]["table"].as_str() else {
                 return Err(bad(format!(
@@ -895,7 +895,7 @@ async fn patch_offsets(
                 &name,
                 table,
                 &e["offset"],
-                dir.as_deref(),
+                store.as_ref(),
             )
             .await
             .map_err(|m| bad(format!("{table}: {m}")))?;
@@ -925,10 +925,10 @@ async fn delete_offsets(Path(name): Path<String>, State(ctx): State<Arc<Ctx>>) -
             }
         }
     } else {
-        let dir = herder::topology_for(&name, &s.config, &ctx.herder.settings)
+        let store = herder::topology_for(&name, &s.config, &ctx.herder.settings)
             .ok()
-            .and_then(|t| herder::checkpoint_dir(&t));
-        offsets::reset(&ctx.herder.offsets, &name, dir.as_deref())
+            .and_then(|t| herder::checkpoint_store(&t, &s.config));
+        offsets::reset(&ctx.herder.offsets, &name, store.as_ref())
             .await
             .map_err(internal)?;
     }

@@ -176,6 +176,24 @@ fn escape(out: &mut String, name: &str) {
     }
 }
 
+/// The identifier `escape` wrote, or None when `escaped` is not its output.
+fn unescape(escaped: &str) -> Option<String> {
+    let b = escaped.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = escaped.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// The file name (without extension) of a table's checkpoint: the escaped
 /// database and table joined by `.` (which escaping never produces, so the pair
 /// is recovered unambiguously), cut and hashed when too long.
@@ -276,6 +294,41 @@ impl CheckpointStore {
             database: database.to_owned(),
             written: Arc::default(),
         })
+    }
+
+    /// The tables of this store's database that have a checkpoint file (the ones
+    /// whose names were cut and hashed cannot be named back and are left out).
+    pub fn tables(&self) -> Vec<String> {
+        let mut prefix = String::new();
+        escape(&mut prefix, &self.database);
+        prefix.push('.');
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut tables: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let escaped = name.strip_prefix(&prefix)?.strip_suffix(".ckpt")?;
+                let table = unescape(escaped)?;
+                // Only a name that maps back to this file (not a hashed one).
+                (file_stem(&self.database, &table) == format!("{prefix}{escaped}")).then_some(table)
+            })
+            .collect();
+        tables.sort();
+        tables
+    }
+
+    /// Forgets a table's position: its file is removed.
+    pub fn remove(&self, table: &str) -> Result<(), CheckpointError> {
+        let path = self.path(table);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(CheckpointError::Io { path, source }),
+        }
+        self.written.lock().expect("checkpoint lock").remove(table);
+        Ok(())
     }
 
     /// Where a table's checkpoint is kept.
@@ -472,6 +525,32 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The Connect worker mirrors a store's checkpoints by listing them: every
+    /// table of the store's database comes back under its own name, whatever it
+    /// holds, and no other database's.
+    #[test]
+    fn a_store_lists_and_removes_its_own_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = Checkpoint {
+            ts: 1,
+            precision: "ms".into(),
+            keys: Vec::new(),
+            rows: 1,
+        };
+        let store = CheckpointStore::open(dir.path().to_path_buf(), "db.1").unwrap();
+        let other = CheckpointStore::open(dir.path().to_path_buf(), "db").unwrap();
+        for t in ["a.b", "a b", "température", "plain_t-1"] {
+            store.save(t, &cp).unwrap();
+        }
+        other.save("x", &cp).unwrap();
+        assert_eq!(store.tables(), ["a b", "a.b", "plain_t-1", "température"]);
+        assert_eq!(other.tables(), ["x"]);
+        store.remove("a.b").unwrap();
+        store.remove("never-saved").unwrap();
+        assert_eq!(store.load("a.b").unwrap(), None);
+        assert_eq!(store.tables().len(), 3);
+    }
 
     #[test]
     fn checkpoints_round_trip_exactly() {
