@@ -311,7 +311,7 @@ async fn every_endpoint_answers_with_connects_codes_and_bodies() {
     let (code, v) = worker.request(
         "PUT",
         "/connector-plugins/KwdbSinkConnector/config/validate",
-        Some(&json!({"connector.class": "com.kaiwudb.kafka.connect.sink.KwdbSinkConnector", "topics": "t", "connection.url": "jdbc:kaiwudb://h:26257", "protocol.type": "xml", "name": "v"})),
+        Some(&json!({"connector.class": "com.kaiwudb.kafka.connect.sink.KwdbSinkConnector", "topics": "t", "connection.url": "jdbc:kaiwudb://h:26257", "connection.database": "tsdb", "protocol.type": "xml", "name": "v"})),
     );
     assert_eq!(code, 200);
     assert_eq!(
