@@ -384,7 +384,7 @@ async fn every_endpoint_answers_with_connects_codes_and_bodies() {
     assert_eq!(code, 400);
     assert!(
         body["message"].as_str().unwrap().starts_with(
-            "Connector configuration is invalid and contains the following 3 error(s):\n"
+            "Connector configuration is invalid and contains the following 4 error(s):\n"
         ),
         "{body}"
     );
