@@ -308,6 +308,20 @@ mod tests {
         toml::from_str(toml_text).unwrap()
     }
 
+    fn tls_only(t: &TlsOptions) -> Security<'_> {
+        Security {
+            tls: Some(t),
+            sasl: None,
+        }
+    }
+
+    fn sasl_only(s: &SaslOptions) -> Security<'_> {
+        Security {
+            tls: None,
+            sasl: Some(s),
+        }
+    }
+
     fn props(s: &Security) -> Vec<(&'static str, String)> {
         s.properties(&LibrdkafkaOptions::default()).unwrap()
     }
@@ -349,43 +363,27 @@ password = "hunter2""#,
     #[test]
     fn each_table_alone_picks_its_protocol() {
         let t = tls("");
-        let p = props(&Security {
-            tls: Some(&t),
-            sasl: None,
-        });
+        let p = props(&tls_only(&t));
         assert_eq!(get(&p, "security.protocol"), Some("ssl"));
         assert_eq!(get(&p, "ssl.ca.location"), Some("probe"));
         let s = sasl("mechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"p\"");
-        let p = props(&Security {
-            tls: None,
-            sasl: Some(&s),
-        });
+        let p = props(&sasl_only(&s));
         assert_eq!(get(&p, "security.protocol"), Some("sasl_plaintext"));
         let off = tls("enabled = false");
-        assert!(props(&Security {
-            tls: Some(&off),
-            sasl: None
-        })
-        .is_empty());
+        assert!(props(&tls_only(&off)).is_empty());
     }
 
     #[test]
     fn verification_can_be_loosened_step_by_step() {
         let t = tls("verify_hostname = false");
-        let p = props(&Security {
-            tls: Some(&t),
-            sasl: None,
-        });
+        let p = props(&tls_only(&t));
         assert_eq!(get(&p, "enable.ssl.certificate.verification"), Some("true"));
         assert_eq!(
             get(&p, "ssl.endpoint.identification.algorithm"),
             Some("none")
         );
         let t = tls("verify_certificate = false");
-        let p = props(&Security {
-            tls: Some(&t),
-            sasl: None,
-        });
+        let p = props(&tls_only(&t));
         assert_eq!(
             get(&p, "enable.ssl.certificate.verification"),
             Some("false")
@@ -400,45 +398,23 @@ password = "hunter2""#,
             "ca_file = {:?}",
             dir.path().join("missing.pem").display().to_string()
         ));
-        let e = Security {
-            tls: Some(&t),
-            sasl: None,
-        }
-        .check()
-        .unwrap_err()
-        .to_string();
+        let e = tls_only(&t).check().unwrap_err().to_string();
         assert!(
             e.starts_with("`tls.ca_file`") && e.contains("missing.pem"),
             "{e}"
         );
         // A key where a certificate belongs.
         let t = tls(&format!("ca_file = {:?}", key.display().to_string()));
-        let e = Security {
-            tls: Some(&t),
-            sasl: None,
-        }
-        .check()
-        .unwrap_err()
-        .to_string();
+        let e = tls_only(&t).check().unwrap_err().to_string();
         assert!(e.contains("PRIVATE KEY where CERTIFICATE"), "{e}");
         // A binary keystore.
         let jks = file(&dir, "store.jks", "\u{feed}\u{feed}binary");
         let t = tls(&format!("ca_file = {:?}", jks.display().to_string()));
-        let e = Security {
-            tls: Some(&t),
-            sasl: None,
-        }
-        .check()
-        .unwrap_err()
-        .to_string();
+        let e = tls_only(&t).check().unwrap_err().to_string();
         assert!(e.contains("not a PEM file"), "{e}");
         let t = tls(&format!("key_file = {:?}", key.display().to_string()));
         assert_eq!(
-            Security {
-                tls: Some(&t),
-                sasl: None
-            }
-            .check(),
+            tls_only(&t).check(),
             Err(SecurityError::Pair("key_file", "crt_file"))
         );
     }
@@ -446,36 +422,19 @@ password = "hunter2""#,
     #[test]
     fn unknown_mechanisms_and_missing_credentials_are_refused() {
         let s = sasl("mechanism = \"OAUTH\"\nusername = \"u\"\npassword = \"p\"");
-        let e = Security {
-            tls: None,
-            sasl: Some(&s),
-        }
-        .check()
-        .unwrap_err()
-        .to_string();
+        let e = sasl_only(&s).check().unwrap_err().to_string();
         assert!(
             e.contains("\"OAUTH\"") && e.contains("SCRAM-SHA-512"),
             "{e}"
         );
         let s = sasl("mechanism = \"PLAIN\"\nusername = \"u\"");
         assert_eq!(
-            Security {
-                tls: None,
-                sasl: Some(&s)
-            }
-            .check(),
+            sasl_only(&s).check(),
             Err(SecurityError::Missing("password", "PLAIN".into()))
         );
         if !cfg!(feature = "gssapi") {
             let s = sasl("mechanism = \"GSSAPI\"");
-            assert_eq!(
-                Security {
-                    tls: None,
-                    sasl: Some(&s)
-                }
-                .check(),
-                Err(SecurityError::NoKerberos)
-            );
+            assert_eq!(sasl_only(&s).check(), Err(SecurityError::NoKerberos));
         }
     }
 
@@ -484,12 +443,7 @@ password = "hunter2""#,
         let s = sasl("mechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"p\"");
         let mut user = LibrdkafkaOptions::default();
         user.0.insert("sasl.username".into(), "other".into());
-        let e = Security {
-            tls: None,
-            sasl: Some(&s),
-        }
-        .properties(&user)
-        .unwrap_err();
+        let e = sasl_only(&s).properties(&user).unwrap_err();
         assert_eq!(
             e,
             SecurityError::Twice {
