@@ -639,7 +639,7 @@ async fn connect_run_lands_the_seed_data_in_postgres_and_exports_it_back() {
     // The seed's source example: its table and INSERT, in the postgres dialect.
     db.client()
         .await
-        .batch_execute(&read("examples/benchmark-cpu_kaiwudb_tb.sql"))
+        .batch_execute(&read("tests/data/seed/benchmark-cpu_kaiwudb_tb.sql"))
         .await
         .unwrap();
 
@@ -666,7 +666,7 @@ async fn connect_run_lands_the_seed_data_in_postgres_and_exports_it_back() {
         kafka.create_topic(t, 1);
     }
 
-    let data = read("examples/kw-json-kaiwudb-data.txt");
+    let data = read("tests/data/seed/kw-json-kaiwudb-data.txt");
     let lines: Vec<&str> = data.lines().collect();
     produce_lines(&kafka.bootstrap, &sink_topic, &lines).await;
 

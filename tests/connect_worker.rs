@@ -174,7 +174,7 @@ async fn the_documentation_walkthrough_runs_with_its_own_curl_commands() {
         "[\"KwdbSinkConnector\"]"
     );
 
-    let data = read("examples/kw-json-kaiwudb-data.txt");
+    let data = read("tests/data/seed/kw-json-kaiwudb-data.txt");
     let line = data.lines().next().unwrap();
     produce_lines(&kafka.bootstrap, &sink_topic, &[line]).await;
     wait_rows(
@@ -195,7 +195,7 @@ async fn the_documentation_walkthrough_runs_with_its_own_curl_commands() {
     source_db
         .client()
         .await
-        .batch_execute(&read("examples/benchmark-cpu_kaiwudb_tb.sql"))
+        .batch_execute(&read("tests/data/seed/benchmark-cpu_kaiwudb_tb.sql"))
         .await
         .unwrap();
     let cpu_topic = format!("kw-{}-cpu_kaiwudb_tb", source_db.name);
@@ -805,7 +805,7 @@ async fn two_workers_share_connectors_and_the_survivor_of_a_kill_9_takes_over() 
     source_db
         .client()
         .await
-        .batch_execute(&read("examples/benchmark-cpu_kaiwudb_tb.sql"))
+        .batch_execute(&read("tests/data/seed/benchmark-cpu_kaiwudb_tb.sql"))
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

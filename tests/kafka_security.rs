@@ -451,7 +451,7 @@ async fn connect_run_takes_the_worker_configs_security_settings() {
         .await
         .batch_execute(
             &std::fs::read_to_string(
-                crate::support::repo_root().join("examples/benchmark-cpu_kaiwudb_tb.sql"),
+                crate::support::repo_root().join("tests/data/seed/benchmark-cpu_kaiwudb_tb.sql"),
             )
             .unwrap(),
         )
@@ -522,7 +522,7 @@ async fn connect_run_takes_the_worker_configs_security_settings() {
     let source = dir.path().join("source.json");
     std::fs::write(&source, seed_config_for(SOURCE_JSON, &db, |_| {})).unwrap();
     let data = std::fs::read_to_string(
-        crate::support::repo_root().join("examples/kw-json-kaiwudb-data.txt"),
+        crate::support::repo_root().join("tests/data/seed/kw-json-kaiwudb-data.txt"),
     )
     .unwrap();
     let lines: Vec<&str> = data.lines().collect();
