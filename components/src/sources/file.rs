@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::io::BufReader;
 
+use super::default_max_line_bytes;
 use super::lines::{read_lines, LinesEnd, PendingAcks};
-use super::stdin::default_max_line_bytes;
 use crate::api::{
     BuildContext, Component, ComponentConfig, ComponentContext, ComponentError, OutputDef,
 };

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::io::BufReader;
 
+use super::default_max_line_bytes;
 use super::lines::{read_lines, PendingAcks};
 use crate::api::{
     BuildContext, Component, ComponentConfig, ComponentContext, ComponentError, OutputDef,
@@ -18,10 +19,6 @@ pub struct StdinConfig {
     /// Longer lines are rejected (logged and counted), not buffered without bound.
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
-}
-
-pub(crate) fn default_max_line_bytes() -> usize {
-    16 * 1024 * 1024
 }
 
 #[async_trait]
