@@ -10,6 +10,15 @@ use components::event::{Precision, RowBatch};
 use components::formats::{self, DecodeOptions, EncodeOptions, Format};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
+// The agent's allocator and settings (src/main.rs), so these figures compare
+// with the agent's.
+#[global_allocator]
+static ALLOCATOR: components::allocator::MiMalloc = components::allocator::MiMalloc;
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static CONFIGURE_ALLOCATOR: extern "C" fn() = components::allocator::configure;
+
 const ROWS: usize = 2000;
 
 /// Lines both parsers take: standard line protocol.

@@ -51,6 +51,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
+// No allocator declared here: what is measured is the `kwpipe` binary, a process of
+// its own with the agent's allocator (src/main.rs).
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()

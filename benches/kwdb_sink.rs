@@ -28,6 +28,15 @@ use components::{
 };
 use tokio::sync::mpsc;
 
+// The agent's allocator and settings (src/main.rs), so these figures compare
+// with the agent's.
+#[global_allocator]
+static ALLOCATOR: components::allocator::MiMalloc = components::allocator::MiMalloc;
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static CONFIGURE_ALLOCATOR: extern "C" fn() = components::allocator::configure;
+
 const MSG_ROWS: usize = 100;
 
 fn schema() -> Arc<TableSchema> {

@@ -1,5 +1,16 @@
-//! The allocator of every binary that links the components: the agent, its
-//! benchmarks and its tests all run on the same one.
+//! The agent's allocator and its settings. A library must not choose the
+//! allocator of every binary that links it (fuzz targets and tests would get it
+//! too), so the agent's binary declares it (`src/main.rs`), and so do the
+//! benches that measure the agent's work, to keep their figures comparable:
+//!
+//! ```ignore
+//! #[global_allocator]
+//! static ALLOCATOR: components::allocator::MiMalloc = components::allocator::MiMalloc;
+//! #[cfg(target_os = "linux")]
+//! #[used]
+//! #[link_section = ".init_array"]
+//! static CONFIGURE_ALLOCATOR: extern "C" fn() = components::allocator::configure;
+//! ```
 //!
 //! Rows are allocated value by value on a source's thread and freed on a sink's.
 //! glibc's malloc spent a quarter of an export's CPU on that (`malloc_consolidate`,
@@ -8,8 +19,7 @@
 
 use std::ffi::c_int;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+pub use mimalloc::MiMalloc;
 
 /// mimalloc v3's option numbers (`mi_option_e` in its `include/mimalloc.h`);
 /// libmimalloc-sys's own constants still follow v2's numbering.
@@ -26,16 +36,13 @@ const SETTINGS: [(c_int, &std::ffi::CStr, std::ffi::c_long); 2] = [
     (PURGE_DELAY, c"MIMALLOC_PURGE_DELAY", 10),
 ];
 
-// The arena's commit mode is fixed when the first allocation reserves it, which
-// happens before `main`. mimalloc reads its options in a constructor of priority
-// 101; this one runs after it and before Rust's runtime allocates anything. It is
-// in the same module as the allocator so the linker keeps both or neither.
-#[cfg(target_os = "linux")]
-#[used]
-#[link_section = ".init_array"]
-static CONFIGURE: extern "C" fn() = configure;
-
-extern "C" fn configure() {
+/// Applies `SETTINGS`; registered as a constructor next to the allocator.
+///
+/// The arena's commit mode is fixed when the first allocation reserves it, which
+/// happens before `main`. mimalloc reads its options in a constructor of priority
+/// 101; one in plain `.init_array` runs after it and before Rust's runtime
+/// allocates anything, so declare it there beside the `#[global_allocator]`.
+pub extern "C" fn configure() {
     for (option, env, value) in SETTINGS {
         // SAFETY: getenv with a NUL-terminated name, before any thread exists;
         // mi_option_set takes any option number and value.
