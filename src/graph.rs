@@ -1,5 +1,6 @@
 //! The topology as a graph: resolving `inputs` to outputs, and the checks that
 //! need the whole graph (dangling inputs, duplicate ids, cycles, event kinds).
+//! Built on what `config` parsed; `crate::load` runs the two in turn.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -7,38 +8,8 @@ use std::fmt::Write as _;
 use components::api::{ComponentClass, OutputDef};
 use components::event::EventKind;
 
-use crate::config::{suggest, Node, Topology};
-
-/// An output of a component: `id` (default) or `id.name`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OutputRef {
-    pub id: String,
-    pub output: Option<String>,
-}
-
-impl OutputRef {
-    pub fn parse(text: &str) -> OutputRef {
-        match text.split_once('.') {
-            Some((id, output)) => OutputRef {
-                id: id.to_string(),
-                output: Some(output.to_string()),
-            },
-            None => OutputRef {
-                id: text.to_string(),
-                output: None,
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for OutputRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.output {
-            Some(o) => write!(f, "{}.{o}", self.id),
-            None => f.write_str(&self.id),
-        }
-    }
-}
+use crate::config::{Node, OutputRef, Topology};
+use crate::suggest::suggest;
 
 /// Checks the graph, appending errors; returns warnings. `broken` lists ids of
 /// components that failed to parse: inputs naming them are not reported again.
@@ -70,13 +41,14 @@ pub fn check(nodes: &[Node], broken: &[String], errors: &mut Vec<String>) -> Vec
     let mut read: HashSet<OutputRef> = HashSet::new();
     for node in nodes {
         let accepts = node.config.input_kinds();
-        for input in &node.inputs {
-            let r = OutputRef::parse(input);
+        for r in &node.inputs {
+            // As written in the file: error messages quote it.
+            let input = r.to_string();
             let Some(upstream) = first_by_id.get(r.id.as_str()) else {
                 if broken.contains(&r.id) {
                     continue;
                 }
-                let hint = suggest(input, &output_names)
+                let hint = suggest(&input, &output_names)
                     .map(|s| format!("; did you mean \"{s}\"?"))
                     .unwrap_or_default();
                 errors.push(format!(
@@ -123,11 +95,11 @@ pub fn check(nodes: &[Node], broken: &[String], errors: &mut Vec<String>) -> Vec
                     node.key,
                     def.kind,
                     node.type_name,
-                    singular(node.key.class),
+                    node.key.class.as_str(),
                     kinds(&accepts)
                 ));
             }
-            read.insert(r);
+            read.insert(r.clone());
         }
     }
 
@@ -163,8 +135,7 @@ fn discarded_rejects(nodes: &[Node], read: &HashSet<OutputRef>) -> Vec<String> {
     // Downstream edges: upstream id -> readers of its default output.
     let mut readers: HashMap<&str, Vec<&Node>> = HashMap::new();
     for node in nodes {
-        for input in &node.inputs {
-            let r = OutputRef::parse(input);
+        for r in &node.inputs {
             if r.output.is_none() {
                 if let Some(up) = nodes.iter().find(|n| n.key.id == r.id) {
                     readers.entry(up.key.id.as_str()).or_default().push(node);
@@ -209,14 +180,6 @@ fn find_output<'a>(outputs: &'a [OutputDef], name: Option<&str>) -> Option<&'a O
     outputs.iter().find(|o| o.name.as_deref() == name)
 }
 
-fn singular(class: ComponentClass) -> &'static str {
-    match class {
-        ComponentClass::Source => "source",
-        ComponentClass::Transform => "transform",
-        ComponentClass::Sink => "sink",
-    }
-}
-
 fn kinds(k: &[EventKind]) -> String {
     let names: Vec<&str> = k.iter().map(|k| k.as_str()).collect();
     names.join(" or ")
@@ -229,10 +192,7 @@ fn find_cycle(nodes: &[Node]) -> Option<Vec<String>> {
         .map(|n| {
             (
                 n.key.id.as_str(),
-                n.inputs
-                    .iter()
-                    .map(|i| i.split('.').next().unwrap_or(i))
-                    .collect(),
+                n.inputs.iter().map(|r| r.id.as_str()).collect(),
             )
         })
         .collect();
@@ -311,9 +271,8 @@ pub fn to_dot(topology: &Topology) -> String {
         }
     }
     for node in &topology.nodes {
-        for input in &node.inputs {
-            let r = OutputRef::parse(input);
-            let kind = kinds_of.get(&r).map_or("?", |k| k.as_str());
+        for r in &node.inputs {
+            let kind = kinds_of.get(r).map_or("?", |k| k.as_str());
             let label = match &r.output {
                 Some(o) => format!("{o}: {kind}"),
                 None => kind.to_string(),

@@ -1,9 +1,25 @@
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use kwpipe::{api, config, connect, graph, runtime, telemetry, top};
+use kwpipe::connect::{client, convert};
+use kwpipe::status::StatusBoard;
+use kwpipe::{admin, config, connect, graph, load, runtime, telemetry, top};
+
+// The agent runs on mimalloc with settings for a small footprint (see
+// components/src/allocator.rs for why and for the figures). Declared here, in the
+// binary, so the library does not impose it on fuzz targets and tests.
+#[global_allocator]
+static ALLOCATOR: components::allocator::MiMalloc = components::allocator::MiMalloc;
+
+// mimalloc's options must be set before the first allocation: a constructor, run
+// after mimalloc's own (priority 101) and before Rust's runtime starts.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static CONFIGURE_ALLOCATOR: extern "C" fn() = components::allocator::configure;
 
 /// kwpipe moves time-series and relational data between Apache Kafka and KWDB.
 #[derive(Parser, Debug)]
@@ -60,6 +76,10 @@ enum Command {
         #[command(subcommand)]
         command: ConnectCommand,
     },
+    /// Which allocator this binary runs on and its settings, one `name: value` a
+    /// line (for tests/allocator.rs; not for users, so hidden).
+    #[command(hide = true)]
+    AllocatorInfo,
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,12 +140,12 @@ struct WorkerArgs {
 }
 
 impl WorkerArgs {
-    fn options(&self) -> anyhow::Result<connect::ConvertOptions> {
+    fn options(&self) -> anyhow::Result<convert::ConvertOptions> {
         let mut worker = match &self.worker_config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
-                connect::parse_properties(&text)
+                client::parse_properties(&text)
             }
             None => Default::default(),
         };
@@ -139,7 +159,7 @@ impl WorkerArgs {
             .bootstrap_servers
             .clone()
             .or_else(|| worker.get("bootstrap.servers").cloned());
-        Ok(connect::ConvertOptions {
+        Ok(convert::ConvertOptions {
             bootstrap_servers,
             worker,
         })
@@ -192,8 +212,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     anyhow::bail!(errors.join("\n"));
                 }
             }
-            api::install_recorder();
-            runtime::run(topology, shutdown).await?;
+            run_topology(topology, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate {
@@ -229,7 +248,34 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             top::run(&base, interval, once).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::AllocatorInfo => {
+            use components::allocator::{option, owns, ARENA_EAGER_COMMIT, PURGE_DELAY};
+            let probe = Box::new([7u8; 100]);
+            println!("mimalloc: {}", owns(probe.as_ptr()));
+            println!("arena_eager_commit: {}", option(ARENA_EAGER_COMMIT));
+            println!("purge_delay: {}", option(PURGE_DELAY));
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Runs `topology` until it finishes or `shutdown` completes, with its admin
+/// endpoint (`[api]`) serving the runtime's status board for as long as it runs.
+async fn run_topology(
+    topology: config::Topology,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    admin::install_recorder();
+    let board = StatusBoard::default();
+    let server = match &topology.api {
+        Some(api) => Some(admin::serve(api.address, api.limits(), board.clone()).await?),
+        None => None,
+    };
+    let result = runtime::run_with_board(topology, &board, shutdown).await;
+    if let Some(server) = server {
+        server.stop();
+    }
+    Ok(result?)
 }
 
 async fn connect_command(command: ConnectCommand) -> anyhow::Result<ExitCode> {
@@ -249,7 +295,7 @@ async fn connect_command(command: ConnectCommand) -> anyhow::Result<ExitCode> {
                 listen,
                 basic_auth: rest_basic_auth,
             };
-            api::install_recorder();
+            admin::install_recorder();
             connect::worker::run(opts, shutdown).await?;
             return Ok(ExitCode::SUCCESS);
         }
@@ -274,10 +320,10 @@ async fn connect_command(command: ConnectCommand) -> anyhow::Result<ExitCode> {
             (opts, files, Some(data_dir))
         }
     };
-    let mut merged = connect::Converted::default();
+    let mut merged = convert::Converted::default();
     let mut errors = Vec::new();
     for file in &files {
-        match connect::convert_file(file, &opts) {
+        match convert::convert_file(file, &opts) {
             Ok(c) => {
                 if let Err(e) = merged.merge(c) {
                     errors.push(e);
@@ -303,14 +349,13 @@ async fn connect_command(command: ConnectCommand) -> anyhow::Result<ExitCode> {
         toml::Value::String(data_dir.display().to_string().replace('$', "$$"))
     );
     let env = config::interpolate::process_env();
-    let topology = config::load_texts(&[(PathBuf::from("connector configs"), text)], &env)?;
-    api::install_recorder();
-    runtime::run(topology, shutdown).await?;
+    let topology = load::load_texts(&[(PathBuf::from("connector configs"), text)], &env)?;
+    run_topology(topology, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn load(configs: &[PathBuf]) -> anyhow::Result<config::Topology> {
-    let topology = config::load_files(configs)?;
+    let topology = load::load_files(configs)?;
     for w in &topology.warnings {
         tracing::warn!("{w}");
     }
@@ -350,7 +395,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-/// Rust code allocates with mimalloc (components::allocator), but librdkafka's
+/// Rust code allocates with mimalloc (`ALLOCATOR` above), but librdkafka's
 /// threads use glibc's malloc, which gives each thread that allocates its own arena
 /// (up to 8 per core) and keeps their memory after a burst; an edge agent wants a
 /// small, steady footprint.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::api::ComponentView;
+use crate::admin::ComponentView;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopError {
@@ -50,7 +50,7 @@ pub fn resolve(target: &[String]) -> Result<String, TopError> {
         }
     }
     let paths: Vec<PathBuf> = target.iter().map(PathBuf::from).collect();
-    let topology = crate::config::load_files(&paths)?;
+    let topology = crate::load::load_files(&paths)?;
     match topology.api {
         Some(api) => Ok(format!("http://{}", api.address)),
         None => Err(TopError::NoApi {

@@ -223,7 +223,7 @@ async fn a_table_that_cannot_be_exported_is_skipped_and_the_others_go_on() {
         .await
         .unwrap();
     assert_eq!(status, 200);
-    let views: Vec<kwpipe::api::ComponentView> = serde_json::from_str(&body).unwrap();
+    let views: Vec<kwpipe::admin::ComponentView> = serde_json::from_str(&body).unwrap();
     let source = views.iter().find(|v| v.id == "db").unwrap();
     assert_eq!(source.state, "running");
     assert_eq!(source.problems.len(), 3, "{source:?}");
@@ -946,7 +946,7 @@ fn connect_convert_never_echoes_a_secret() {
             &file,
             format!(
                 r#"{{"name":"s","config":{{"connector.class":"{}","topics":"t","in.format":"json_kaiwudb","connection.url":"jdbc:kaiwudb://u:SECRET@h:26257/db?password=SECRET","connection.password":{value}}}}}"#,
-                kwpipe::connect::SINK_CLASS
+                kwpipe::connect::convert::SINK_CLASS
             ),
         )
         .unwrap();

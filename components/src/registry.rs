@@ -68,6 +68,17 @@ pub enum RegistryError {
     Options(String),
 }
 
+impl ComponentClass {
+    /// The singular name, as messages and the admin API say it: `source`, `transform`, `sink`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentClass::Source => "source",
+            ComponentClass::Transform => "transform",
+            ComponentClass::Sink => "sink",
+        }
+    }
+}
+
 /// The type names of one class, in registry order.
 pub fn names(class: ComponentClass) -> Vec<&'static str> {
     COMPONENTS
@@ -87,13 +98,8 @@ pub fn parse(
         .iter()
         .find(|r| r.class == class && r.name == name)
     else {
-        let singular = match class {
-            ComponentClass::Source => "source",
-            ComponentClass::Transform => "transform",
-            ComponentClass::Sink => "sink",
-        };
         return Err(RegistryError::UnknownType {
-            class: singular,
+            class: class.as_str(),
             name: name.to_string(),
             known: names(class).join(", "),
         });

@@ -32,5 +32,5 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(a.len(), b.len(), "the environment changed the file's keys");
         }
     }
-    let _ = kwpipe::config::load_texts(&[(PathBuf::from("fuzz.toml"), file.to_string())], &env);
+    let _ = kwpipe::load::load_texts(&[(PathBuf::from("fuzz.toml"), file.to_string())], &env);
 });

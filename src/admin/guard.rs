@@ -18,10 +18,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-/// Default: a header in 10 s; 64 connections at once.
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
-
 pub struct GuardedListener {
     listener: TcpListener,
     permits: Arc<Semaphore>,
@@ -177,8 +173,9 @@ mod tests {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::*;
-    use crate::api::{serve, Limits};
-    use crate::runtime::StatusBoard;
+    use crate::admin::serve;
+    use crate::config::ApiLimits as Limits;
+    use crate::status::StatusBoard;
 
     /// Reads until the server closes the connection (or fails it); the bytes.
     async fn until_closed(s: &mut TcpStream) -> Vec<u8> {

@@ -1,6 +1,8 @@
 //! The admin HTTP endpoint (`[api]`): `/health`, `/metrics` (Prometheus text) and
-//! `/components` (JSON), all read from the runtime's status board and the one
-//! metrics recorder.
+//! `/components` (JSON), all read from the status board the runtime writes and
+//! the one metrics recorder. Not to be confused with `components::api`, the
+//! components' programming interface. The command that runs a topology starts
+//! this server beside the runtime, handing both the same board (`main.rs`).
 
 pub mod guard;
 
@@ -16,7 +18,8 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 
-use crate::runtime::{ComponentState, StatusBoard};
+use crate::config::ApiLimits;
+use crate::status::{ComponentState, StatusBoard};
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -42,7 +45,7 @@ fn render_metrics() -> String {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub enum AdminError {
     #[error("api: cannot listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -53,41 +56,27 @@ pub enum ApiError {
 
 /// A running admin endpoint; dropping it leaves the server running until the
 /// process ends, `stop` ends it.
-pub struct ApiServer {
+pub struct AdminServer {
     pub address: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl ApiServer {
+impl AdminServer {
     pub fn stop(self) {
         self.task.abort();
     }
 }
 
-/// What the admin endpoint allows a client (see [`guard`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    pub header_read_timeout: std::time::Duration,
-    pub max_connections: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            header_read_timeout: guard::DEFAULT_HEADER_READ_TIMEOUT,
-            max_connections: guard::DEFAULT_MAX_CONNECTIONS,
-        }
-    }
-}
-
+/// Serves the endpoint on `address` from `board` until [`AdminServer::stop`];
+/// `limits` are enforced by [`guard`].
 pub async fn serve(
     address: SocketAddr,
-    limits: Limits,
+    limits: ApiLimits,
     board: StatusBoard,
-) -> Result<ApiServer, ApiError> {
+) -> Result<AdminServer, AdminError> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
-        .map_err(|source| ApiError::Bind { address, source })?;
+        .map_err(|source| AdminError::Bind { address, source })?;
     let address = listener.local_addr().unwrap_or(address);
     let listener =
         guard::GuardedListener::new(listener, limits.max_connections, limits.header_read_timeout);
@@ -102,7 +91,7 @@ pub async fn serve(
         }
     });
     tracing::info!(%address, "api listening");
-    Ok(ApiServer { address, task })
+    Ok(AdminServer { address, task })
 }
 
 #[derive(Serialize)]
@@ -122,7 +111,6 @@ async fn health(State(board): State<StatusBoard>) -> Response {
             }
             // A source that read its whole input is done, not broken.
             ComponentState::Finished => {}
-            ComponentState::Starting => reasons.push(format!("{}: starting", c.key)),
             ComponentState::Failed => reasons.push(format!(
                 "{}: failed: {}",
                 c.key,
@@ -233,7 +221,7 @@ mod tests {
     use components::api::ComponentMetrics;
 
     use super::*;
-    use crate::runtime::ComponentStatus;
+    use crate::status::ComponentStatus;
 
     fn board_with(state: ComponentState) -> (StatusBoard, ComponentMetrics) {
         let board = StatusBoard::default();

@@ -1,10 +1,12 @@
-//! From topology files to a checked [`Topology`]: read, interpolate, parse, merge,
-//! parse each component's options, check the graph — collecting every error on
-//! the way, each prefixed with where it is, so a person fixes them all in one go.
+//! From topology texts to a [`Topology`]: interpolate, parse, merge, parse each
+//! component's options and inputs — collecting every error on the way, each
+//! prefixed with where it is, so a person fixes them all in one go. Checking the
+//! wiring between components is the graph's job (`crate::graph`), and reading
+//! files and running both steps is `crate::load`'s: config sits below both.
 
 pub mod interpolate;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use std::time::Duration;
 use components::api::{ComponentClass, ComponentConfig, GlobalOptions};
 use components::{durations, registry};
 
-use crate::graph;
+use crate::suggest::suggest;
 
 /// `sources.readings`, `transforms.decode`, `sinks.db`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,13 +31,46 @@ impl fmt::Display for ComponentKey {
     }
 }
 
+/// An output of a component, as an `inputs` entry names it: `id` (its default
+/// output) or `id.name`. Parsed once at load; the graph and the runtime use it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OutputRef {
+    pub id: String,
+    pub output: Option<String>,
+}
+
+impl OutputRef {
+    /// Splits at the first `.`; every text parses, and `to_string` gives it back.
+    pub fn parse(text: &str) -> OutputRef {
+        match text.split_once('.') {
+            Some((id, output)) => OutputRef {
+                id: id.to_string(),
+                output: Some(output.to_string()),
+            },
+            None => OutputRef {
+                id: text.to_string(),
+                output: None,
+            },
+        }
+    }
+}
+
+impl fmt::Display for OutputRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.output {
+            Some(o) => write!(f, "{}.{o}", self.id),
+            None => f.write_str(&self.id),
+        }
+    }
+}
+
 /// One component of a topology.
 #[derive(Debug)]
 pub struct Node {
     pub key: ComponentKey,
     pub type_name: String,
-    /// Output references as written: `id` or `id.output`.
-    pub inputs: Vec<String>,
+    /// The outputs it reads, in the order its `inputs` lists them.
+    pub inputs: Vec<OutputRef>,
     pub config: Box<dyn ComponentConfig>,
 }
 
@@ -48,6 +83,34 @@ pub struct ApiOptions {
     pub header_read_timeout: Duration,
     /// Connections served at once; more wait. Default 64.
     pub max_connections: usize,
+}
+
+impl ApiOptions {
+    /// What the endpoint allows a client (`crate::admin::guard` enforces it).
+    pub fn limits(&self) -> ApiLimits {
+        ApiLimits {
+            header_read_timeout: self.header_read_timeout,
+            max_connections: self.max_connections,
+        }
+    }
+}
+
+/// What the admin endpoint allows a client: a header within
+/// `header_read_timeout`, at most `max_connections` at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiLimits {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ApiLimits {
+    /// A header in 10 s; 64 connections at once.
+    fn default() -> Self {
+        ApiLimits {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 64,
+        }
+    }
 }
 
 /// A checked topology, ready to build and run.
@@ -82,29 +145,23 @@ impl ConfigError {
     }
 }
 
-/// Reads, merges and checks topology files, with `${VAR}` taken from the process
-/// environment.
-pub fn load_files(paths: &[PathBuf]) -> Result<Topology, ConfigError> {
-    let env = interpolate::process_env();
-    let mut sources = Vec::new();
-    let mut errors = Vec::new();
-    for path in paths {
-        match std::fs::read_to_string(path) {
-            Ok(text) => sources.push((path.clone(), text)),
-            Err(e) => errors.push(format!("{}: cannot read: {e}", path.display())),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ConfigError { errors });
-    }
-    load_texts(&sources, &env)
+/// The topology as written, before its wiring is checked: `topology` holds the
+/// components that parsed, `broken` the ids of those that did not (the graph
+/// check does not report inputs naming them again), `errors` everything wrong so far.
+#[derive(Debug)]
+pub struct Parsed {
+    pub topology: Topology,
+    pub broken: Vec<String>,
+    pub errors: Vec<String>,
 }
 
-/// Like [`load_files`] for texts already in memory (`path` only names them).
-pub fn load_texts(
+/// Interpolates, parses and merges topology texts (`path` only names them).
+/// Fails at once when a text cannot be read as TOML at all; otherwise returns
+/// what parsed with every error found.
+pub fn parse_texts(
     files: &[(PathBuf, String)],
     env: &HashMap<String, String>,
-) -> Result<Topology, ConfigError> {
+) -> Result<Parsed, ConfigError> {
     if files.is_empty() {
         return Err(ConfigError::one("no topology file given".into()));
     }
@@ -132,7 +189,7 @@ pub fn load_texts(
     if !errors.is_empty() {
         return Err(ConfigError { errors });
     }
-    compile(merged, &mut errors).ok_or(ConfigError { errors })
+    Ok(compile(merged))
 }
 
 /// `toml`'s message names line and column; keep it to one readable line.
@@ -208,7 +265,8 @@ fn merge_file(
     }
 }
 
-fn compile(mut merged: toml::Table, errors: &mut Vec<String>) -> Option<Topology> {
+fn compile(mut merged: toml::Table) -> Parsed {
+    let mut errors = Vec::new();
     let mut globals = GlobalOptions::default();
     let mut api = None;
     let mut channel_capacity = DEFAULT_CHANNEL_CAPACITY;
@@ -266,7 +324,7 @@ fn compile(mut merged: toml::Table, errors: &mut Vec<String>) -> Option<Topology
                 class,
                 id: id.clone(),
             };
-            match parse_node(key, body, errors) {
+            match parse_node(key, body, &mut errors) {
                 Some(node) => nodes.push(node),
                 None => broken.push(id),
             }
@@ -275,18 +333,17 @@ fn compile(mut merged: toml::Table, errors: &mut Vec<String>) -> Option<Topology
     if nodes.iter().all(|n| n.key.class != ComponentClass::Source) && errors.is_empty() {
         errors.push("the topology has no sources; add a [sources.ID] table".into());
     }
-    let warnings = graph::check(&nodes, &broken, errors);
-    if errors.is_empty() {
-        Some(Topology {
+    Parsed {
+        topology: Topology {
             globals: Arc::new(globals),
             api,
             channel_capacity,
             shutdown_timeout,
             nodes,
-            warnings,
-        })
-    } else {
-        None
+            warnings: Vec::new(),
+        },
+        broken,
+        errors,
     }
 }
 
@@ -310,7 +367,7 @@ fn parse_api(value: toml::Value) -> Result<Option<ApiOptions>, String> {
         }
         None => "127.0.0.1:8686".parse().expect("valid default"),
     };
-    let defaults = crate::api::Limits::default();
+    let defaults = ApiLimits::default();
     let header_read_timeout = match t.remove("header_read_timeout") {
         None => defaults.header_read_timeout,
         Some(toml::Value::String(s)) => match components::durations::parse(&s) {
@@ -387,7 +444,7 @@ fn parse_node(key: ComponentKey, body: toml::Value, errors: &mut Vec<String>) ->
             let mut inputs = Vec::new();
             for item in items {
                 match item {
-                    toml::Value::String(s) => inputs.push(s),
+                    toml::Value::String(s) => inputs.push(OutputRef::parse(&s)),
                     other => errors.push(format!(
                         "{key}: inputs: expected strings, found {}",
                         other.type_str()
@@ -452,51 +509,3 @@ fn check_id(id: &str) -> Result<(), String> {
     }
     Ok(())
 }
-
-/// The closest candidate by edit distance, when it is close enough to be a typo.
-pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
-        .iter()
-        .map(|c| (edit_distance(word, c), *c))
-        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// Edit distance where swapping two neighbours counts as one edit (typos do that).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = v;
-        }
-    }
-    d[a.len()][b.len()]
-}
-
-/// Where a set of loaded components stands, for tests and `graph`.
-pub fn by_key(topology: &Topology) -> BTreeMap<String, &Node> {
-    topology
-        .nodes
-        .iter()
-        .map(|n| (n.key.to_string(), n))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests;

@@ -8,6 +8,10 @@ use components::api::{
 use components::event::EventKind;
 
 use super::*;
+use crate::config::{
+    ComponentKey, ConfigError, Node, OutputRef, Topology, DEFAULT_CHANNEL_CAPACITY,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+};
 
 fn load(text: &str) -> Result<Topology, ConfigError> {
     load_with_env(text, &[])
@@ -340,7 +344,7 @@ fn node(
             id: id.into(),
         },
         type_name: "kinds".into(),
-        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        inputs: inputs.iter().map(|s| OutputRef::parse(s)).collect(),
         config: Box::new(Kinds {
             takes: takes.to_vec(),
             gives,
@@ -411,13 +415,4 @@ fn cycles_are_found() {
     let mut errs = Vec::new();
     crate::graph::check(&nodes, &[], &mut errs);
     assert_eq!(errs, vec!["transforms.a: cycle a -> b -> c -> a"]);
-}
-
-#[test]
-fn suggestions_only_for_near_misses() {
-    assert_eq!(
-        suggest("readngs", &["readings", "decode"]),
-        Some("readings")
-    );
-    assert_eq!(suggest("zzz", &["readings", "decode"]), None);
 }

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use components::api::{
@@ -23,72 +23,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::config::{ComponentKey, Topology};
-use crate::graph::OutputRef;
-
-/// Where a component is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ComponentState {
-    Starting,
-    Running,
-    Finished,
-    Failed,
-}
-
-impl ComponentState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ComponentState::Starting => "starting",
-            ComponentState::Running => "running",
-            ComponentState::Finished => "finished",
-            ComponentState::Failed => "failed",
-        }
-    }
-}
-
-/// One component as the admin API shows it.
-#[derive(Clone, Debug)]
-pub struct ComponentStatus {
-    pub key: String,
-    pub id: String,
-    pub class: &'static str,
-    pub type_name: String,
-    pub state: ComponentState,
-    pub error: Option<String>,
-    pub metrics: ComponentMetrics,
-}
-
-/// The state of every component, shared between the supervisor and the API.
-#[derive(Clone, Default)]
-pub struct StatusBoard(Arc<Mutex<Vec<ComponentStatus>>>);
-
-impl StatusBoard {
-    pub fn snapshot(&self) -> Vec<ComponentStatus> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub(crate) fn push(&self, status: ComponentStatus) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(status);
-    }
-
-    fn set(&self, key: &str, state: ComponentState, error: Option<String>) {
-        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for c in all.iter_mut().filter(|c| c.key == key) {
-            c.state = state;
-            if error.is_some() {
-                c.error = error.clone();
-            }
-        }
-    }
-}
+use crate::config::{ComponentKey, OutputRef, Topology};
+use crate::status::{ComponentState, ComponentStatus, StatusBoard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error(transparent)]
-    Api(#[from] crate::api::ApiError),
     #[error("{}", .0.join("\n"))]
     Build(Vec<String>),
     #[error("{component} failed: {message}")]
@@ -120,28 +59,24 @@ pub async fn healthcheck(topology: &Topology) -> Result<(), Vec<String>> {
     }
 }
 
-/// Builds and runs `topology` until its sources finish or `shutdown` completes.
+/// Builds and runs `topology` until its sources finish or `shutdown` completes,
+/// with nobody watching its status.
 pub async fn run(
     topology: Topology,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
-    let board = StatusBoard::default();
-    let api = match &topology.api {
-        Some(a) => Some(
-            crate::api::serve(
-                a.address,
-                crate::api::Limits {
-                    header_read_timeout: a.header_read_timeout,
-                    max_connections: a.max_connections,
-                },
-                board.clone(),
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    run_with_board(topology, &StatusBoard::default(), shutdown).await
+}
+
+/// [`run`], keeping each component's state on `board` (which the admin endpoint
+/// reads; the caller starts that, the runtime does not know it).
+pub async fn run_with_board(
+    topology: Topology,
+    board: &StatusBoard,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RuntimeError> {
     let source_shutdown = ShutdownSignal::new();
-    let result = match start(&topology, &source_shutdown, &board).await {
+    match start(&topology, &source_shutdown, board).await {
         Ok(mut tasks) => {
             // The components' checks run beside the topology, so an operator sees at
             // once what is misconfigured (wrong password, missing topic) while the
@@ -158,7 +93,7 @@ pub async fn run(
                 &source_shutdown,
                 shutdown,
                 topology.shutdown_timeout,
-                &board,
+                board,
             );
             tokio::pin!(checks, supervised);
             let mut checked = false;
@@ -170,11 +105,7 @@ pub async fn run(
             }
         }
         Err(e) => Err(e),
-    };
-    if let Some(api) = api {
-        api.stop();
     }
-    result
 }
 
 struct Tasks {
@@ -216,10 +147,7 @@ async fn start(
         let (tx, rx) = mpsc::channel(topology.channel_capacity);
         receivers.insert(&node.key, rx);
         for input in &node.inputs {
-            readers
-                .entry(OutputRef::parse(input))
-                .or_default()
-                .push(tx.clone());
+            readers.entry(input.clone()).or_default().push(tx.clone());
         }
     }
 
@@ -233,11 +161,7 @@ async fn start(
         board.push(ComponentStatus {
             key: node.key.to_string(),
             id: node.key.id.clone(),
-            class: match node.key.class {
-                ComponentClass::Source => "source",
-                ComponentClass::Transform => "transform",
-                ComponentClass::Sink => "sink",
-            },
+            class: node.key.class.as_str(),
             type_name: node.type_name.clone(),
             state: ComponentState::Running,
             error: None,

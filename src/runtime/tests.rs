@@ -11,7 +11,7 @@ use components::api::{
 use components::event::{Event, EventKind, RawMessage};
 
 use super::*;
-use crate::config::{ComponentKey, Node, Topology};
+use crate::config::{ComponentKey, Node, OutputRef, Topology};
 
 /// Emits `count` Raw events (or until shutdown when `count` is None) and records
 /// the status each one comes back with.
@@ -200,7 +200,7 @@ fn node(
             id: id.to_string(),
         },
         type_name: config.type_name().to_string(),
-        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        inputs: inputs.iter().map(|s| OutputRef::parse(s)).collect(),
         config: Box::new(config),
     }
 }

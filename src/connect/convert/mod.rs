@@ -13,6 +13,8 @@ use std::path::Path;
 
 use serde_json::Value as Json;
 
+use super::client;
+
 pub const SINK_CLASS: &str = "com.kaiwudb.kafka.connect.sink.KwdbSinkConnector";
 pub const SOURCE_CLASS: &str = "com.kaiwudb.kafka.connect.source.KwdbSourceConnector";
 
@@ -101,8 +103,6 @@ pub struct ConvertOptions {
     /// security, see [`client`].
     pub worker: BTreeMap<String, String>,
 }
-
-pub use client::parse_properties;
 
 /// Reads a connector config file: `{"name":..,"config":{..}}` or a bare config.
 pub fn convert_file(path: &Path, opts: &ConvertOptions) -> Result<Converted, ConnectError> {
@@ -932,9 +932,7 @@ impl Params {
     }
 }
 
-mod client;
 #[cfg(test)]
 mod secret_tests;
 #[cfg(test)]
 mod tests;
-pub mod worker;

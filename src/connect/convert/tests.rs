@@ -396,7 +396,7 @@ fn line_formats_out_of_the_source_are_one_line_per_message() {
 /// parameter to the converter without its row fails here.
 #[test]
 fn the_migration_table_lists_every_parameter_the_converter_reads() {
-    let doc = include_str!("../../docs/migration.md");
+    let doc = include_str!("../../../docs/migration.md");
     let start = doc
         .find("## Every parameter")
         .expect("docs/migration.md has its parameter table");

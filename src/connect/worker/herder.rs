@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use super::members::Members;
 use super::offsets;
 use super::store::{StoreError, TopicLog};
-use crate::connect::{self, ConvertOptions};
+use crate::connect::convert::{self, ConvertOptions};
 
 /// What a connector should be doing, as Connect's `target-state-NAME` records say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,8 +80,8 @@ impl Stored {
 
     pub fn kind(&self) -> &'static str {
         match self.config.get("connector.class").and_then(Json::as_str) {
-            Some(connect::SINK_CLASS) => "sink",
-            Some(connect::SOURCE_CLASS) => "source",
+            Some(convert::SINK_CLASS) => "sink",
+            Some(convert::SOURCE_CLASS) => "source",
             _ => "unknown",
         }
     }
@@ -419,7 +419,7 @@ pub fn topology_for(
 ) -> Result<crate::config::Topology, String> {
     let text = json!({ "name": name, "config": config }).to_string();
     let converted =
-        connect::convert_text(name, &text, &settings.convert).map_err(|e| e.to_string())?;
+        convert::convert_text(name, &text, &settings.convert).map_err(|e| e.to_string())?;
     for w in &converted.warnings {
         tracing::debug!("{w}");
     }
@@ -429,7 +429,7 @@ pub fn topology_for(
         toml::Value::String(dir.display().to_string().replace('$', "$$")),
         converted.to_toml()
     );
-    crate::config::load_texts(
+    crate::load::load_texts(
         &[(PathBuf::from(format!("connector {name}")), text)],
         &Default::default(),
     )

@@ -28,7 +28,7 @@ use rdkafka::ClientConfig;
 use tokio::sync::oneshot;
 
 use super::client::{self, Role};
-use super::ConvertOptions;
+use super::convert::ConvertOptions;
 use store::{TopicLog, TopicSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +175,7 @@ pub async fn run(
             let text = std::fs::read_to_string(path).map_err(|e| {
                 WorkerError::Config(format!("{}: cannot read: {e}", path.display()))
             })?;
-            let users = super::parse_properties(&text);
+            let users = client::parse_properties(&text);
             if users.is_empty() {
                 return Err(WorkerError::Config(format!(
                     "{}: no `user: password` lines; every request would be refused",

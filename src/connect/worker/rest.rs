@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value as Json_};
 
 use super::herder::{self, Herder, Stored, Target};
 use super::{offsets, secrets};
-use crate::connect::{self, SINK_CLASS, SOURCE_CLASS};
+use crate::connect::convert::{self, SINK_CLASS, SOURCE_CLASS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestError {
@@ -218,9 +218,9 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Json_>, Failure> {
 /// The converter's findings, one per problem, keyed by the parameter they name.
 fn problems(name: &str, config: &Map<String, Json_>, herder: &Herder) -> Vec<(String, String)> {
     let text = json!({"name": name, "config": config}).to_string();
-    match connect::convert_text(name, &text, &herder.settings.convert) {
+    match convert::convert_text(name, &text, &herder.settings.convert) {
         Ok(_) => Vec::new(),
-        Err(connect::ConnectError::Config { errors, .. }) => errors
+        Err(convert::ConnectError::Config { errors, .. }) => errors
             .into_iter()
             .map(|e| {
                 let key = e
@@ -230,7 +230,7 @@ fn problems(name: &str, config: &Map<String, Json_>, herder: &Herder) -> Vec<(St
                 (key, e)
             })
             .collect(),
-        Err(connect::ConnectError::Invalid { message, .. }) => vec![(String::new(), message)],
+        Err(convert::ConnectError::Invalid { message, .. }) => vec![(String::new(), message)],
     }
 }
 
