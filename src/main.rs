@@ -268,7 +268,7 @@ async fn run_topology(
     admin::install_recorder();
     let board = StatusBoard::default();
     let server = match &topology.api {
-        Some(api) => Some(admin::serve(api.address, api.limits(), board.clone()).await?),
+        Some(api) => Some(admin::serve(api.address, api.limits, board.clone()).await?),
         None => None,
     };
     let result = runtime::run_with_board(topology, &board, shutdown).await;

@@ -78,28 +78,16 @@ pub struct Node {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiOptions {
     pub address: SocketAddr,
+    pub limits: ApiLimits,
+}
+
+/// What the admin endpoint allows a client (`crate::admin::guard` enforces it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiLimits {
     /// How long a client may take to send a request's header (and to read a
     /// response) before its connection is closed. Default 10s.
     pub header_read_timeout: Duration,
-    /// Connections served at once; more wait. Default 64.
-    pub max_connections: usize,
-}
-
-impl ApiOptions {
-    /// What the endpoint allows a client (`crate::admin::guard` enforces it).
-    pub fn limits(&self) -> ApiLimits {
-        ApiLimits {
-            header_read_timeout: self.header_read_timeout,
-            max_connections: self.max_connections,
-        }
-    }
-}
-
-/// What the admin endpoint allows a client: a header within
-/// `header_read_timeout`, at most `max_connections` at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ApiLimits {
-    pub header_read_timeout: Duration,
+    /// Connections served at once; more are closed at once. Default 64.
     pub max_connections: usize,
 }
 
@@ -397,8 +385,10 @@ fn parse_api(value: toml::Value) -> Result<Option<ApiOptions>, String> {
     }
     Ok(enabled.then_some(ApiOptions {
         address,
-        header_read_timeout,
-        max_connections,
+        limits: ApiLimits {
+            header_read_timeout,
+            max_connections,
+        },
     }))
 }
 

@@ -77,7 +77,7 @@ const PASS_THROUGH_CONVERTERS: [&str; 2] = [
 ];
 
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub enum ConvertError {
     #[error("{file}: {message}")]
     Invalid { file: String, message: String },
     #[error("{file}: {}", .errors.join(&format!("\n{}: ", .file)))]
@@ -105,9 +105,9 @@ pub struct ConvertOptions {
 }
 
 /// Reads a connector config file: `{"name":..,"config":{..}}` or a bare config.
-pub fn convert_file(path: &Path, opts: &ConvertOptions) -> Result<Converted, ConnectError> {
+pub fn convert_file(path: &Path, opts: &ConvertOptions) -> Result<Converted, ConvertError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConnectError::Invalid {
+    let text = std::fs::read_to_string(path).map_err(|e| ConvertError::Invalid {
         file: file.clone(),
         message: format!("cannot read: {e}"),
     })?;
@@ -118,8 +118,8 @@ pub fn convert_text(
     file: &str,
     text: &str,
     opts: &ConvertOptions,
-) -> Result<Converted, ConnectError> {
-    let invalid = |message: String| ConnectError::Invalid {
+) -> Result<Converted, ConvertError> {
+    let invalid = |message: String| ConvertError::Invalid {
         file: file.to_string(),
         message,
     };
@@ -915,7 +915,7 @@ impl Params {
         }
     }
 
-    fn finish(mut self, file: &str, out: Converted) -> Result<Converted, ConnectError> {
+    fn finish(mut self, file: &str, out: Converted) -> Result<Converted, ConvertError> {
         let leftover: Vec<String> = self.map.keys().cloned().collect();
         for k in leftover {
             self.errors
@@ -924,7 +924,7 @@ impl Params {
         if self.errors.is_empty() {
             Ok(out)
         } else {
-            Err(ConnectError::Config {
+            Err(ConvertError::Config {
                 file: file.to_string(),
                 errors: self.errors,
             })

@@ -15,14 +15,14 @@ fn opts() -> ConvertOptions {
     }
 }
 
-fn convert(text: &str) -> Result<Converted, ConnectError> {
+fn convert(text: &str) -> Result<Converted, ConvertError> {
     convert_text("c.json", text, &opts())
 }
 
 fn errors(text: &str) -> Vec<String> {
     match convert(text).unwrap_err() {
-        ConnectError::Config { errors, .. } => errors,
-        ConnectError::Invalid { message, .. } => vec![message],
+        ConvertError::Config { errors, .. } => errors,
+        ConvertError::Invalid { message, .. } => vec![message],
     }
 }
 

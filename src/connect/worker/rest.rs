@@ -220,7 +220,7 @@ fn problems(name: &str, config: &Map<String, Json_>, herder: &Herder) -> Vec<(St
     let text = json!({"name": name, "config": config}).to_string();
     match convert::convert_text(name, &text, &herder.settings.convert) {
         Ok(_) => Vec::new(),
-        Err(convert::ConnectError::Config { errors, .. }) => errors
+        Err(convert::ConvertError::Config { errors, .. }) => errors
             .into_iter()
             .map(|e| {
                 let key = e
@@ -230,7 +230,7 @@ fn problems(name: &str, config: &Map<String, Json_>, herder: &Herder) -> Vec<(St
                 (key, e)
             })
             .collect(),
-        Err(convert::ConnectError::Invalid { message, .. }) => vec![(String::new(), message)],
+        Err(convert::ConvertError::Invalid { message, .. }) => vec![(String::new(), message)],
     }
 }
 
