@@ -1086,3 +1086,121 @@ async fn a_connector_that_cannot_run_is_failed_with_its_trace() {
     worker.wait_state(&name, "FAILED");
     worker.agent.stop();
 }
+
+/// `listeners=https://...` with Connect's listener settings: the API over TLS with
+/// the test CA's certificate, then with client certificates required.
+#[test]
+fn an_https_listener_serves_the_api_and_can_require_client_certificates() {
+    let kafka = TestKafka::start();
+    // The test node's certificates: broker.pem holds its key and chain (a Kafka PEM
+    // keystore) for 127.0.0.1, signed by ca.crt, which also signed client.crt.
+    let secure = TestKafka::secure();
+    let certs = Path::new(&secure.ca).parent().unwrap().to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let keystore = format!(
+        "listeners.https.ssl.keystore.location={}",
+        certs.join("broker.pem").display()
+    );
+    let curl = |worker: &Worker, extra: &[&str]| -> (bool, String) {
+        let url = worker.url("/").replace("http://", "https://");
+        let out = Command::new("curl")
+            .args(["--silent", "--show-error", "--cacert"])
+            .arg(certs.join("ca.crt"))
+            .args(extra)
+            .arg(url)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let plain = |worker: &Worker| {
+        Command::new("curl")
+            .args(["--silent", "--max-time", "5"])
+            .arg(worker.url("/"))
+            .output()
+            .unwrap()
+    };
+
+    let worker = Worker::start(
+        dir.path(),
+        "tls",
+        &kafka.bootstrap,
+        &unique("worker-https"),
+        &[
+            "-X",
+            "listeners=https://127.0.0.1:8443",
+            "-X",
+            "listeners.https.ssl.keystore.type=PEM",
+            "-X",
+            &keystore,
+        ],
+    );
+    let (ok, body) = curl(&worker, &[]);
+    assert!(ok, "{body}");
+    let root: Json = serde_json::from_str(&body).unwrap();
+    assert!(root["version"].is_string(), "{root}");
+    // Plain HTTP to a TLS listener gets no answer from the API.
+    let out = plain(&worker);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("version"),
+        "{out:?}"
+    );
+    worker.agent.stop();
+
+    let worker = Worker::start(
+        dir.path(),
+        "mtls",
+        &kafka.bootstrap,
+        &unique("worker-mtls"),
+        &[
+            "-X",
+            "listeners=https://127.0.0.1:8443",
+            "-X",
+            &keystore,
+            "-X",
+            "listeners.https.ssl.client.auth=required",
+            "-X",
+            &format!(
+                "listeners.https.ssl.truststore.location={}",
+                certs.join("ca.crt").display()
+            ),
+        ],
+    );
+    let (ok, body) = curl(&worker, &[]);
+    assert!(!ok, "served without a client certificate: {body}");
+    let cert = certs.join("client.crt");
+    let key = certs.join("client.key");
+    let (ok, body) = curl(
+        &worker,
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{body}");
+    assert!(body.contains("\"version\""), "{body}");
+    worker.agent.stop();
+
+    // A Java keystore cannot be read: the worker stops at once and says what to do.
+    let out = kwpipe()
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .args(["connect", "worker", "--bootstrap-servers", &kafka.bootstrap])
+        .args(["-X", "listeners=https://127.0.0.1:0"])
+        .args(["-X", "ssl.keystore.location=/etc/kafka/server.jks"])
+        .args(["-X", "ssl.keystore.type=JKS"])
+        .args(["-X", "ssl.keystore.password=hunter2-secret"])
+        .args(["--data-dir"])
+        .arg(dir.path().join("jks"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("ssl.keystore.type: a JKS store needs a JVM to read"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2-secret"), "{stderr}");
+}

@@ -67,7 +67,13 @@ pub struct RestServer {
 }
 
 /// Serves on a listener already bound (the worker id names its address).
-pub fn serve(listener: tokio::net::TcpListener, ctx: Ctx) -> RestServer {
+/// Serves the API on `listener`, over TLS when `tls` is given (an https:// listener).
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    ctx: Ctx,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> RestServer {
+    let tls_on = tls.is_some();
     let address = listener
         .local_addr()
         .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -106,13 +112,63 @@ pub fn serve(listener: tokio::net::TcpListener, ctx: Ctx) -> RestServer {
         .layer(middleware::from_fn_with_state(ctx.clone(), read_only))
         .layer(middleware::from_fn_with_state(ctx.clone(), basic_auth))
         .with_state(ctx);
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("connect rest server stopped: {e}");
-        }
-    });
-    tracing::info!(%address, "Kafka Connect REST API listening");
+    let task = match tls {
+        None => tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("connect rest server stopped: {e}");
+            }
+        }),
+        Some(tls) => tokio::spawn(serve_https(listener, app, tls)),
+    };
+    tracing::info!(%address, https = tls_on, "Kafka Connect REST API listening");
     RestServer { address, task }
+}
+
+/// How long a client may take over its TLS handshake before the connection is
+/// dropped, so half-open connections do not pile up.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The accept loop of an https:// listener: each connection's handshake and its
+/// requests in a task of their own.
+async fn serve_https(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Arc<rustls::ServerConfig>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!("accepting a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake refused: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
 }
 
 /// Every request needs the credentials when a credentials file is given; like
