@@ -924,7 +924,92 @@ async fn two_workers_share_connectors_and_the_survivor_of_a_kill_9_takes_over() 
     .await;
     assert_eq!(all.len(), 2, "{all:#?}");
     assert_eq!(crate::connect::data_rows(&all[1..])[0]["usage_user"], 42);
+    // The sink's status no longer names the dead worker.
+    let started = Instant::now();
+    loop {
+        let (_, status) = survivor.request("GET", &format!("/connectors/{sink}/status"), None);
+        let worker = status["connector"]["worker_id"].as_str().unwrap_or("");
+        if worker.ends_with(&format!(":{}", survivor.port)) {
+            assert_eq!(status["connector"]["state"], "RUNNING", "{status}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the sink's status still names {worker}: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The source's topics are the ones it wrote to; the sink's, its configured ones.
+    assert_eq!(
+        survivor.request("GET", &format!("/connectors/{source}/topics"), None),
+        (200, json!({ &source: {"topics": [cpu_topic]} }))
+    );
+    assert_eq!(
+        survivor.request("GET", &format!("/connectors/{sink}/topics"), None),
+        (200, json!({ &sink: {"topics": [rows_topic]} }))
+    );
     survivor.agent.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_creating_one_name_at_once_give_one_201_and_one_409() {
+    let kafka = TestKafka::start();
+    let db = TestDb::new("workers_create").await;
+    let dir = tempfile::tempdir().unwrap();
+    let topics = unique("create-race");
+    let a = Worker::start(dir.path(), "a", &kafka.bootstrap, &topics, &[]);
+    let b = Worker::start(dir.path(), "b", &kafka.bootstrap, &topics, &[]);
+    let body = |name: &str, tasks: &str| {
+        let mut c: Json = serde_json::from_str(&seed_config_for(SINK_JSON, &db, |c| {
+            c.insert("tasks.max".into(), tasks.into());
+        }))
+        .unwrap();
+        c["name"] = name.into();
+        // Nothing needs to run: the race is over the configs topic.
+        c["initial_state"] = "STOPPED".into();
+        c
+    };
+    let names: Vec<String> = (0..6).map(|i| format!("{}-{i}", unique("twin"))).collect();
+    let bodies_a: Vec<Json> = names.iter().map(|n| body(n, "1")).collect();
+    let bodies_b: Vec<Json> = names.iter().map(|n| body(n, "2")).collect();
+    let post_all = |w: &Worker, bodies: &[Json]| -> Vec<u16> {
+        bodies
+            .iter()
+            .map(|b| w.request("POST", "/connectors", Some(b)).0)
+            .collect()
+    };
+    let (from_a, from_b) = std::thread::scope(|scope| {
+        let ta = scope.spawn(|| post_all(&a, &bodies_a));
+        let tb = scope.spawn(|| post_all(&b, &bodies_b));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    for (i, name) in names.iter().enumerate() {
+        let codes = [from_a[i], from_b[i]];
+        assert!(
+            codes == [201, 409] || codes == [409, 201],
+            "{name}: {codes:?}\n{}\n{}",
+            a.agent.log_text(),
+            b.agent.log_text()
+        );
+        let winner = if codes[0] == 201 { "1" } else { "2" };
+        for w in [&a, &b] {
+            let (code, config) = w.request("GET", &format!("/connectors/{name}/config"), None);
+            assert_eq!(code, 200);
+            assert_eq!(config["tasks.max"], winner, "{name} on :{}", w.port);
+        }
+    }
+    // A third worker reading the topic from the start agrees with both.
+    let c = Worker::start(dir.path(), "c", &kafka.bootstrap, &topics, &[]);
+    for (i, name) in names.iter().enumerate() {
+        let winner = if from_a[i] == 201 { "1" } else { "2" };
+        let (_, config) = c.request("GET", &format!("/connectors/{name}/config"), None);
+        assert_eq!(config["tasks.max"], winner, "{name} on the new worker");
+        let (_, status) = c.request("GET", &format!("/connectors/{name}/status"), None);
+        assert_eq!(status["connector"]["state"], "STOPPED", "{status}");
+    }
+    for w in [a, b, c] {
+        w.agent.stop();
+    }
 }
 
 #[test]
@@ -1000,4 +1085,122 @@ async fn a_connector_that_cannot_run_is_failed_with_its_trace() {
     assert_eq!(code, 202, "{body}");
     worker.wait_state(&name, "FAILED");
     worker.agent.stop();
+}
+
+/// `listeners=https://...` with Connect's listener settings: the API over TLS with
+/// the test CA's certificate, then with client certificates required.
+#[test]
+fn an_https_listener_serves_the_api_and_can_require_client_certificates() {
+    let kafka = TestKafka::start();
+    // The test node's certificates: broker.pem holds its key and chain (a Kafka PEM
+    // keystore) for 127.0.0.1, signed by ca.crt, which also signed client.crt.
+    let secure = TestKafka::secure();
+    let certs = Path::new(&secure.ca).parent().unwrap().to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let keystore = format!(
+        "listeners.https.ssl.keystore.location={}",
+        certs.join("broker.pem").display()
+    );
+    let curl = |worker: &Worker, extra: &[&str]| -> (bool, String) {
+        let url = worker.url("/").replace("http://", "https://");
+        let out = Command::new("curl")
+            .args(["--silent", "--show-error", "--cacert"])
+            .arg(certs.join("ca.crt"))
+            .args(extra)
+            .arg(url)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let plain = |worker: &Worker| {
+        Command::new("curl")
+            .args(["--silent", "--max-time", "5"])
+            .arg(worker.url("/"))
+            .output()
+            .unwrap()
+    };
+
+    let worker = Worker::start(
+        dir.path(),
+        "tls",
+        &kafka.bootstrap,
+        &unique("worker-https"),
+        &[
+            "-X",
+            "listeners=https://127.0.0.1:8443",
+            "-X",
+            "listeners.https.ssl.keystore.type=PEM",
+            "-X",
+            &keystore,
+        ],
+    );
+    let (ok, body) = curl(&worker, &[]);
+    assert!(ok, "{body}");
+    let root: Json = serde_json::from_str(&body).unwrap();
+    assert!(root["version"].is_string(), "{root}");
+    // Plain HTTP to a TLS listener gets no answer from the API.
+    let out = plain(&worker);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("version"),
+        "{out:?}"
+    );
+    worker.agent.stop();
+
+    let worker = Worker::start(
+        dir.path(),
+        "mtls",
+        &kafka.bootstrap,
+        &unique("worker-mtls"),
+        &[
+            "-X",
+            "listeners=https://127.0.0.1:8443",
+            "-X",
+            &keystore,
+            "-X",
+            "listeners.https.ssl.client.auth=required",
+            "-X",
+            &format!(
+                "listeners.https.ssl.truststore.location={}",
+                certs.join("ca.crt").display()
+            ),
+        ],
+    );
+    let (ok, body) = curl(&worker, &[]);
+    assert!(!ok, "served without a client certificate: {body}");
+    let cert = certs.join("client.crt");
+    let key = certs.join("client.key");
+    let (ok, body) = curl(
+        &worker,
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{body}");
+    assert!(body.contains("\"version\""), "{body}");
+    worker.agent.stop();
+
+    // A Java keystore cannot be read: the worker stops at once and says what to do.
+    let out = kwpipe()
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .args(["connect", "worker", "--bootstrap-servers", &kafka.bootstrap])
+        .args(["-X", "listeners=https://127.0.0.1:0"])
+        .args(["-X", "ssl.keystore.location=/etc/kafka/server.jks"])
+        .args(["-X", "ssl.keystore.type=JKS"])
+        .args(["-X", "ssl.keystore.password=hunter2-secret"])
+        .args(["--data-dir"])
+        .arg(dir.path().join("jks"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("ssl.keystore.type: a JKS store needs a JVM to read"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2-secret"), "{stderr}");
 }

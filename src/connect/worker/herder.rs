@@ -87,6 +87,16 @@ impl Stored {
     }
 }
 
+/// Where a created connector's record keeps the state it starts in, until its
+/// `target-state-<name>` record (written right after) is read: a worker reading in
+/// between starts it in that state, not in one an earlier connector of the name left.
+const INITIAL_STATE: &str = "kwpipe.initial_state";
+
+/// The configs-topic record of a connector being created.
+pub fn created_record(config: &Map<String, Json>, target: Target) -> Json {
+    json!({"properties": config, INITIAL_STATE: {"state": target.as_str()}})
+}
+
 /// Every connector in the configs topic.
 pub fn connectors(configs: &TopicLog) -> BTreeMap<String, Stored> {
     let state = configs.snapshot();
@@ -101,6 +111,7 @@ pub fn connectors(configs: &TopicLog) -> BTreeMap<String, Stored> {
         let target = state
             .entries
             .get(&target_key(name))
+            .or_else(|| value.get(INITIAL_STATE))
             .map(Target::parse)
             .unwrap_or(Target::Started);
         out.insert(
@@ -220,11 +231,16 @@ impl Herder {
         let mut running: HashMap<String, Running> = HashMap::new();
         let mut owned = self.members.as_ref().map(|m| m.subscribe());
         tokio::pin!(shutdown);
+        let mut claimed = None;
         loop {
             let generation = owned.as_mut().map(|o| o.borrow_and_update().generation);
             self.reconcile(&mut running).await;
             if let (Some(m), Some(g)) = (&self.members, generation) {
                 m.ack(g);
+                if claimed != Some(g) {
+                    claimed = Some(g);
+                    self.claim_sink_statuses(&running).await;
+                }
             }
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -307,6 +323,34 @@ impl Herder {
         }
     }
 
+    /// A sink runs on every worker, and its status names the worker that wrote it
+    /// last, which may since have died. The group changes when a worker leaves, so on
+    /// each change every worker running a sink writes its status again when it
+    /// names another worker: the status ends naming one that is alive.
+    async fn claim_sink_statuses(&self, running: &HashMap<String, Running>) {
+        for (name, r) in running {
+            if r.stored.kind() != "sink" || r.handle.is_finished() {
+                continue;
+            }
+            let current = self.statuses.get(&connector_status_key(name));
+            let field = |f: &str| {
+                current
+                    .as_ref()
+                    .and_then(|v| v.get(f))
+                    .and_then(Json::as_str)
+                    .map(str::to_string)
+            };
+            if field("state").as_deref() == Some("RUNNING")
+                && field("worker_id").as_deref() != Some(self.settings.worker_id.as_str())
+            {
+                let tasks = r.stored.tasks();
+                if let Err(e) = self.write_status(name, tasks, "RUNNING", None).await {
+                    tracing::warn!(connector = %name, "cannot record the status: {e}");
+                }
+            }
+        }
+    }
+
     /// Sinks run on every worker; a source on the one the worker group gives it to.
     fn may_run(&self, name: &str, stored: &Stored) -> bool {
         stored.kind() != "source" || self.members.as_ref().is_none_or(|m| m.owns(name))
@@ -362,7 +406,7 @@ impl Herder {
         };
         let run = crate::runtime::run(topology, stop);
         tokio::pin!(run);
-        let mut mirrored = BTreeMap::new();
+        let mut mirrored = offsets::Mirrored::default();
         let result = loop {
             tokio::select! {
                 r = &mut run => break r,

@@ -10,6 +10,7 @@
 //! so kwpipe makes exposing it a decision written in the config.
 
 pub mod herder;
+pub mod https;
 pub mod members;
 pub mod offsets;
 pub mod rest;
@@ -96,33 +97,45 @@ fn setting(worker: &BTreeMap<String, String>, key: &str, default: i32) -> Result
     }
 }
 
-/// `listeners=http://host:port[,...]`: the first one; HTTPS is not served.
-fn listen_address(worker: &BTreeMap<String, String>) -> Result<SocketAddr, WorkerError> {
+/// Where the REST API listens, and whether over TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Listener {
+    address: SocketAddr,
+    https: bool,
+}
+
+/// `listeners=http://host:port[,...]` or `https://...`: the first one.
+fn listen_address(worker: &BTreeMap<String, String>) -> Result<Listener, WorkerError> {
     let Some(listeners) = worker.get("listeners") else {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], 8083)));
+        return Ok(Listener {
+            address: SocketAddr::from(([127, 0, 0, 1], 8083)),
+            https: false,
+        });
     };
     let first = listeners.split(',').next().unwrap_or("").trim();
     // Connect's own sample writes the scheme in capitals (`HTTP://:8083`).
     let scheme_end = first.find("://").map_or(0, |i| i + 3);
-    let Some(hostport) = first[..scheme_end]
-        .eq_ignore_ascii_case("http://")
-        .then(|| &first[scheme_end..])
-    else {
-        return Err(WorkerError::Config(format!(
-            "listeners: \"{first}\": only http:// listeners are served (put a TLS proxy in front for https)"
-        )));
+    let https = match first[..scheme_end].to_ascii_lowercase().as_str() {
+        "http://" => false,
+        "https://" => true,
+        _ => {
+            return Err(WorkerError::Config(format!(
+                "listeners: \"{first}\": expected http://host:port or https://host:port"
+            )))
+        }
     };
-    let hostport = hostport.trim_end_matches('/');
+    let hostport = first[scheme_end..].trim_end_matches('/');
     let hostport = if hostport.starts_with(':') {
         format!("0.0.0.0{hostport}")
     } else {
         hostport.to_string()
     };
-    hostport
+    let address = hostport
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| WorkerError::Config(format!("listeners: cannot resolve \"{first}\"")))
+        .ok_or_else(|| WorkerError::Config(format!("listeners: cannot resolve \"{first}\"")))?;
+    Ok(Listener { address, https })
 }
 
 /// The worker's own clients (storage topics) get the worker's security settings,
@@ -164,9 +177,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
     let worker = &opts.convert.worker;
-    let address = match opts.listen {
-        Some(a) => a,
-        None => listen_address(worker)?,
+    let listener = listen_address(worker)?;
+    // `--listen` moves the listener; `listeners` still says whether it is https.
+    let address = opts.listen.unwrap_or(listener.address);
+    let tls = if listener.https {
+        Some(https::server_config(worker).map_err(|e| WorkerError::Config(e.to_string()))?)
+    } else {
+        None
     };
     let client = client_config(&opts.convert)?;
     let basic_auth = match &opts.basic_auth {
@@ -266,6 +283,7 @@ pub async fn run(
             read_only: opts.read_only,
             basic_auth,
         },
+        tls,
     );
     // Tests and scripts read the address from here when they asked for port 0.
     tracing::info!(address = %server.address, "worker started");
@@ -287,7 +305,9 @@ mod tests {
         if let Some(v) = v {
             worker.insert("listeners".to_string(), v.to_string());
         }
-        listen_address(&worker)
+        let l = listen_address(&worker)?;
+        assert_eq!(l.https, v.is_some_and(|v| v.starts_with("https")), "{v:?}");
+        Ok(l.address)
     }
 
     #[test]
@@ -301,10 +321,15 @@ mod tests {
             listen(Some("http://127.0.0.1:9000,https://x:9443")).unwrap(),
             "127.0.0.1:9000".parse().unwrap()
         );
-        let e = listen(Some("https://0.0.0.0:8443"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("only http:// listeners are served"), "{e}");
+        assert_eq!(
+            listen(Some("https://127.0.0.1:8443")).unwrap(),
+            "127.0.0.1:8443".parse().unwrap()
+        );
+        let e = listen(Some("tcp://0.0.0.0:8443")).unwrap_err().to_string();
+        assert!(
+            e.contains("expected http://host:port or https://host:port"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -67,7 +67,13 @@ pub struct RestServer {
 }
 
 /// Serves on a listener already bound (the worker id names its address).
-pub fn serve(listener: tokio::net::TcpListener, ctx: Ctx) -> RestServer {
+/// Serves the API on `listener`, over TLS when `tls` is given (an https:// listener).
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    ctx: Ctx,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> RestServer {
+    let tls_on = tls.is_some();
     let address = listener
         .local_addr()
         .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -106,13 +112,63 @@ pub fn serve(listener: tokio::net::TcpListener, ctx: Ctx) -> RestServer {
         .layer(middleware::from_fn_with_state(ctx.clone(), read_only))
         .layer(middleware::from_fn_with_state(ctx.clone(), basic_auth))
         .with_state(ctx);
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("connect rest server stopped: {e}");
-        }
-    });
-    tracing::info!(%address, "Kafka Connect REST API listening");
+    let task = match tls {
+        None => tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("connect rest server stopped: {e}");
+            }
+        }),
+        Some(tls) => tokio::spawn(serve_https(listener, app, tls)),
+    };
+    tracing::info!(%address, https = tls_on, "Kafka Connect REST API listening");
     RestServer { address, task }
+}
+
+/// How long a client may take over its TLS handshake before the connection is
+/// dropped, so half-open connections do not pile up.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The accept loop of an https:// listener: each connection's handshake and its
+/// requests in a task of their own.
+async fn serve_https(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Arc<rustls::ServerConfig>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!("accepting a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake refused: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
 }
 
 /// Every request needs the credentials when a credentials file is given; like
@@ -574,15 +630,42 @@ async fn create(State(ctx): State<Arc<Ctx>>, body: Bytes) -> Reply {
     };
     put_name(&name, &mut config)?;
     let config = strings(config);
-    if herder::connectors(&ctx.herder.configs).contains_key(&name) {
-        return Err(Failure(
+    let exists = || {
+        Failure(
             StatusCode::CONFLICT,
             format!("Connector {name} already exists"),
-        ));
+        )
+    };
+    if herder::connectors(&ctx.herder.configs).contains_key(&name) {
+        return Err(exists());
+    }
+    let found = problems(&name, &config, &ctx.herder);
+    if !found.is_empty() {
+        return Err(invalid_config(&found));
+    }
+    // Another worker may be creating the same name at this moment: the configs
+    // topic decides, and the create that comes second is refused as Connect's
+    // leader refuses it.
+    let target = target.unwrap_or(Target::Started);
+    let configs = &ctx.herder.configs;
+    let record = herder::created_record(&config, target);
+    if !configs
+        .create(&herder::connector_key(&name), &record)
+        .await
+        .map_err(internal)?
+    {
+        return Err(exists());
     }
     // A created connector starts from its initial state, whatever an earlier one of
     // the same name was left in.
-    let s = save(&ctx, &name, config, Some(target.unwrap_or(Target::Started))).await?;
+    configs
+        .put(
+            &herder::target_key(&name),
+            Some(&json!({"state": target.as_str()})),
+        )
+        .await
+        .map_err(internal)?;
+    let s = stored(&ctx, &name)?;
     let mut body = info_body(&name, &s);
     body["tasks"] = json!([]);
     Ok((
@@ -757,14 +840,59 @@ async fn task_restart(
 
 async fn topics(Path(name): Path<String>, State(ctx): State<Arc<Ctx>>) -> Reply {
     let s = stored(&ctx, &name)?;
-    // A sink's topics are in its config; a source names its topics from the tables
-    // it finds, which kwpipe does not track yet (Connect's list starts empty too).
+    // A sink's topics are in its config. A source's are the ones it has written
+    // to, as Connect lists them: the topic of each table with an offset.
     let list = if s.kind() == "sink" {
         sink_topics(&s)
     } else {
-        Vec::new()
+        let tables = offsets::stored(&ctx.herder.offsets, &name).into_keys();
+        source_topics(&name, &s, &ctx.herder.settings, tables)
     };
     Ok(Json(json!({ name: {"topics": list} })).into_response())
+}
+
+/// The topics a source connector writes `tables` to: its Kafka sink's topic
+/// template (as the converter builds it) rendered for each table.
+fn source_topics(
+    name: &str,
+    s: &Stored,
+    settings: &herder::Settings,
+    tables: impl Iterator<Item = String>,
+) -> Vec<String> {
+    let text = json!({ "name": name, "config": s.config }).to_string();
+    let Ok(converted) = connect::convert_text(name, &text, &settings.convert) else {
+        return Vec::new();
+    };
+    let template = converted
+        .sections
+        .get("sinks")
+        .into_iter()
+        .flat_map(|sinks| sinks.values())
+        .find(|t| t.get("type").and_then(toml::Value::as_str) == Some("kafka"))
+        .and_then(|t| t.get("topic").and_then(toml::Value::as_str))
+        .and_then(|t| components::template::Template::parse(t).ok());
+    let Some(template) = template else {
+        return Vec::new();
+    };
+    let database = s
+        .config
+        .get("connection.database")
+        .and_then(Json_::as_str)
+        .unwrap_or_default();
+    let mut topics: Vec<String> = tables
+        .filter_map(|table| {
+            template
+                .render_with(|field| match field {
+                    "database" => Some(std::borrow::Cow::Owned(database.to_string())),
+                    "table" => Some(std::borrow::Cow::Owned(table.clone())),
+                    _ => None,
+                })
+                .ok()
+        })
+        .collect();
+    topics.sort();
+    topics.dedup();
+    topics
 }
 
 fn sink_topics(s: &Stored) -> Vec<String> {

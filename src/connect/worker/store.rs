@@ -7,7 +7,8 @@
 //! returns only once this worker's reader has applied it, so a REST call that
 //! changed something is followed by reads that show the change.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,12 +33,41 @@ pub enum StoreError {
     CatchUp { topic: String },
 }
 
+/// The field that makes a record a create: applied only when its key has no value,
+/// so that of two workers creating the same connector at once exactly one wins. Its
+/// value is a token the writer looks for afterwards to learn whether it won. Every
+/// worker applies the records in the topic's order, so all agree on the winner.
+const CREATE_TOKEN: &str = "kwpipe.create";
+
 /// What the reader has applied: the latest value of each key, and per partition
 /// the next offset to read.
 #[derive(Clone, Debug, Default)]
 pub struct LogState {
     pub entries: BTreeMap<String, Json>,
     next: HashMap<i32, i64>,
+    /// The tokens of the creates that were applied.
+    created: HashSet<String>,
+}
+
+impl LogState {
+    /// Applies one record: a tombstone removes the key, a create sets it only when
+    /// absent, any other value replaces it.
+    fn apply(&mut self, key: String, value: Option<Json>) {
+        let Some(value) = value else {
+            self.entries.remove(&key);
+            return;
+        };
+        match value.get(CREATE_TOKEN).and_then(Json::as_str) {
+            Some(_) if self.entries.contains_key(&key) => {}
+            Some(token) => {
+                self.created.insert(token.to_string());
+                self.entries.insert(key, value);
+            }
+            None => {
+                self.entries.insert(key, value);
+            }
+        }
+    }
 }
 
 /// One storage topic: its reader's state and a producer for writes.
@@ -165,6 +195,44 @@ impl TopicLog {
         self.wait_for(&ends).await
     }
 
+    /// Writes `value` under `key` unless the key has a value when the record is
+    /// read back; true when this write created it. A create that lost leaves its
+    /// record in the topic after the winner's, where compaction would keep it as
+    /// the key's latest, so the loser writes the winner's value again after it.
+    /// (An update another worker made between the two writes is then overwritten,
+    /// as when two updates race.)
+    pub async fn create(&self, key: &str, value: &Json) -> Result<bool, StoreError> {
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let token = format!(
+            "{}-{nanos}-{}",
+            std::process::id(),
+            SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut record = value.clone();
+        if let Json::Object(m) = &mut record {
+            m.insert(CREATE_TOKEN.into(), Json::String(token.clone()));
+        }
+        self.put(key, Some(&record)).await?;
+        let (won, current) = {
+            let state = self.state.borrow();
+            (
+                state.created.contains(&token),
+                state.entries.get(key).cloned(),
+            )
+        };
+        if !won {
+            if let Some(Json::Object(mut winner)) = current {
+                winner.remove(CREATE_TOKEN);
+                self.put(key, Some(&Json::Object(winner))).await?;
+            }
+        }
+        Ok(won)
+    }
+
     async fn wait_for(&self, ends: &HashMap<i32, i64>) -> Result<(), StoreError> {
         let mut rx = self.state.clone();
         let reached = tokio::time::timeout(TIMEOUT, async {
@@ -227,12 +295,8 @@ async fn follow(consumer: Arc<StreamConsumer>, topic: String, tx: watch::Sender<
                 let (partition, offset) = (m.partition(), m.offset());
                 tx.send_modify(|s| {
                     match (key, value) {
-                        (Some(k), None) => {
-                            s.entries.remove(&k);
-                        }
-                        (Some(k), Some(Ok(v))) => {
-                            s.entries.insert(k, v);
-                        }
+                        (Some(k), None) => s.apply(k, None),
+                        (Some(k), Some(Ok(v))) => s.apply(k, Some(v)),
                         // Not ours to judge: another writer's record; keep reading.
                         (k, Some(Err(e))) => {
                             tracing::warn!(%topic, key = ?k, offset, "unreadable record skipped: {e}")
@@ -284,4 +348,27 @@ pub async fn create_topic(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn of_two_creates_of_one_key_the_first_in_the_log_wins() {
+        let mut s = LogState::default();
+        s.apply("k".into(), Some(json!({"v": 1, CREATE_TOKEN: "a"})));
+        s.apply("k".into(), Some(json!({"v": 2, CREATE_TOKEN: "b"})));
+        assert_eq!(s.entries["k"]["v"], 1);
+        assert!(s.created.contains("a"));
+        assert!(!s.created.contains("b"));
+        // An update replaces; after a tombstone a create applies again.
+        s.apply("k".into(), Some(json!({"v": 3})));
+        assert_eq!(s.entries["k"]["v"], 3);
+        s.apply("k".into(), None);
+        s.apply("k".into(), Some(json!({"v": 4, CREATE_TOKEN: "c"})));
+        assert_eq!(s.entries["k"]["v"], 4);
+        assert!(s.created.contains("c"));
+    }
 }
