@@ -860,7 +860,7 @@ fn source_topics(
     tables: impl Iterator<Item = String>,
 ) -> Vec<String> {
     let text = json!({ "name": name, "config": s.config }).to_string();
-    let Ok(converted) = connect::convert_text(name, &text, &settings.convert) else {
+    let Ok(converted) = convert::convert_text(name, &text, &settings.convert) else {
         return Vec::new();
     };
     let template = converted
