@@ -70,8 +70,6 @@ pub enum WriteMethod {
     Insert,
 }
 
-pub use crate::event::{SCHEMA_HINT_KEY, SCHEMA_INFERRED, SCHEMA_PARTIAL};
-
 fn default_batch_size() -> usize {
     1000
 }

@@ -12,11 +12,11 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
 
 use super::{
-    AutoCreate, SchemaEvolution, SinkOptions, WriteMethod, SCHEMA_HINT_KEY, SCHEMA_PARTIAL,
+    AutoCreate, SchemaEvolution, SinkOptions, WriteMethod,
 };
 use crate::ack::EventStatus;
 use crate::api::{Backoff, ComponentMetrics};
-use crate::event::{DataType, TableKind};
+use crate::event::{DataType, SchemaCertainty, TableKind};
 use crate::event::{Field, Metadata, Precision, Row, RowBatch, TableSchema, Value};
 use crate::kwdb::catalog::{Catalog, TableInfo};
 use crate::kwdb::dedup::{partial_rows_note, DedupRule};
@@ -544,8 +544,7 @@ impl Worker {
         let info = match self.catalog.table(client, table).await? {
             Some(info) => info,
             None => {
-                let partial =
-                    meta.extra.get(SCHEMA_HINT_KEY).map(String::as_str) == Some(SCHEMA_PARTIAL);
+                let partial = meta.schema_certainty == SchemaCertainty::Partial;
                 // Not a bad record: the table is missing from the environment. The
                 // rows wait (as for an outage) until someone creates it.
                 let why = match (self.options.auto_create, partial) {
@@ -1162,7 +1161,7 @@ impl Parked {
 fn same_statement(a: &RowBatch, b: &RowBatch) -> bool {
     a.target == b.target
         && a.schema == b.schema
-        && a.meta.extra.get(SCHEMA_HINT_KEY) == b.meta.extra.get(SCHEMA_HINT_KEY)
+        && a.meta.schema_certainty == b.meta.schema_certainty
 }
 
 /// The finest precision among a batch's timestamps: what a created column needs to
