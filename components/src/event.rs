@@ -692,7 +692,10 @@ mod tests {
         };
         assert_eq!(m.get("schema"), None);
         assert!(m.extra.is_empty());
-        assert_eq!(Metadata::default().schema_certainty, SchemaCertainty::Declared);
+        assert_eq!(
+            Metadata::default().schema_certainty,
+            SchemaCertainty::Declared
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres::{Client, NoTls};
 
-use super::server::Dialect;
 use super::error::{classify_state, connect_message, ErrorClass, KwdbError};
+use super::server::Dialect;
 pub use super::tls::SslMode;
 use super::tls::{self, TlsSettings};
 pub use crate::secret::Secret;

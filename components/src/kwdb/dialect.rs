@@ -12,11 +12,11 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::KwdbError;
 use super::ident::Ident;
 use super::rules;
-use super::values::push_string_literal;
-use super::error::KwdbError;
 use super::server::Dialect;
+use super::values::push_string_literal;
 use crate::event::{DataType, Field, Precision, TableKind, TableSchema};
 
 /// The kind of database `create_database` makes.

@@ -63,10 +63,7 @@ pub enum KwdbError {
     /// A schema, name or value that KWDB would refuse, found before anything was
     /// sent: what is wrong, and the rule with where KWDB states it.
     #[error("{detail} (KWDB: {}; {})", .rule.text, .rule.source)]
-    Rule {
-        detail: String,
-        rule: &'static Rule,
-    },
+    Rule { detail: String, rule: &'static Rule },
 }
 
 /// How the caller should react to an error.

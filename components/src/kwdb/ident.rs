@@ -4,8 +4,8 @@
 
 use std::fmt;
 
-use super::server::Dialect;
 use super::error::KwdbError;
+use super::server::Dialect;
 
 /// A checked identifier. Display writes it quoted.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

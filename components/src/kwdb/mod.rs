@@ -19,9 +19,8 @@ pub mod values;
 pub use catalog::{Catalog, TableInfo};
 pub use conn::{ConnUrl, ConnectParams, ConnectionOptions, Secret, SslMode};
 pub use dialect::{DatabaseKind, Sql};
+pub use error::{classify, classify_state, connect_message, ErrorClass, KwdbError};
 pub use ident::Ident;
 pub use server::Dialect;
-pub use error::{classify, classify_state, connect_message, ErrorClass, KwdbError};
 /// The client the connections are made with, for callers that query them.
 pub use tokio_postgres;
-

@@ -14,8 +14,8 @@
 //! for KWDB. Rules about KWDB's own SQL text (quotes in names) apply to the
 //! `kwdb` dialect only.
 
-pub use super::error::Rule;
 use super::error::KwdbError;
+pub use super::error::Rule;
 use crate::event::{DataType, Field, Precision, TableKind, TableSchema};
 
 macro_rules! rule {

@@ -19,8 +19,8 @@ use crate::api::{
     BuildContext, Component, ComponentConfig, ComponentContext, ComponentError, OutputDef, Outputs,
     DROPPED_OUTPUT,
 };
-use crate::event::{Event, EventKind, Metadata, Precision, RawMessage, RowBatch};
 use crate::event::SchemaCertainty;
+use crate::event::{Event, EventKind, Metadata, Precision, RawMessage, RowBatch};
 use crate::formats::{self, DecodeOptions, Decoder, DeviceKey, Format};
 
 /// The header naming why a record was rejected.

@@ -20,10 +20,10 @@ use crate::ack::EventStatus;
 use crate::api::{
     BuildContext, Component, ComponentConfig, ComponentContext, ComponentError, OutputDef,
 };
+use crate::event::SchemaCertainty;
 use crate::event::{
     DataType, Event, EventKind, Field, Precision, Row, RowBatch, TableSchema, Value,
 };
-use crate::event::SchemaCertainty;
 use crate::formats::value::{coerce_value, string_len, widen_type};
 
 fn default_max_events() -> usize {

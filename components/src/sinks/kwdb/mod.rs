@@ -6,7 +6,14 @@
 //! contain are isolated by splitting the batch and Rejected with the database's
 //! message; connection trouble is retried with backoff (forever by default).
 
-mod writer;
+// Layered downwards: worker -> (schema, write) -> (plan, session, step) -> kwdb.
+mod parked;
+mod plan;
+mod schema;
+mod session;
+mod step;
+mod worker;
+mod write;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -339,7 +346,7 @@ impl Component for KwdbSink {
         let mut input = cx.take_input();
         let metrics = input.metrics().clone();
         if let Some(kind) = self.create_database {
-            writer::create_database(&self.params, kind, &self.options)
+            schema::create_database(&self.params, kind, &self.options)
                 .await
                 .map_err(config_error)?;
         }
@@ -355,7 +362,7 @@ impl Component for KwdbSink {
             // Small queues: the backlog stays in the upstream channels, bounded there.
             // A few batches waiting let the COPY path stream them in one statement.
             let (tx, rx) = mpsc::channel(WORKER_QUEUE);
-            let w = writer::Worker::new(
+            let w = worker::Worker::new(
                 n,
                 self.params.clone(),
                 self.options.clone(),
