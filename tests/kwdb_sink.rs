@@ -82,7 +82,7 @@ fn config_url(url: &str, method: WriteMethod) -> KwdbSinkConfig {
     c.write_method = Some(method);
     c.retry_backoff = Duration::from_millis(100);
     c.retry_backoff_max = Duration::from_secs(1);
-    c.connection_backoff = Duration::from_millis(200);
+    c.connection.connection_backoff = Duration::from_millis(200);
     c
 }
 

@@ -24,9 +24,11 @@ pub fn default_connection_backoff() -> Duration {
     Duration::from_secs(5)
 }
 
-/// The connection options as configs spell them. A component config repeats these
-/// fields (no `flatten`, see DESIGN.md) and hands them over with [`ConnectionOptions::resolve`].
-/// Explicit options win over what the URL says.
+/// The connection options as configs spell them, the one definition the `kwdb`
+/// sink and the `kwdb-poll` source share. They sit at the top level of the
+/// component's table, beside its own options: [`super::options_table`] reads
+/// them. [`ConnectionOptions::resolve`] merges them with the URL: explicit
+/// options win over what the URL says.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionOptions {
@@ -58,6 +60,27 @@ pub struct ConnectionOptions {
 }
 
 impl ConnectionOptions {
+    /// The option names, in the order they are declared (and listed in errors).
+    pub const FIELDS: &'static [&'static str] = &[
+        "url",
+        "user",
+        "password",
+        "database",
+        "dialect",
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "connection_attempts",
+        "connection_backoff",
+    ];
+
+    /// Stands in for options not read yet: a config whose table holds them
+    /// beside its own reads its own first ([`super::options_table`]).
+    pub fn unread() -> Self {
+        ConnectionOptions::new("")
+    }
+
     pub fn new(url: impl Into<String>) -> Self {
         ConnectionOptions {
             url: ConnUrl::new(url),

@@ -9,6 +9,7 @@ pub mod dedup;
 pub mod dialect;
 mod error;
 pub mod ident;
+pub mod options_table;
 pub mod rules;
 #[cfg(test)]
 mod rules_proptest;
