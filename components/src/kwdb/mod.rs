@@ -1,7 +1,13 @@
-//! What the `kwdb` sink and the `kwdb-poll` source share: connection options and
-//! TLS ([`conn`]), checked and quoted identifiers ([`ident`]), the SQL of the two
+//! What the `kwdb` sink and the `kwdb-poll` source share: connection options
+//! ([`conn`], read beside a component's own by [`options_table`]) and TLS
+//! (`tls`), checked and quoted identifiers ([`ident`]), the SQL of the two
 //! dialects ([`dialect`]), values as SQL text ([`values`]) and the catalog with its
 //! schema cache ([`catalog`]).
+//!
+//! Layered downwards, each file importing only those below it: `error` and
+//! `server` (which server, [`Dialect`]) at the bottom; `rules`, `values`,
+//! `ident`, `dialect`, `catalog`, `dedup` above them; `tls` below `conn`, and
+//! `options_table` above `conn`. This file only declares and re-exports.
 
 pub mod catalog;
 pub mod conn;

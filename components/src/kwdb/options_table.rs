@@ -55,12 +55,7 @@ where
             T::deserialize_own(toml::Value::Table(alone)).map_err(inner)?;
             own.insert(key, value);
         } else {
-            let all: Vec<&str> = ConnectionOptions::FIELDS
-                .iter()
-                .chain(own_fields)
-                .copied()
-                .collect();
-            return Err(D::Error::custom(unknown_field(&key, &all)));
+            return Err(D::Error::custom(unknown_field(&key, &field_names::<T>())));
         }
     }
     // Every value is right: what is left to report is a missing field.
@@ -69,6 +64,16 @@ where
     let mut config = T::deserialize_own(toml::Value::Table(own)).map_err(inner)?;
     config.set_connection(connection);
     Ok(config)
+}
+
+/// Every option name a config takes, in the order they are declared (the
+/// connection's first): what its errors list, and what its documentation names.
+pub fn field_names<T: WithConnection>() -> Vec<&'static str> {
+    ConnectionOptions::FIELDS
+        .iter()
+        .chain(fields_of::<T>())
+        .copied()
+        .collect()
 }
 
 /// serde's own wording for an unknown field (`Error::unknown_field`, which
