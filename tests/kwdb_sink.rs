@@ -82,7 +82,7 @@ fn config_url(url: &str, method: WriteMethod) -> KwdbSinkConfig {
     c.write_method = Some(method);
     c.retry_backoff = Duration::from_millis(100);
     c.retry_backoff_max = Duration::from_secs(1);
-    c.connection_backoff = Duration::from_millis(200);
+    c.connection.connection_backoff = Duration::from_millis(200);
     c
 }
 
@@ -745,7 +745,7 @@ async fn missing_tables_follow_auto_create() {
         vec![row(1648432611249, "2023-08-11 12:12:10.249")],
     );
     b.meta = Arc::new(components::Metadata {
-        extra: [("schema".to_string(), "partial".to_string())].into(),
+        schema_certainty: components::event::SchemaCertainty::Partial,
         ..Default::default()
     });
     assert_eq!(sink.write(b).await, EventStatus::Delivered);
@@ -775,7 +775,7 @@ async fn rows_for_a_missing_table_wait_until_it_is_created() {
         vec![Field::tag("host", DataType::Varchar, false)],
     ));
     let partial = Arc::new(components::Metadata {
-        extra: [("schema".to_string(), "partial".to_string())].into(),
+        schema_certainty: components::event::SchemaCertainty::Partial,
         ..Default::default()
     });
     let row = |ts: i64, v: f64| {

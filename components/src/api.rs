@@ -519,13 +519,18 @@ impl Outputs {
 /// Retry delays: exponential from `initial`, capped at `max`.
 #[derive(Clone, Debug)]
 pub struct Backoff {
+    initial: Duration,
     next: Duration,
     max: Duration,
 }
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff { next: initial, max }
+        Backoff {
+            initial,
+            next: initial,
+            max,
+        }
     }
 
     pub fn next_delay(&mut self) -> Duration {
@@ -533,11 +538,25 @@ impl Backoff {
         self.next = (self.next * 2).min(self.max);
         d
     }
+
+    /// After a success: the next failure waits `initial` again.
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(300));
+        let delays: Vec<_> = (0..4).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 300, 300]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
 
     /// A source whose events were not delivered failed because something downstream
     /// did: the supervisor must name that one (a race decided which came first).

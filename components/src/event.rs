@@ -110,12 +110,21 @@ impl From<RowBatch> for Event {
     }
 }
 
-/// `meta.extra` key by which a batch tells how sure its schema is: `partial`
-/// (types guessed from values, line_influxdb: a sink creates tables from it only
-/// when told to) or `inferred` (widened over the data by `schema-infer`).
-pub const SCHEMA_HINT_KEY: &str = "schema";
-pub const SCHEMA_PARTIAL: &str = "partial";
-pub const SCHEMA_INFERRED: &str = "inferred";
+/// How sure a batch's schema is, which decides whether a sink may create a
+/// table from it. Metadata for the components, not for templates: a typed
+/// field, not an `extra` entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SchemaCertainty {
+    /// Stated by the payload (json_kaiwudb, OpenTSDB) or by whoever made the batch.
+    #[default]
+    Declared,
+    /// Widened over the data by `schema-infer`: whoever put it in the path asked
+    /// for tables from inferred types.
+    Inferred,
+    /// Types guessed from the values (line_influxdb): a sink creates tables from
+    /// it only when told to.
+    Partial,
+}
 
 /// Where an event came from and what templates may refer to (`{topic}`, `{table}`...).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -129,6 +138,8 @@ pub struct Metadata {
     pub table: Option<String>,
     /// Anything else a source or transform wants templates to see.
     pub extra: BTreeMap<String, String>,
+    /// How sure the schema of the rows is (rows only; templates do not see it).
+    pub schema_certainty: SchemaCertainty,
 }
 
 impl Metadata {
@@ -670,6 +681,22 @@ impl Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How sure a schema is, is the components' business: a template asking for
+    /// `{schema}` finds nothing (it used to be an `extra` entry).
+    #[test]
+    fn schema_certainty_is_not_a_template_field() {
+        let m = Metadata {
+            schema_certainty: SchemaCertainty::Partial,
+            ..Default::default()
+        };
+        assert_eq!(m.get("schema"), None);
+        assert!(m.extra.is_empty());
+        assert_eq!(
+            Metadata::default().schema_certainty,
+            SchemaCertainty::Declared
+        );
+    }
 
     #[test]
     fn precision_conversion_is_exact_or_refused() {

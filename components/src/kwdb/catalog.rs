@@ -10,8 +10,10 @@ use std::sync::Arc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
+use super::dialect::Sql;
 use super::dialect::{parse_kwdb_type, parse_pg_type, PgTagComment};
-use super::{Dialect, KwdbError, Sql};
+use super::error::KwdbError;
+use super::server::Dialect;
 use crate::event::{DataType, Field, Precision, TableKind, TableSchema};
 
 /// A table as the database has it.

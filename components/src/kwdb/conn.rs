@@ -10,37 +10,11 @@ use serde::Deserialize;
 use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres::{Client, NoTls};
 
-use super::{Dialect, KwdbError};
+use super::error::{classify_state, connect_message, ErrorClass, KwdbError};
+use super::server::Dialect;
+pub use super::tls::SslMode;
+use super::tls::{self, TlsSettings};
 pub use crate::secret::Secret;
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SslMode {
-    /// Plain TCP.
-    #[default]
-    Disable,
-    /// Encrypted, the server's certificate not checked.
-    Require,
-    /// Encrypted, the certificate checked against `sslrootcert`, not the host name.
-    VerifyCa,
-    /// Encrypted, certificate and host name checked.
-    VerifyFull,
-}
-
-impl std::str::FromStr for SslMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "disable" => Ok(SslMode::Disable),
-            "require" => Ok(SslMode::Require),
-            "verify-ca" => Ok(SslMode::VerifyCa),
-            "verify-full" => Ok(SslMode::VerifyFull),
-            other => Err(format!(
-                "unknown sslmode \"{other}\"; expected disable, require, verify-ca or verify-full"
-            )),
-        }
-    }
-}
 
 pub fn default_connection_attempts() -> u32 {
     3
@@ -50,9 +24,11 @@ pub fn default_connection_backoff() -> Duration {
     Duration::from_secs(5)
 }
 
-/// The connection options as configs spell them. A component config repeats these
-/// fields (no `flatten`, see DESIGN.md) and hands them over with [`ConnectionOptions::resolve`].
-/// Explicit options win over what the URL says.
+/// The connection options as configs spell them, the one definition the `kwdb`
+/// sink and the `kwdb-poll` source share. They sit at the top level of the
+/// component's table, beside its own options: [`super::options_table`] reads
+/// them. [`ConnectionOptions::resolve`] merges them with the URL: explicit
+/// options win over what the URL says.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionOptions {
@@ -84,6 +60,27 @@ pub struct ConnectionOptions {
 }
 
 impl ConnectionOptions {
+    /// The option names, in the order they are declared (and listed in errors).
+    pub const FIELDS: &'static [&'static str] = &[
+        "url",
+        "user",
+        "password",
+        "database",
+        "dialect",
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "connection_attempts",
+        "connection_backoff",
+    ];
+
+    /// Stands in for options not read yet: a config whose table holds them
+    /// beside its own reads its own first ([`super::options_table`]).
+    pub fn unread() -> Self {
+        ConnectionOptions::new("")
+    }
+
     pub fn new(url: impl Into<String>) -> Self {
         ConnectionOptions {
             url: ConnUrl::new(url),
@@ -134,20 +131,22 @@ impl ConnectionOptions {
             password: self.password.clone().or(url.password),
             database: self.database.clone().or(url.database),
             dialect,
-            sslmode,
-            sslrootcert: self.sslrootcert.clone().or(url.sslrootcert),
-            sslcert: self.sslcert.clone().or(url.sslcert),
-            sslkey: self.sslkey.clone().or(url.sslkey),
+            tls: TlsSettings {
+                mode: sslmode,
+                rootcert: self.sslrootcert.clone().or(url.sslrootcert),
+                cert: self.sslcert.clone().or(url.sslcert),
+                key: self.sslkey.clone().or(url.sslkey),
+            },
             connect_timeout: url.connect_timeout.unwrap_or(Duration::from_secs(10)),
             attempts: self.connection_attempts,
             backoff: self.connection_backoff,
         };
-        if params.sslcert.is_some() != params.sslkey.is_some() {
+        if params.tls.cert.is_some() != params.tls.key.is_some() {
             return Err(KwdbError::Config(
                 "sslcert and sslkey go together: set both or neither".into(),
             ));
         }
-        if params.sslmode == SslMode::VerifyCa && params.sslrootcert.is_none() {
+        if params.tls.mode == SslMode::VerifyCa && params.tls.rootcert.is_none() {
             return Err(KwdbError::Config(
                 "sslmode verify-ca needs sslrootcert".into(),
             ));
@@ -164,10 +163,7 @@ pub struct ConnectParams {
     pub password: Option<Secret>,
     pub database: Option<String>,
     pub dialect: Dialect,
-    pub sslmode: SslMode,
-    pub sslrootcert: Option<PathBuf>,
-    pub sslcert: Option<PathBuf>,
-    pub sslkey: Option<PathBuf>,
+    pub tls: TlsSettings,
     pub connect_timeout: Duration,
     pub attempts: u32,
     pub backoff: Duration,
@@ -201,12 +197,12 @@ impl ConnectParams {
         if let Some(db) = database.or(self.database.as_deref()) {
             cfg.dbname(db);
         }
-        let tls = match self.sslmode {
+        let tls = match self.tls.mode {
             SslMode::Disable => None,
             _ => {
                 cfg.ssl_mode(PgSslMode::Require);
                 Some(tokio_postgres_rustls::MakeRustlsConnect::new(
-                    super::tls::client_config(self)?,
+                    tls::client_config(&self.tls)?,
                 ))
             }
         };
@@ -235,7 +231,7 @@ impl ConnectParams {
                     // Authentication and unknown-database errors do not heal by waiting.
                     let permanent = e
                         .code()
-                        .is_some_and(|c| super::classify_state(c) == super::ErrorClass::Fatal);
+                        .is_some_and(|c| classify_state(c) == ErrorClass::Fatal);
                     let error = KwdbError::Connect {
                         hosts: self.hosts_display(),
                         source: e,
@@ -289,7 +285,7 @@ where
 /// A connect error in a few words, without the hosts the log line already names.
 fn reason(e: &KwdbError) -> String {
     match e {
-        KwdbError::Connect { source, .. } => super::connect_message(source),
+        KwdbError::Connect { source, .. } => connect_message(source),
         KwdbError::ConnectTimeout { after, .. } => format!("no answer within {after:?}"),
         other => other.to_string(),
     }
@@ -535,7 +531,7 @@ mod tests {
         );
         assert_eq!(p.database.as_deref(), Some("benchmark"));
         assert_eq!(p.user, "root");
-        assert_eq!(p.sslmode, SslMode::VerifyFull);
+        assert_eq!(p.tls.mode, SslMode::VerifyFull);
     }
 
     #[test]

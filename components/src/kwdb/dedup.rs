@@ -9,7 +9,7 @@ use std::fmt;
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use super::KwdbError;
+use super::error::KwdbError;
 
 /// The statement that reads the rule.
 pub const SHOW_DEDUP_RULE: &str = "SHOW CLUSTER SETTING ts.dedup.rule";

@@ -8,78 +8,16 @@
 //! `kwdb-poll` source's reads, and records which columns are tags in the table
 //! comment.
 
-use std::fmt::{self, Write as _};
-use std::str::FromStr;
+use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::KwdbError;
 use super::ident::Ident;
 use super::rules;
+use super::server::Dialect;
 use super::values::push_string_literal;
-use super::KwdbError;
 use crate::event::{DataType, Field, Precision, TableKind, TableSchema};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dialect {
-    Kwdb,
-    Postgres,
-}
-
-impl Dialect {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dialect::Kwdb => "kwdb",
-            Dialect::Postgres => "postgres",
-        }
-    }
-
-    pub fn default_port(self) -> u16 {
-        match self {
-            Dialect::Kwdb => 26257,
-            Dialect::Postgres => 5432,
-        }
-    }
-
-    pub fn default_user(self) -> &'static str {
-        match self {
-            Dialect::Kwdb => "root",
-            Dialect::Postgres => "postgres",
-        }
-    }
-
-    /// The database to connect to when the target one may not exist yet.
-    pub fn admin_database(self) -> &'static str {
-        match self {
-            Dialect::Kwdb => "defaultdb",
-            Dialect::Postgres => "postgres",
-        }
-    }
-
-    /// Whether COPY FROM STDIN may be used (KWDB has none on time-series tables).
-    pub fn supports_copy(self) -> bool {
-        self == Dialect::Postgres
-    }
-}
-
-impl fmt::Display for Dialect {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Dialect {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "kwdb" => Ok(Dialect::Kwdb),
-            "postgres" => Ok(Dialect::Postgres),
-            other => Err(format!(
-                "unknown dialect \"{other}\"; expected kwdb or postgres"
-            )),
-        }
-    }
-}
 
 /// The kind of database `create_database` makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]

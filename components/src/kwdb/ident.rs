@@ -4,7 +4,8 @@
 
 use std::fmt;
 
-use super::{Dialect, KwdbError};
+use super::error::KwdbError;
+use super::server::Dialect;
 
 /// A checked identifier. Display writes it quoted.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -14,15 +14,9 @@
 //! for KWDB. Rules about KWDB's own SQL text (quotes in names) apply to the
 //! `kwdb` dialect only.
 
-use super::KwdbError;
+use super::error::KwdbError;
+pub use super::error::Rule;
 use crate::event::{DataType, Field, Precision, TableKind, TableSchema};
-
-/// One rule and where KWDB states it.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Rule {
-    pub text: &'static str,
-    pub source: &'static str,
-}
 
 macro_rules! rule {
     ($name:ident, $text:expr, $source:expr) => {

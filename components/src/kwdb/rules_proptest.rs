@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 
 use super::dialect::Sql;
-use super::Dialect;
+use super::server::Dialect;
 use crate::event::{DataType, Field, Precision, TableKind, TableSchema};
 
 const TYPES: &[DataType] = &[

@@ -1,5 +1,7 @@
 //! rustls client configurations for the four sslmodes (no system OpenSSL).
+//! Below [`super::conn`]: it takes only the TLS part of a connection's settings.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -9,15 +11,56 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::conn::{ConnectParams, SslMode};
-use super::KwdbError;
+use serde::Deserialize;
 
-pub fn client_config(p: &ConnectParams) -> Result<ClientConfig, KwdbError> {
+use super::error::KwdbError;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// Encrypted, the server's certificate not checked.
+    Require,
+    /// Encrypted, the certificate checked against `sslrootcert`, not the host name.
+    VerifyCa,
+    /// Encrypted, certificate and host name checked.
+    VerifyFull,
+}
+
+impl std::str::FromStr for SslMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "disable" => Ok(SslMode::Disable),
+            "require" => Ok(SslMode::Require),
+            "verify-ca" => Ok(SslMode::VerifyCa),
+            "verify-full" => Ok(SslMode::VerifyFull),
+            other => Err(format!(
+                "unknown sslmode \"{other}\"; expected disable, require, verify-ca or verify-full"
+            )),
+        }
+    }
+}
+
+/// The TLS part of a connection's settings, resolved (options over the URL).
+#[derive(Clone, Debug, Default)]
+pub struct TlsSettings {
+    pub mode: SslMode,
+    /// The CA the server's certificate must lead to (`sslrootcert`).
+    pub rootcert: Option<PathBuf>,
+    /// The client's certificate and key (`sslcert`, `sslkey`): both or neither.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+pub fn client_config(p: &TlsSettings) -> Result<ClientConfig, KwdbError> {
     let provider = Arc::new(ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| KwdbError::Tls(e.to_string()))?;
-    let roots = match &p.sslrootcert {
+    let roots = match &p.rootcert {
         Some(path) => {
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_file_iter(path)
@@ -34,7 +77,7 @@ pub fn client_config(p: &ConnectParams) -> Result<ClientConfig, KwdbError> {
         }
         None => None,
     };
-    let verifier: Arc<dyn ServerCertVerifier> = match (p.sslmode, roots) {
+    let verifier: Arc<dyn ServerCertVerifier> = match (p.mode, roots) {
         // libpq also checks the chain in `require` when a root certificate is given.
         (SslMode::Require, None) => Arc::new(NoVerification(provider.clone())),
         (SslMode::Require | SslMode::VerifyCa, Some(roots)) => Arc::new(ChainOnly(
@@ -60,7 +103,7 @@ pub fn client_config(p: &ConnectParams) -> Result<ClientConfig, KwdbError> {
     let builder = builder
         .dangerous()
         .with_custom_certificate_verifier(verifier);
-    match (&p.sslcert, &p.sslkey) {
+    match (&p.cert, &p.key) {
         (Some(cert), Some(key)) => {
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
                 .and_then(|it| it.collect::<Result<_, _>>())

@@ -10,7 +10,8 @@ use std::fmt::Write as _;
 
 use serde::Deserialize;
 
-use super::{rules, Dialect};
+use super::rules;
+use super::server::Dialect;
 use crate::event::{DataType, Field, Precision, Timestamp, Value};
 
 /// What the sink does with NaN and ±Infinity bound for a float column. KWDB's

@@ -19,8 +19,8 @@ use crate::api::{
     BuildContext, Component, ComponentConfig, ComponentContext, ComponentError, OutputDef, Outputs,
     DROPPED_OUTPUT,
 };
+use crate::event::SchemaCertainty;
 use crate::event::{Event, EventKind, Metadata, Precision, RawMessage, RowBatch};
-use crate::event::{SCHEMA_HINT_KEY, SCHEMA_PARTIAL};
 use crate::formats::{self, DecodeOptions, Decoder, DeviceKey, Format};
 
 /// The header naming why a record was rejected.
@@ -269,8 +269,7 @@ impl Decode {
                 if self.decoder.format() == Format::LineInfluxdb {
                     // Types guessed from suffixes: the sink creates tables from these
                     // only when told to (auto_create = "always"), as the seed says.
-                    m.extra
-                        .insert(SCHEMA_HINT_KEY.to_string(), SCHEMA_PARTIAL.to_string());
+                    m.schema_certainty = SchemaCertainty::Partial;
                 }
                 if batch.target.database.is_some() {
                     m.database = batch.target.database.clone();

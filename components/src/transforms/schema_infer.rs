@@ -20,10 +20,10 @@ use crate::ack::EventStatus;
 use crate::api::{
     BuildContext, Component, ComponentConfig, ComponentContext, ComponentError, OutputDef,
 };
+use crate::event::SchemaCertainty;
 use crate::event::{
     DataType, Event, EventKind, Field, Precision, Row, RowBatch, TableSchema, Value,
 };
-use crate::event::{SCHEMA_HINT_KEY, SCHEMA_INFERRED};
 use crate::formats::value::{coerce_value, string_len, widen_type};
 
 fn default_max_events() -> usize {
@@ -85,9 +85,7 @@ impl Component for SchemaInfer {
             for mut b in infer(batches) {
                 // Whoever put schema-infer in the path asked for tables from
                 // inferred types.
-                Arc::make_mut(&mut b.meta)
-                    .extra
-                    .insert(SCHEMA_HINT_KEY.to_string(), SCHEMA_INFERRED.to_string());
+                Arc::make_mut(&mut b.meta).schema_certainty = SchemaCertainty::Inferred;
                 cx.outputs.send(Event::Rows(b)).await?;
             }
         }

@@ -6,16 +6,22 @@
 //! contain are isolated by splitting the batch and Rejected with the database's
 //! message; connection trouble is retried with backoff (forever by default).
 
-mod writer;
+// Layered downwards: worker -> (schema, write) -> (plan, session, step) -> kwdb.
+mod parked;
+mod plan;
+mod schema;
+mod session;
+mod step;
+mod worker;
+mod write;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use tokio::sync::mpsc;
 
 use crate::ack::EventStatus;
@@ -24,12 +30,10 @@ use crate::api::{
 };
 use crate::durations;
 use crate::event::{Event, EventKind};
-use crate::kwdb::conn::{default_connection_attempts, default_connection_backoff};
 use crate::kwdb::dedup::{self, DedupRule};
+use crate::kwdb::options_table::{self, WithConnection};
 use crate::kwdb::{catalog, ErrorClass};
-use crate::kwdb::{
-    ConnUrl, ConnectParams, ConnectionOptions, DatabaseKind, Dialect, KwdbError, Secret, SslMode,
-};
+use crate::kwdb::{ConnectParams, ConnectionOptions, DatabaseKind, Dialect, KwdbError};
 
 pub use crate::kwdb::values::NonFinite;
 
@@ -70,8 +74,6 @@ pub enum WriteMethod {
     Insert,
 }
 
-pub use crate::event::{SCHEMA_HINT_KEY, SCHEMA_INFERRED, SCHEMA_PARTIAL};
-
 fn default_batch_size() -> usize {
     1000
 }
@@ -91,34 +93,14 @@ fn default_retry_backoff_max() -> Duration {
     Duration::from_secs(30)
 }
 
+/// The `kwdb` sink's options: the connection options (`url`, `user`,
+/// `sslmode`...) and its own, side by side in one table.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct KwdbSinkConfig {
-    // Connection: the fields of `kwdb::ConnectionOptions`.
-    pub url: ConnUrl,
-    #[serde(default)]
-    pub user: Option<String>,
-    #[serde(default)]
-    pub password: Option<Secret>,
-    #[serde(default)]
-    pub database: Option<String>,
-    #[serde(default)]
-    pub dialect: Option<Dialect>,
-    #[serde(default)]
-    pub sslmode: Option<SslMode>,
-    #[serde(default)]
-    pub sslrootcert: Option<PathBuf>,
-    #[serde(default)]
-    pub sslcert: Option<PathBuf>,
-    #[serde(default)]
-    pub sslkey: Option<PathBuf>,
-    #[serde(default = "default_connection_attempts")]
-    pub connection_attempts: u32,
-    #[serde(
-        default = "default_connection_backoff",
-        deserialize_with = "durations::deserialize"
-    )]
-    pub connection_backoff: Duration,
+    /// Read beside the others by [`options_table`] (see [`WithConnection`]).
+    #[serde(skip, default = "ConnectionOptions::unread")]
+    pub connection: ConnectionOptions,
 
     /// Rows per INSERT statement (seed `batch.size`).
     #[serde(default = "default_batch_size")]
@@ -176,24 +158,8 @@ impl KwdbSinkConfig {
             .expect("defaults deserialize")
     }
 
-    pub fn connection(&self) -> ConnectionOptions {
-        ConnectionOptions {
-            url: self.url.clone(),
-            user: self.user.clone(),
-            password: self.password.clone(),
-            database: self.database.clone(),
-            dialect: self.dialect,
-            sslmode: self.sslmode,
-            sslrootcert: self.sslrootcert.clone(),
-            sslcert: self.sslcert.clone(),
-            sslkey: self.sslkey.clone(),
-            connection_attempts: self.connection_attempts,
-            connection_backoff: self.connection_backoff,
-        }
-    }
-
     fn options(&self) -> Result<(ConnectParams, SinkOptions), KwdbError> {
-        let params = self.connection().resolve()?;
+        let params = self.connection.resolve()?;
         let method = self.write_method.unwrap_or(match params.dialect {
             Dialect::Postgres => WriteMethod::Copy,
             Dialect::Kwdb => WriteMethod::Insert,
@@ -230,6 +196,22 @@ impl KwdbSinkConfig {
                 non_finite_floats: self.non_finite_floats,
             },
         ))
+    }
+}
+
+impl WithConnection for KwdbSinkConfig {
+    fn deserialize_own<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        KwdbSinkConfig::deserialize(d)
+    }
+
+    fn set_connection(&mut self, connection: ConnectionOptions) {
+        self.connection = connection;
+    }
+}
+
+impl<'de> Deserialize<'de> for KwdbSinkConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        options_table::deserialize(d)
     }
 }
 
@@ -341,7 +323,7 @@ impl Component for KwdbSink {
         let mut input = cx.take_input();
         let metrics = input.metrics().clone();
         if let Some(kind) = self.create_database {
-            writer::create_database(&self.params, kind, &self.options)
+            schema::create_database(&self.params, kind, &self.options)
                 .await
                 .map_err(config_error)?;
         }
@@ -357,7 +339,7 @@ impl Component for KwdbSink {
             // Small queues: the backlog stays in the upstream channels, bounded there.
             // A few batches waiting let the COPY path stream them in one statement.
             let (tx, rx) = mpsc::channel(WORKER_QUEUE);
-            let w = writer::Worker::new(
+            let w = worker::Worker::new(
                 n,
                 self.params.clone(),
                 self.options.clone(),
@@ -477,6 +459,7 @@ async fn kwdb_start_checks(params: &ConnectParams) -> Result<Option<DedupRule>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kwdb::SslMode;
 
     #[test]
     fn defaults_and_secrets() {
@@ -516,7 +499,7 @@ mod tests {
         let e = c.check().unwrap_err().to_string();
         assert!(e.contains("MaxTSDBNameLength"), "{e}");
         let mut c = KwdbSinkConfig::new("jdbc:kaiwudb://h:26257/db");
-        c.database = Some("it's".into());
+        c.connection.database = Some("it's".into());
         let e = c.check().unwrap_err().to_string();
         assert!(e.contains("show_attributes.go"), "{e}");
         let c = KwdbSinkConfig::new("jdbc:kaiwudb://h:26257");
@@ -526,12 +509,74 @@ mod tests {
     #[tokio::test]
     async fn connect_errors_do_not_show_the_password() {
         let mut c = KwdbSinkConfig::new("postgresql://nobody:pw-in-url@127.0.0.1:1/db");
-        c.password = Some(Secret::new("pw-in-config"));
-        c.connection_attempts = 1;
+        c.connection.password = Some(crate::kwdb::Secret::new("pw-in-config"));
+        c.connection.connection_attempts = 1;
         let (p, _) = c.options().unwrap();
         let e = p.connect().await.unwrap_err();
         let shown = format!("{e} {e:?}");
         assert!(!shown.contains("pw-in"), "{shown}");
         assert!(e.is_retryable());
+    }
+
+    /// How the registry reads a component's options, and reports them wrong.
+    fn parse(text: &str) -> Result<KwdbSinkConfig, String> {
+        let table: toml::Table = toml::from_str(text).unwrap();
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().to_string())
+    }
+
+    /// The connection options sit beside the sink's own, and mistakes read as
+    /// they did when the struct spelled every option itself.
+    #[test]
+    fn connection_options_beside_the_sinks_own() {
+        let c = parse(
+            "url = \"postgres://h/d\"\nsslmode = \"require\"\nbatch_size = 7\n\
+             connection_backoff = \"1s\"",
+        )
+        .unwrap();
+        assert_eq!(c.connection.sslmode, Some(SslMode::Require));
+        assert_eq!(c.connection.connection_backoff, Duration::from_secs(1));
+        assert_eq!(c.connection.connection_attempts, 3);
+        assert_eq!(c.batch_size, 7);
+        let every = "expected one of `url`, `user`, `password`, `database`, `dialect`, \
+                     `sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `connection_attempts`, \
+                     `connection_backoff`, `batch_size`, `copy_max_rows`, \
+                     `max_statement_bytes`, `concurrency`, `create_database`, `auto_create`, \
+                     `schema_evolution`, `max_retries`, `retry_backoff`, `retry_backoff_max`, \
+                     `write_method`, `non_finite_floats`";
+        for (text, error) in [
+            ("url = 1", "invalid type: integer `1`, expected a string".to_string()),
+            ("bogus = 1", format!("unknown field `bogus`, {every}")),
+            ("aaa = 3\nurl = 4", format!("unknown field `aaa`, {every}")),
+            // The first mistake in the table's order, as before.
+            ("zzz = 3\nurl = 4", "invalid type: integer `4`, expected a string".into()),
+            ("batch_size = \"x\"", "invalid type: string \"x\", expected usize".into()),
+            ("batch_size = 3", "missing field `url`".into()),
+            (
+                "url = \"postgres://h/d\"\nconnection_attempts = \"x\"",
+                "invalid type: string \"x\", expected u32".into(),
+            ),
+            (
+                "url = \"postgres://h/d\"\nsslmode = \"maybe\"",
+                "unknown variant `maybe`, expected one of `disable`, `require`, `verify-ca`, \
+                 `verify-full`"
+                    .into(),
+            ),
+            (
+                "url = \"postgres://h/d\"\nretry_backoff = \"forever\"",
+                "invalid duration \"forever\"; expected a form like \"500ms\", \"5s\", \"2m\" or \"1h\""
+                    .into(),
+            ),
+        ] {
+            assert_eq!(parse(text).unwrap_err(), error, "{text}");
+        }
+    }
+
+    /// `options_table` checks each option alone: the sink's own all have defaults.
+    #[test]
+    fn the_sinks_own_options_all_have_defaults() {
+        let empty = toml::Value::Table(toml::Table::new());
+        assert!(KwdbSinkConfig::deserialize_own(empty).is_ok());
     }
 }

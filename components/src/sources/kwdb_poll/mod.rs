@@ -14,12 +14,12 @@ mod query;
 mod table;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use tokio::sync::{Mutex, Semaphore};
 use tokio_postgres::Client;
 
@@ -30,10 +30,8 @@ use crate::api::{
 };
 use crate::durations;
 use crate::event::{EventKind, TableKind, Timestamp};
-use crate::kwdb::conn::{default_connection_attempts, default_connection_backoff};
-use crate::kwdb::{
-    catalog, ConnUrl, ConnectParams, ConnectionOptions, Dialect, KwdbError, Secret, SslMode,
-};
+use crate::kwdb::options_table::{self, WithConnection};
+use crate::kwdb::{catalog, ConnectParams, ConnectionOptions, KwdbError};
 
 pub use checkpoint::{Checkpoint, CheckpointStore};
 pub use query::parse_start_at;
@@ -70,34 +68,16 @@ pub struct RelationalTable {
     pub key_columns: Vec<String>,
 }
 
+/// The `kwdb-poll` source's options: the connection options (`url`, `user`,
+/// `sslmode`...) and its own, side by side in one table. `database`, which the
+/// sink may take from the url, is required here: the database to export (the
+/// connector's `connection.database`).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct KwdbPollConfig {
-    // Connection: the fields of `kwdb::ConnectionOptions`.
-    pub url: ConnUrl,
-    #[serde(default)]
-    pub user: Option<String>,
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// The database to export (the connector's `connection.database`).
-    pub database: String,
-    #[serde(default)]
-    pub dialect: Option<Dialect>,
-    #[serde(default)]
-    pub sslmode: Option<SslMode>,
-    #[serde(default)]
-    pub sslrootcert: Option<PathBuf>,
-    #[serde(default)]
-    pub sslcert: Option<PathBuf>,
-    #[serde(default)]
-    pub sslkey: Option<PathBuf>,
-    #[serde(default = "default_connection_attempts")]
-    pub connection_attempts: u32,
-    #[serde(
-        default = "default_connection_backoff",
-        deserialize_with = "durations::deserialize"
-    )]
-    pub connection_backoff: Duration,
+    /// Read beside the others by [`options_table`] (see [`WithConnection`]).
+    #[serde(skip, default = "ConnectionOptions::unread")]
+    pub connection: ConnectionOptions,
 
     /// Time-series tables to export, as names or patterns with `*` (any run of
     /// characters) and `?` (one character). Empty: every time-series table of the
@@ -199,25 +179,34 @@ pub enum PollError {
     Checkpoint(#[from] checkpoint::CheckpointError),
 }
 
-impl KwdbPollConfig {
-    fn connection(&self) -> ConnectionOptions {
-        ConnectionOptions {
-            url: self.url.clone(),
-            user: self.user.clone(),
-            password: self.password.clone(),
-            database: Some(self.database.clone()),
-            dialect: self.dialect,
-            sslmode: self.sslmode,
-            sslrootcert: self.sslrootcert.clone(),
-            sslcert: self.sslcert.clone(),
-            sslkey: self.sslkey.clone(),
-            connection_attempts: self.connection_attempts,
-            connection_backoff: self.connection_backoff,
+impl WithConnection for KwdbPollConfig {
+    fn deserialize_own<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        KwdbPollConfig::deserialize(d)
+    }
+
+    fn set_connection(&mut self, connection: ConnectionOptions) {
+        self.connection = connection;
+    }
+}
+
+impl<'de> Deserialize<'de> for KwdbPollConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let config: KwdbPollConfig = options_table::deserialize(d)?;
+        if config.connection.database.is_none() {
+            return Err(D::Error::missing_field("database"));
         }
+        Ok(config)
+    }
+}
+
+impl KwdbPollConfig {
+    /// The database to export; always set (checked when read).
+    fn database(&self) -> &str {
+        self.connection.database.as_deref().unwrap_or_default()
     }
 
     fn check(&self) -> Result<(ConnectParams, Option<Timestamp>), PollError> {
-        let params = self.connection().resolve()?;
+        let params = self.connection.resolve()?;
         // Names that can never be a table are mistakes to report now, not to poll for.
         let names = self
             .tables
@@ -287,10 +276,10 @@ impl ComponentConfig for KwdbPollConfig {
         // One try: a check reports what it finds, the running source retries.
         params.attempts = 1;
         let client = params
-            .connect_to(Some(&self.database))
+            .connect_to(Some(self.database()))
             .await
             .map_err(ComponentError::other)?;
-        catalog::list_tables(&client, params.dialect, &self.database)
+        catalog::list_tables(&client, params.dialect, self.database())
             .await
             .map_err(ComponentError::other)?;
         Ok(())
@@ -298,12 +287,12 @@ impl ComponentConfig for KwdbPollConfig {
 
     async fn build(&self, cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError> {
         let (params, start_at) = KwdbPollConfig::check(self).map_err(ComponentError::other)?;
-        let store = CheckpointStore::open(cx.globals.data_dir.join(&*cx.id), &self.database)
+        let store = CheckpointStore::open(cx.globals.data_dir.join(&*cx.id), self.database())
             .map_err(ComponentError::other)?;
         Ok(Box::new(KwdbPoll {
             settings: Arc::new(Settings {
                 params,
-                database: self.database.clone(),
+                database: self.database().to_string(),
                 tables: self.tables.clone(),
                 exclude: self.exclude.clone(),
                 relational: self.relational.clone(),
@@ -589,5 +578,56 @@ mod tests {
         assert!(glob("t?", "t1"));
         assert!(!glob("t?", "t12"));
         assert!(!glob("cpu", "cpu2"));
+    }
+
+    fn parse(text: &str) -> Result<KwdbPollConfig, String> {
+        let table: toml::Table = toml::from_str(text).unwrap();
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().to_string())
+    }
+
+    /// The connection options sit beside the source's own; `database` is
+    /// required here, and mistakes read as they did before they were shared.
+    #[test]
+    fn connection_options_beside_the_sources_own() {
+        let c = parse("url = \"postgres://h/x\"\ndatabase = \"d\"\nfetch_max_rows = 5").unwrap();
+        assert_eq!(c.database(), "d");
+        assert_eq!(c.fetch_max_rows, 5);
+        let every = "expected one of `url`, `user`, `password`, `database`, `dialect`, \
+                     `sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `connection_attempts`, \
+                     `connection_backoff`, `tables`, `exclude`, `relational`, \
+                     `discover_interval`, `query_interval`, `fetch_max_rows`, `start_at`, \
+                     `delay`, `concurrency`, `max_in_flight`, `progress_interval`, `on_reject`";
+        let url = "url = \"postgres://h/d\"";
+        for (text, error) in [
+            (url.to_string(), "missing field `database`".to_string()),
+            ("database = \"d\"".into(), "missing field `url`".into()),
+            (
+                format!("{url}\ndatabase = \"d\"\nbogus = 1"),
+                format!("unknown field `bogus`, {every}"),
+            ),
+            (
+                format!("{url}\ndatabase = 5"),
+                "invalid type: integer `5`, expected a string".into(),
+            ),
+            (
+                format!("{url}\ndatabase = \"d\"\nrelational = [{{table = \"x\"}}]"),
+                "missing field `timestamp_column`".into(),
+            ),
+            (
+                format!("{url}\ndatabase = \"d\"\nfetch_max_rows = -1"),
+                "invalid value: integer `-1`, expected usize".into(),
+            ),
+        ] {
+            assert_eq!(parse(&text).unwrap_err(), error, "{text}");
+        }
+    }
+
+    /// `options_table` checks each option alone: the source's own all have defaults.
+    #[test]
+    fn the_sources_own_options_all_have_defaults() {
+        let empty = toml::Value::Table(toml::Table::new());
+        assert!(KwdbPollConfig::deserialize_own(empty).is_ok());
     }
 }
