@@ -456,10 +456,7 @@ impl Component for KwdbPoll {
             };
             let wait = match listed {
                 Ok(tables) => {
-                    backoff = crate::api::Backoff::new(
-                        Duration::from_millis(500),
-                        Duration::from_secs(30),
-                    );
+                    backoff.reset();
                     metrics.report_ok();
                     let mut present = std::collections::HashSet::new();
                     for (name, kind) in tables {
