@@ -19,6 +19,10 @@ use std::task::{Context, Poll};
 use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
+pub mod ordered;
+
+pub use ordered::{Acked, OrderedAcks, Ticket};
+
 /// What became of an event. Merging keeps the worst: Failed > Rejected > Delivered.
 ///
 /// A record sent to a `dropped` output is not Rejected: the component that
