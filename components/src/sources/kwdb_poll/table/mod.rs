@@ -9,9 +9,11 @@
 
 mod cutter;
 mod pages;
+mod position;
 mod progress;
 mod rows;
 mod saver;
+mod schema;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,16 +21,16 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt as _, TryStreamExt as _};
 use tokio::sync::{Mutex, Semaphore};
 
-use super::checkpoint::{Checkpoint, KeyValue};
+use super::checkpoint::Checkpoint;
 use super::query::{Position, TableQuery};
 use super::{ClientSlot, PollError, RelationalTable, Settings};
 use crate::ack::{BatchNotifier, EventStatus};
 use crate::api::{Backoff, ComponentMetrics, Outputs, ShutdownSignal};
 use crate::event::{
-    Event, Metadata, Precision, Row, RowBatch, TableKind, TableSchema, Target, Timestamp, Value,
+    Event, Metadata, Precision, Row, RowBatch, TableSchema, Target, Timestamp, Value,
 };
 use crate::formats;
-use crate::kwdb::{catalog, Dialect, ErrorClass, KwdbError};
+use crate::kwdb::{ErrorClass, KwdbError};
 use cutter::{Capped, Cutter};
 use pages::{Page, Pages, Settled};
 use progress::{Meters, Progress};
@@ -86,29 +88,48 @@ pub(crate) fn statement_rows(fetch_max_rows: usize) -> usize {
 /// tables on the connection a turn).
 const STATEMENT_TIME: Duration = Duration::from_secs(60);
 
+/// The delays between retries of a table's reads; reset by a read that works.
+fn read_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
+}
+
+/// The table's schema as last read, and the read query made from it.
+struct KnownSchema {
+    current: Option<(Arc<TableSchema>, TableQuery)>,
+    read_at: Instant,
+    index_checked: bool,
+    /// The checkpoint loaded at start, applied once the schema is known.
+    loaded: Option<Checkpoint>,
+}
+
+/// What reading the schema (when due) ended with.
+enum SchemaStep {
+    Ready(Arc<TableSchema>, TableQuery),
+    /// The table does not exist (any more): the poller ends.
+    Gone,
+    /// The connection failed: try again after a backoff.
+    Retry,
+}
+
 impl Poller {
     pub async fn run(self) -> Result<(), PollError> {
         let s = self.settings.clone();
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        let labels = {
-            let mut l = self.metrics.labels().to_vec();
-            l.push(("table", self.table.clone()));
-            l
-        };
-        let meters = Meters::new(&labels);
-
-        let checkpoint = s.store.load(&self.table)?;
-        let exported = checkpoint.as_ref().map_or(0, |c| c.rows);
+        let mut backoff = read_backoff();
+        let meters = self.meters();
+        let loaded = s.store.load(&self.table)?;
+        let exported = loaded.as_ref().map_or(0, |c| c.rows);
         let mut t = Track {
             position: None,
             pages: Pages::new(s.on_reject, exported),
             saver: Saver::new(s.store.clone(), self.table.clone()),
             progress: Progress::new(exported),
         };
-        let mut schema: Option<(Arc<TableSchema>, TableQuery)> = None;
-        let mut loaded = checkpoint;
-        let mut schema_read_at = Instant::now();
-        let mut index_checked = false;
+        let mut schema = KnownSchema {
+            current: None,
+            read_at: Instant::now(),
+            index_checked: false,
+            loaded,
+        };
 
         loop {
             // Settle what came back, in order, and write the checkpoint behind.
@@ -123,34 +144,14 @@ impl Poller {
                 break;
             }
 
-            // The schema: read once, and again every discovery interval so columns
-            // added behind our back are exported too.
-            if schema.is_none() || schema_read_at.elapsed() >= s.discover_interval {
-                match self.read_schema().await {
-                    Ok(Some(sq)) => {
-                        if let Some(cp) = loaded.take() {
-                            t.position = Some(self.position_from(&cp, &sq.1)?);
-                            t.pages.committed = t.position.clone();
-                        }
-                        if !index_checked {
-                            index_checked = true;
-                            self.check_index(&sq.1).await;
-                        }
-                        schema = Some(sq);
-                        schema_read_at = Instant::now();
-                    }
-                    Ok(None) => break,
-                    Err(e) if e.is_retryable() => {
-                        self.metrics.report_error("connection", &e);
-                        self.slot.reset().await;
-                        self.sleep(backoff.next_delay()).await;
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
+            let (table_schema, q) = match self.refresh_schema(&mut schema, &mut t).await? {
+                SchemaStep::Ready(table_schema, q) => (table_schema, q),
+                SchemaStep::Gone => break,
+                SchemaStep::Retry => {
+                    self.sleep(backoff.next_delay()).await;
+                    continue;
                 }
-            }
-            let (table_schema, q) = schema.clone().expect("read above");
-
+            };
             let upper = s.delay.map(|d| {
                 let now = formats::now(Precision::Ms).value;
                 Timestamp::new((now - d.as_millis() as i64).max(0), Precision::Ms)
@@ -162,7 +163,7 @@ impl Poller {
             };
             match outcome {
                 Outcome::CaughtUp | Outcome::More => {
-                    backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+                    backoff = read_backoff();
                     self.metrics.report_ok();
                     // A table with nothing new still reports: its lag grows.
                     self.report(&mut t, &meters);
@@ -174,18 +175,8 @@ impl Poller {
                 }
                 Outcome::Stopped | Outcome::Gone => break,
                 Outcome::Failed(e) => {
-                    match e.class() {
-                        ErrorClass::Retryable => {
-                            self.metrics.report_error("connection", &e);
-                            tracing::warn!(table = %self.table, error = %e, "cannot read; retrying");
-                            self.slot.reset().await;
-                        }
-                        _ => {
-                            // The table changed under us: read its schema again.
-                            self.metrics.report_error("query", &e);
-                            tracing::warn!(table = %self.table, error = %e, "query failed; reading the schema again");
-                            schema = None;
-                        }
+                    if self.read_failed(&e).await {
+                        schema.current = None;
                     }
                     // What was read is handed on; the next statement resumes after it.
                     self.sleep(backoff.next_delay()).await;
@@ -193,26 +184,94 @@ impl Poller {
                 }
             }
             if matches!(outcome, Outcome::CaughtUp) {
-                // Wait for the next poll, settling acknowledgements as they come.
-                let until = tokio::time::Instant::now() + s.query_interval;
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(until) => break,
-                        _ = self.stop.cancelled() => break,
-                        r = t.saver.done() => r?,
-                        _ = t.pages.wait_front() => {
-                            if self.settle(&mut t)? {
-                                t.position = t.pages.committed.clone();
-                                break;
-                            }
-                            t.saver.poll()?;
-                        }
+                self.wait_for_next_poll(&mut t).await?;
+            }
+        }
+        self.stopping(t).await
+    }
+
+    fn meters(&self) -> Meters {
+        let mut labels = self.metrics.labels().to_vec();
+        labels.push(("table", self.table.clone()));
+        Meters::new(&labels)
+    }
+
+    /// The schema: read once, and again every discovery interval so columns
+    /// added behind our back are exported too. The first read also places the
+    /// loaded checkpoint and checks the index.
+    async fn refresh_schema(
+        &self,
+        schema: &mut KnownSchema,
+        t: &mut Track,
+    ) -> Result<SchemaStep, PollError> {
+        if schema.current.is_none() || schema.read_at.elapsed() >= self.settings.discover_interval {
+            match self.read_schema().await {
+                Ok(Some(sq)) => {
+                    if let Some(cp) = schema.loaded.take() {
+                        t.position = Some(position::from_checkpoint(&cp, &sq.1, &self.table)?);
+                        t.pages.committed = t.position.clone();
                     }
+                    if !schema.index_checked {
+                        schema.index_checked = true;
+                        self.check_index(&sq.1).await;
+                    }
+                    schema.current = Some(sq);
+                    schema.read_at = Instant::now();
+                }
+                Ok(None) => return Ok(SchemaStep::Gone),
+                Err(e) if e.is_retryable() => {
+                    self.metrics.report_error("connection", &e);
+                    self.slot.reset().await;
+                    return Ok(SchemaStep::Retry);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let (table_schema, q) = schema.current.clone().expect("read above");
+        Ok(SchemaStep::Ready(table_schema, q))
+    }
+
+    /// Reports a failed read; true when the schema must be read again (the
+    /// table changed under us), false for a connection to retry.
+    async fn read_failed(&self, e: &KwdbError) -> bool {
+        match e.class() {
+            ErrorClass::Retryable => {
+                self.metrics.report_error("connection", e);
+                tracing::warn!(table = %self.table, error = %e, "cannot read; retrying");
+                self.slot.reset().await;
+                false
+            }
+            _ => {
+                self.metrics.report_error("query", e);
+                tracing::warn!(table = %self.table, error = %e, "query failed; reading the schema again");
+                true
+            }
+        }
+    }
+
+    /// Caught up: waits for the next poll, settling acknowledgements as they
+    /// come (a failed page ends the wait, to read again at once).
+    async fn wait_for_next_poll(&self, t: &mut Track) -> Result<(), PollError> {
+        let until = tokio::time::Instant::now() + self.settings.query_interval;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                _ = self.stop.cancelled() => break,
+                r = t.saver.done() => r?,
+                _ = t.pages.wait_front() => {
+                    if self.settle(t)? {
+                        t.position = t.pages.committed.clone();
+                        break;
+                    }
+                    t.saver.poll()?;
                 }
             }
         }
+        Ok(())
+    }
 
-        // Stopping: what was handed on is still settled, so the checkpoint covers it.
+    /// Stopping: what was handed on is still settled, so the checkpoint covers it.
+    async fn stopping(&self, mut t: Track) -> Result<(), PollError> {
         t.saver.finish().await?;
         while !t.pages.is_empty() {
             t.pages.wait_front().await;
@@ -409,7 +468,7 @@ impl Poller {
         let Settled { moved, held } = t.pages.settle();
         if let (true, Some(p)) = (moved > 0, &t.pages.committed) {
             t.saver
-                .acknowledged(moved, self.checkpoint(p, t.pages.exported));
+                .acknowledged(moved, position::to_checkpoint(p, t.pages.exported));
         }
         match held {
             None => return Ok(false),
@@ -443,106 +502,7 @@ impl Poller {
         Ok(self
             .settings
             .store
-            .save(&self.table, &self.checkpoint(p, rows))?)
-    }
-
-    fn checkpoint(&self, p: &Position, rows: u64) -> Checkpoint {
-        let Value::Timestamp(ts) = &p.ts else {
-            // Incrementing (non-timestamp) columns are kept as key values.
-            return Checkpoint {
-                ts: 0,
-                precision: "ms".into(),
-                keys: std::iter::once(&p.ts)
-                    .chain(p.keys.iter())
-                    .map(KeyValue::from_value)
-                    .collect(),
-                rows,
-            };
-        };
-        Checkpoint {
-            ts: ts.value,
-            precision: ts.precision.as_str().into(),
-            keys: p.keys.iter().map(KeyValue::from_value).collect(),
-            rows,
-        }
-    }
-
-    fn position_from(&self, cp: &Checkpoint, q: &TableQuery) -> Result<Position, PollError> {
-        let keys: Option<Vec<Value>> = cp.keys.iter().map(KeyValue::to_value).collect();
-        let bad = || {
-            PollError::Config(format!(
-                "checkpoint of table {} does not fit the table (its keys changed?); move it away to export the table from the start",
-                self.table
-            ))
-        };
-        let mut keys = keys.ok_or_else(bad)?;
-        let ts = match cp.timestamp() {
-            Some(t) if keys.len() == q.keys.len() => Value::Timestamp(t),
-            _ if keys.len() == q.keys.len() + 1 => keys.remove(0),
-            _ => return Err(bad()),
-        };
-        Ok(Position { ts, keys })
-    }
-
-    async fn read_schema(&self) -> Result<Option<(Arc<TableSchema>, TableQuery)>, KwdbError> {
-        let client = self.slot.get().await?;
-        let dialect = self.settings.params.dialect;
-        let Some(info) = catalog::read_table(&client, dialect, &self.table).await? else {
-            return Ok(None);
-        };
-        let schema = info.schema;
-        let (ts, keys) = match &self.relational {
-            Some(r) => (r.timestamp_column.clone(), r.key_columns.clone()),
-            None => {
-                if schema.kind != TableKind::TimeSeries || schema.columns.is_empty() {
-                    return Err(KwdbError::Schema(format!(
-                        "table {} is not a time-series table",
-                        self.table
-                    )));
-                }
-                (
-                    schema.columns[0].name.clone(),
-                    schema.primary_tags().map(|t| t.name.clone()).collect(),
-                )
-            }
-        };
-        let q = TableQuery::new(dialect, &self.table, &schema, &ts, &keys)?;
-        Ok(Some((Arc::new(schema), q)))
-    }
-
-    /// postgres: warns when no index leads with the read order (timestamp, keys),
-    /// since then every page sorts the rest of the table (tables kwpipe creates
-    /// have one; see `Sql::pg_poll_index`). KWDB has no indexes to check.
-    async fn check_index(&self, q: &TableQuery) {
-        if self.settings.params.dialect != Dialect::Postgres {
-            return;
-        }
-        let want: Vec<String> = std::iter::once(q.ts)
-            .chain(q.keys.iter().copied())
-            .map(|i| q.fields[i].as_str().to_string())
-            .collect();
-        let indexes = match self.slot.get().await {
-            Ok(client) => catalog::pg_index_columns(&client, &self.table).await,
-            Err(e) => Err(e),
-        };
-        match indexes {
-            Ok(indexes) if indexes.iter().any(|cols| cols.starts_with(&want)) => {}
-            Ok(_) => {
-                let cols: Vec<String> = std::iter::once(q.ts)
-                    .chain(q.keys.iter().copied())
-                    .map(|i| q.fields[i].to_string())
-                    .collect();
-                tracing::warn!(
-                    table = %self.table,
-                    "no index on ({}): every page sorts the rest of the table; \
-                     CREATE INDEX ON {} ({}) makes each page an index range scan",
-                    want.join(", "),
-                    q.table,
-                    cols.join(", ")
-                );
-            }
-            Err(e) => tracing::debug!(table = %self.table, error = %e, "cannot read indexes"),
-        }
+            .save(&self.table, &position::to_checkpoint(p, rows))?)
     }
 
     /// A whole (small) result, for the rows at one timestamp.
