@@ -61,8 +61,11 @@ pub enum KafkaSourceError {
     Client(#[from] KafkaClientError),
     #[error("invalid option: {0}")]
     Option(String),
-    #[error("cannot subscribe to {topics:?}: {reason}")]
-    Subscribe { topics: Vec<String>, reason: String },
+    #[error("cannot subscribe to {topics:?}: {source}")]
+    Subscribe {
+        topics: Vec<String>,
+        source: KafkaError,
+    },
     #[error("the consumer hit a fatal error: {0}")]
     Fatal(KafkaError),
     #[error("a polling thread failed: {0}")]

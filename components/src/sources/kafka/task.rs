@@ -111,9 +111,9 @@ impl KafkaSource {
                 .map_err(KafkaSourceError::from)?;
             consumer
                 .subscribe(&topics)
-                .map_err(|e| KafkaSourceError::Subscribe {
+                .map_err(|source| KafkaSourceError::Subscribe {
                     topics: self.topics.clone(),
-                    reason: e.to_string(),
+                    source,
                 })?;
             let consumer = Arc::new(consumer);
             let (cmd_tx, cmd_rx) = std_mpsc::channel();
