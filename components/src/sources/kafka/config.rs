@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::KafkaSourceError;
+use super::error::KafkaSourceError;
 use crate::ack::RejectPolicy;
 use crate::durations;
 use crate::kafka::{self, KafkaClientError, LibrdkafkaOptions, SaslOptions, Security, TlsOptions};

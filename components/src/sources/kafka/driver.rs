@@ -510,6 +510,21 @@ mod tests {
     }
 
     #[test]
+    fn acks_of_an_earlier_incarnation_are_ignored() {
+        let mut d = driver(RejectPolicy::Skip);
+        let now = Instant::now();
+        let old = d.accept(0, key(0), 1, chunk(0, 9)).unwrap();
+        // Assigned again (a rebalance that gave it back): a new incarnation.
+        d.assigned(0, vec![(key(0), 2)]);
+        assert_eq!(d.in_flight_chunks(), 0);
+        assert_eq!(d.acked(&old, Delivered, now), None, "stores nothing");
+        assert_eq!(d.acked(&old, Failed, now), None, "seeks nowhere");
+        assert_eq!(d.next_seek(), None);
+        let new = d.accept(0, key(0), 2, chunk(0, 9)).unwrap();
+        assert_eq!(d.acked(&new, Delivered, now), store(0, 9));
+    }
+
+    #[test]
     fn partitions_of_members_are_tracked_apart() {
         let mut d: Driver<u32> = Driver::new(RejectPolicy::Skip);
         d.assigned(0, vec![(key(0), 1)]);

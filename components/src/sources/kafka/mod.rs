@@ -7,9 +7,10 @@
 //!   events drain; on a thread of our own that blocks nothing else, and the tokio
 //!   side never blocks.
 //! - One async task emits the messages, feeds acknowledgements to a pure state
-//!   machine (the driver) and stores the offsets it allows. Messages of one partition are cut into chunks (a run of consecutive
-//!   messages polled together) that share one `BatchNotifier`, so tracking costs one
-//!   future per chunk, not per message.
+//!   machine (the driver) and stores the offsets it allows. Messages of one
+//!   partition are cut into chunks (a run of consecutive messages polled
+//!   together) that share one `BatchNotifier`, so tracking costs one future per
+//!   chunk, not per message.
 //! - Offsets: `enable.auto.offset.store=false`; the driver stores an offset only
 //!   when every chunk up to it came back Delivered or Rejected, in order, per
 //!   partition. librdkafka auto-commits what is stored every `commit_interval`.
@@ -29,12 +30,13 @@
 //!   (purging the prefetch) and polls on, so group membership and rebalances are
 //!   still served.
 //!
-//! Modules, lowest first: `config` (options), `flow` (the in-flight bounds),
+//! Modules, lowest first: `error`, `config` (options), `flow` (the in-flight bounds),
 //! `messages` (what threads and task say), `driver` (the pure bookkeeping),
 //! `member` (rdkafka callbacks and the polling thread), `task` (the component).
 
 mod config;
 mod driver;
+mod error;
 mod flow;
 mod member;
 mod messages;
@@ -44,39 +46,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 
 pub use config::{KafkaSourceConfig, OffsetReset, Topics};
+pub use error::KafkaSourceError;
 
 use crate::ack::RejectPolicy;
 use crate::api::{BuildContext, Component, ComponentConfig, ComponentError, OutputDef};
 use crate::event::EventKind;
-use crate::kafka::{self, KafkaClientError};
+use crate::kafka;
 use flow::Limits;
 use task::KafkaSource;
-
-#[derive(Debug, thiserror::Error)]
-pub enum KafkaSourceError {
-    #[error(transparent)]
-    Client(#[from] KafkaClientError),
-    #[error("invalid option: {0}")]
-    Option(String),
-    #[error("cannot subscribe to {topics:?}: {source}")]
-    Subscribe {
-        topics: Vec<String>,
-        source: KafkaError,
-    },
-    #[error("the consumer hit a fatal error: {0}")]
-    Fatal(KafkaError),
-    #[error("a polling thread failed: {0}")]
-    Thread(String),
-}
-
-impl From<KafkaSourceError> for ComponentError {
-    fn from(e: KafkaSourceError) -> Self {
-        ComponentError::other(e)
-    }
-}
 
 #[async_trait]
 impl ComponentConfig for KafkaSourceConfig {

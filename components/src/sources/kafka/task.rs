@@ -17,10 +17,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tokio::sync::mpsc;
 
 use super::driver::{AckTag, Driver, Offsets, Store};
+use super::error::KafkaSourceError;
 use super::flow::{Flow, Limits};
 use super::member::{commit_stored, Member, MemberContext, PollLoop, Shared};
 use super::messages::{FromMember, Polled, ToMember};
-use super::KafkaSourceError;
 use crate::ack::{BatchNotifier, BatchStatusReceiver, EventStatus, RejectPolicy};
 use crate::api::{Component, ComponentContext, ComponentError, Outputs};
 use crate::event::Event;
