@@ -53,12 +53,6 @@ impl EventStatus {
         }
     }
 
-    /// Whether a source skipping rejects may consider the event handled (commit
-    /// past it). Sources ask their [`RejectPolicy`] instead.
-    pub fn is_final_ok(self) -> bool {
-        RejectPolicy::Skip.passes(self)
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             EventStatus::Delivered => "delivered",
