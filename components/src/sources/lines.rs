@@ -165,3 +165,30 @@ async fn emit(
     };
     cx.outputs.send(Event::Raw(msg)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_chunk_not_delivered_is_counted_once() {
+        let mut acks = PendingAcks::default();
+        for status in [
+            EventStatus::Delivered,
+            EventStatus::Failed,
+            EventStatus::Rejected,
+            EventStatus::Failed,
+        ] {
+            let (fin, rx) = BatchNotifier::pair();
+            acks.push(rx);
+            fin.finish(status);
+        }
+        acks.collect_ready();
+        assert_eq!(acks.failed(), 2, "rejects pass: stdin and file skip them");
+        let (fin, rx) = BatchNotifier::pair();
+        acks.push(rx);
+        drop(fin); // lost: counts as failed
+        acks.wait_all().await;
+        assert_eq!(acks.failed(), 3);
+    }
+}
