@@ -312,6 +312,7 @@ fn revoked<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use EventStatus::*;
 
     fn key(partition: i32) -> PartitionKey {
@@ -541,5 +542,53 @@ mod tests {
             })
         );
         assert_eq!(d.acked(&a, Delivered, now), store(0, 0));
+    }
+
+    proptest! {
+        /// Whatever the statuses and the order their acks come in, the offsets
+        /// stored only grow, end at the last chunk of the passed prefix, and the
+        /// partition seeks back to the first chunk that did not pass.
+        #[test]
+        fn stored_offsets_never_pass_an_unfinished_or_held_chunk(
+            statuses in prop::collection::vec(
+                prop_oneof![
+                    Just(Delivered),
+                    Just(Rejected),
+                    Just(Failed),
+                ],
+                1..20,
+            ),
+            order in prop::collection::vec(any::<prop::sample::Index>(), 0..20),
+            stop in any::<bool>(),
+        ) {
+            let policy = if stop { RejectPolicy::Stop } else { RejectPolicy::Skip };
+            let mut d = driver(policy);
+            let now = Instant::now();
+            let tags: Vec<AckTag> = (0..statuses.len() as i64)
+                .map(|i| d.accept(0, key(0), 1, chunk(10 * i, 10 * i + 9)).unwrap())
+                .collect();
+            let mut todo: Vec<usize> = (0..statuses.len()).collect();
+            let mut picks = order.iter();
+            let mut stored: Vec<i64> = Vec::new();
+            while !todo.is_empty() {
+                let i = match picks.next() {
+                    Some(pick) => todo.remove(pick.index(todo.len())),
+                    None => todo.remove(0),
+                };
+                if let Some(s) = d.acked(&tags[i], statuses[i], now) {
+                    stored.push(s.offset);
+                }
+            }
+            let prefix = statuses.iter().take_while(|s| policy.passes(**s)).count() as i64;
+            prop_assert!(stored.windows(2).all(|w| w[0] < w[1]), "{:?}", stored);
+            prop_assert_eq!(stored.last().copied(), (prefix > 0).then(|| 10 * prefix - 1));
+            let seeks: Vec<i64> = d.due_seeks(now + REDELIVERY_MAX).iter().map(|s| s.offset).collect();
+            if prefix < statuses.len() as i64 {
+                prop_assert_eq!(seeks, vec![10 * prefix]);
+            } else {
+                prop_assert!(seeks.is_empty());
+            }
+            prop_assert_eq!(d.in_flight_chunks(), 0);
+        }
     }
 }
