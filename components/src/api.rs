@@ -189,6 +189,67 @@ pub struct ComponentContext {
 }
 
 impl ComponentContext {
+    /// The context the runtime hands a component: its id, its input (None for a
+    /// source), its outputs, the topology's shutdown signal and settings.
+    pub fn new(
+        id: impl Into<Arc<str>>,
+        input: Option<Input>,
+        outputs: Outputs,
+        shutdown: ShutdownSignal,
+        globals: Arc<GlobalOptions>,
+    ) -> Self {
+        ComponentContext {
+            id: id.into(),
+            input,
+            outputs,
+            shutdown,
+            globals,
+        }
+    }
+
+    /// A context for running one component on its own, outside a topology
+    /// (tests, benches): it reads `input` (None for a source), its default output
+    /// sends to `output` (None: nowhere), its metrics are labelled `id` and
+    /// `type_name`, with a fresh shutdown signal (`cx.shutdown.clone()` to
+    /// trigger it) and default settings. Public, not `cfg(test)`: integration
+    /// tests and benches live in other crates.
+    pub fn standalone(
+        id: &str,
+        type_name: &str,
+        input: Option<mpsc::Receiver<Event>>,
+        output: Option<mpsc::Sender<Event>>,
+    ) -> Self {
+        let metrics = ComponentMetrics::new(id, type_name);
+        let input = input.map(|rx| Input::new(rx, metrics.clone()));
+        let outputs = match output {
+            Some(tx) => Outputs::new(
+                Output::new(vec![tx], metrics.clone()),
+                BTreeMap::new(),
+                metrics,
+            ),
+            None => Outputs::detached(metrics),
+        };
+        ComponentContext::new(
+            id,
+            input,
+            outputs,
+            ShutdownSignal::new(),
+            Arc::new(GlobalOptions::default()),
+        )
+    }
+
+    /// The same context stopped by `shutdown` instead.
+    pub fn with_shutdown(mut self, shutdown: ShutdownSignal) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// The same context with these topology settings instead.
+    pub fn with_globals(mut self, globals: Arc<GlobalOptions>) -> Self {
+        self.globals = globals;
+        self
+    }
+
     /// Takes the input; panics for sources, which the graph never gives one.
     pub fn take_input(&mut self) -> Input {
         self.input.take().expect("only sources have no input")
@@ -256,10 +317,9 @@ struct Health {
 /// rejection says. A few bad records in a quiet stream stay below it.
 pub const REJECTING_EVERYTHING: u64 = 100;
 
+/// Milliseconds since the Unix epoch, from the crate's one clock for that.
 fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::formats::now(crate::event::Precision::Ms).value as u64
 }
 
 impl ComponentMetrics {
@@ -556,6 +616,30 @@ mod tests {
         assert_eq!(delays, [100, 200, 300, 300]);
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn a_standalone_context_is_wired_to_its_channels() {
+        let (in_tx, in_rx) = mpsc::channel(1);
+        let (out_tx, mut out_rx) = mpsc::channel(1);
+        let mut cx = ComponentContext::standalone("c", "test", Some(in_rx), Some(out_tx));
+        assert_eq!(&*cx.id, "c");
+        let shutdown = ShutdownSignal::new();
+        let mut cx_stopped =
+            ComponentContext::standalone("s", "test", None, None).with_shutdown(shutdown.clone());
+        shutdown.trigger();
+        assert!(cx_stopped.shutdown.is_triggered());
+        assert!(cx_stopped.input.is_none());
+        // Detached outputs take events and drop them.
+        cx_stopped
+            .outputs
+            .send(Event::Raw(Default::default()))
+            .await
+            .unwrap();
+        in_tx.send(Event::Raw(Default::default())).await.unwrap();
+        let event = cx.take_input().recv().await.unwrap();
+        cx.outputs.send(event).await.unwrap();
+        assert!(out_rx.recv().await.is_some());
     }
 
     /// A source whose events were not delivered failed because something downstream

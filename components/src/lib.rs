@@ -7,6 +7,7 @@ pub mod api;
 pub mod durations;
 pub mod event;
 pub mod formats;
+pub mod headers;
 pub mod kafka;
 pub mod kwdb;
 pub mod registry;

@@ -249,6 +249,9 @@ impl CheckContext {
 /// out of `127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection
 /// refused (after 0ms in state CONNECT)`; the broker's own words for a refused
 /// login; a hint where a TLS listener was addressed in plaintext.
+// Not typed: librdkafka gives these causes only as text (its code is a generic
+// _TRANSPORT, _SSL or _AUTHENTICATION, or none for a log line); the text is
+// shortened for the operator and matched only to add a hint, never to decide.
 fn describe_failure(text: &str) -> String {
     // "sasl_ssl://127.0.0.1:9096/bootstrap: ..." names a broker the error already
     // says; drop it.
@@ -291,6 +294,7 @@ pub fn check_cluster(
     let deadline = Instant::now() + timeout;
     let unreachable = |why: Option<String>| {
         let mut why = why.unwrap_or_else(|| format!("no answer within {timeout:?}"));
+        // Text, not a code: see `describe_failure` (only a hint depends on it).
         if why.contains("certificate could not be verified") || why.contains("certificate verify") {
             let first = servers.split(',').next().unwrap_or(servers).trim();
             if let Some(cause) = ca_file

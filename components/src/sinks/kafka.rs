@@ -33,8 +33,9 @@ use crate::event::{Event, EventKind, RawMessage};
 use crate::kafka::{self, KafkaClientError, LibrdkafkaOptions, SaslOptions, Security, TlsOptions};
 use crate::template::Template;
 
-/// Header naming why a record went to the `dropped` output.
-pub const ERROR_HEADER: &str = "kwpipe.error";
+/// Header naming why a record went to the `dropped` output (one name for every
+/// component, in `crate::headers`).
+pub use crate::headers::ERROR_HEADER;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSinkError {

@@ -100,10 +100,10 @@ impl Component for FileSource {
         tracing::debug!(lines = line_no, "file read; waiting for acknowledgements");
         drop(cx.outputs);
         acks.wait_all().await;
-        if acks.failed > 0 {
+        if acks.failed() > 0 {
             return Err(ComponentError::Undelivered(format!(
                 "{} chunk(s) of {} were not delivered",
-                acks.failed,
+                acks.failed(),
                 self.path.display()
             )));
         }

@@ -6,41 +6,58 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
-use crate::ack::{BatchNotifier, BatchStatusReceiver, EventStatus};
+use crate::ack::{
+    BatchNotifier, BatchStatusReceiver, EventStatus, OrderedAcks, RejectPolicy, Ticket,
+};
 use crate::api::{ComponentContext, ComponentError};
 use crate::event::{Event, Metadata, RawMessage};
 
-/// Statuses still to come back for what a source emitted.
-#[derive(Default)]
+/// Statuses still to come back for what a source emitted, one per chunk (buffer
+/// fill). The lines sources keep no position to commit; they use the shared
+/// ordered bookkeeping so a chunk that did not pass is counted the same way as
+/// everywhere else (a held entry), and report them at the end.
 pub(crate) struct PendingAcks {
-    pending: Vec<BatchStatusReceiver>,
-    pub failed: u64,
-    pub delivered: u64,
+    pending: Vec<(Ticket, BatchStatusReceiver)>,
+    order: OrderedAcks<()>,
+}
+
+impl Default for PendingAcks {
+    fn default() -> Self {
+        PendingAcks {
+            pending: Vec::new(),
+            // stdin and file have no `on_reject` option: rejects pass, as before.
+            order: OrderedAcks::new(RejectPolicy::Skip),
+        }
+    }
 }
 
 impl PendingAcks {
     pub fn push(&mut self, rx: BatchStatusReceiver) {
-        self.pending.push(rx);
+        let ticket = self.order.push(());
+        self.pending.push((ticket, rx));
         if self.pending.len().is_multiple_of(1024) {
             self.collect_ready();
         }
     }
 
-    fn record(&mut self, status: EventStatus) {
-        if status.is_final_ok() {
-            self.delivered += 1;
-        } else {
-            self.failed += 1;
-        }
+    /// Chunks that were not delivered.
+    pub fn failed(&self) -> usize {
+        self.order.held()
+    }
+
+    fn record(&mut self, ticket: Ticket, status: EventStatus) {
+        self.order.ack(ticket, status);
+        // Nothing to commit: what passed is simply forgotten.
+        while self.order.pop_passed().is_some() {}
     }
 
     /// Records the statuses that are already known.
     pub fn collect_ready(&mut self) {
         let mut still = Vec::with_capacity(self.pending.len());
-        for mut rx in std::mem::take(&mut self.pending) {
+        for (ticket, mut rx) in std::mem::take(&mut self.pending) {
             match rx.try_recv() {
-                Some(s) => self.record(s),
-                None => still.push(rx),
+                Some(s) => self.record(ticket, s),
+                None => still.push((ticket, rx)),
             }
         }
         self.pending = still;
@@ -48,9 +65,9 @@ impl PendingAcks {
 
     /// Waits for every status.
     pub async fn wait_all(&mut self) {
-        for rx in std::mem::take(&mut self.pending) {
+        for (ticket, rx) in std::mem::take(&mut self.pending) {
             let s = rx.await;
-            self.record(s);
+            self.record(ticket, s);
         }
     }
 }
@@ -147,4 +164,31 @@ async fn emit(
         ..Default::default()
     };
     cx.outputs.send(Event::Raw(msg)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_chunk_not_delivered_is_counted_once() {
+        let mut acks = PendingAcks::default();
+        for status in [
+            EventStatus::Delivered,
+            EventStatus::Failed,
+            EventStatus::Rejected,
+            EventStatus::Failed,
+        ] {
+            let (fin, rx) = BatchNotifier::pair();
+            acks.push(rx);
+            fin.finish(status);
+        }
+        acks.collect_ready();
+        assert_eq!(acks.failed(), 2, "rejects pass: stdin and file skip them");
+        let (fin, rx) = BatchNotifier::pair();
+        acks.push(rx);
+        drop(fin); // lost: counts as failed
+        acks.wait_all().await;
+        assert_eq!(acks.failed(), 3);
+    }
 }

@@ -64,10 +64,10 @@ impl Component for Stdin {
         .await?;
         drop(cx.outputs);
         acks.wait_all().await;
-        if acks.failed > 0 {
+        if acks.failed() > 0 {
             return Err(ComponentError::Undelivered(format!(
                 "{} chunk(s) of input were not delivered",
-                acks.failed
+                acks.failed()
             )));
         }
         Ok(())

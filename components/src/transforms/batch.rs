@@ -188,13 +188,10 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use tokio::sync::mpsc;
 
     use super::*;
     use crate::ack::{BatchNotifier, EventStatus};
-    use crate::api::{ComponentMetrics, GlobalOptions, Input, Output, Outputs, ShutdownSignal};
     use crate::event::{DataType, Field, TableKind, Value};
 
     fn schema() -> Arc<TableSchema> {
@@ -208,14 +205,7 @@ mod tests {
     async fn start(cfg: BatchConfig) -> (mpsc::Sender<Event>, mpsc::Receiver<Event>) {
         let (in_tx, in_rx) = mpsc::channel(16);
         let (out_tx, out_rx) = mpsc::channel(16);
-        let m = ComponentMetrics::new("b", "batch");
-        let cx = ComponentContext {
-            id: "b".into(),
-            input: Some(Input::new(in_rx, m.clone())),
-            outputs: Outputs::new(Output::new(vec![out_tx], m.clone()), BTreeMap::new(), m),
-            shutdown: ShutdownSignal::new(),
-            globals: Arc::new(GlobalOptions::default()),
-        };
+        let cx = ComponentContext::standalone("b", "batch", Some(in_rx), Some(out_tx));
         let c = cfg
             .build(&BuildContext {
                 id: "b".into(),

@@ -23,13 +23,12 @@ use crate::event::SchemaCertainty;
 use crate::event::{Event, EventKind, Metadata, Precision, RawMessage, RowBatch};
 use crate::formats::{self, DecodeOptions, Decoder, DeviceKey, Format};
 
-/// The header naming why a record was rejected.
-pub const ERROR_HEADER: &str = "kwpipe.error";
-/// Headers naming the rejected record's origin (a dead-letter topic keeps them, so
-/// the record can be found and replayed): the source topic, partition and offset.
-pub const TOPIC_HEADER: &str = "kwpipe.topic";
-pub const PARTITION_HEADER: &str = "kwpipe.partition";
-pub const OFFSET_HEADER: &str = "kwpipe.offset";
+// The header names moved to `crate::headers` (the Kafka source needs them and
+// must not import a transform); re-exported here for the transforms that use them.
+pub use crate::headers::{
+    incoming_header_name, ERROR_HEADER, INCOMING_PREFIX, OFFSET_HEADER, OWN_PREFIX,
+    PARTITION_HEADER, TOPIC_HEADER,
+};
 
 /// Kafka Connect's dead-letter context headers
 /// (`errors.deadletterqueue.context.headers.enable`), for tools that read them.
@@ -57,25 +56,6 @@ fn push_connect_headers(meta: &Metadata, reason: &str, headers: &mut Vec<(String
         if let Some(v) = value {
             headers.push((name.to_string(), Bytes::from(v)));
         }
-    }
-}
-
-/// kwpipe's own headers: those it adds to a rejected record.
-pub const OWN_PREFIX: &str = "kwpipe.";
-/// What an incoming header under [`OWN_PREFIX`] is renamed with.
-pub const INCOMING_PREFIX: &str = "incoming.";
-
-/// The name an incoming header is kept under: one under kwpipe's own prefix is
-/// renamed (`kwpipe.error` to `incoming.kwpipe.error`), so the headers a
-/// dead-letter record carries under `kwpipe.` are kwpipe's alone. A message could
-/// otherwise bring its own `kwpipe.error` or `kwpipe.offset`, found first by
-/// whoever reads the dead-letter topic. Kept, not dropped: what an earlier hop
-/// said may still matter to whoever replays it.
-pub fn incoming_header_name(key: &str) -> std::borrow::Cow<'_, str> {
-    if key.starts_with(OWN_PREFIX) {
-        std::borrow::Cow::Owned(format!("{INCOMING_PREFIX}{key}"))
-    } else {
-        std::borrow::Cow::Borrowed(key)
     }
 }
 

@@ -19,6 +19,10 @@ use std::task::{Context, Poll};
 use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
+pub mod ordered;
+
+pub use ordered::{Acked, OrderedAcks, Ticket};
+
 /// What became of an event. Merging keeps the worst: Failed > Rejected > Delivered.
 ///
 /// A record sent to a `dropped` output is not Rejected: the component that
@@ -47,12 +51,6 @@ impl EventStatus {
             3 => Some(EventStatus::Failed),
             _ => None,
         }
-    }
-
-    /// Whether a source skipping rejects may consider the event handled (commit
-    /// past it). Sources ask their [`RejectPolicy`] instead.
-    pub fn is_final_ok(self) -> bool {
-        RejectPolicy::Skip.passes(self)
     }
 
     pub fn as_str(self) -> &'static str {
