@@ -8,13 +8,12 @@
 //!
 //! Env: KWPIPE_TEST_PG (server URL), KWPIPE_BENCH_ROWS (default 1000000).
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use components::api::{ComponentMetrics, GlobalOptions, Input, Output, Outputs, ShutdownSignal};
+use components::api::GlobalOptions;
 use components::formats::{encode, EncodeOptions, Format};
 use components::kwdb::tokio_postgres::{self, NoTls};
 use components::kwdb::values::{render_insert, write_value, CopyText};
@@ -105,7 +104,6 @@ fn peak_rss_kib() -> u64 {
 async fn run_kwpipe(db_url: &str, table: &str, method: WriteMethod, decode: bool) {
     let total = rows_total();
     let s = schema();
-    let m = ComponentMetrics::new("bench", "x");
     let (src_tx, first_rx) = mpsc::channel::<Event>(64);
     let (mid_tx, mid_rx) = mpsc::channel::<Event>(8);
     let globals = Arc::new(GlobalOptions::default());
@@ -128,17 +126,8 @@ async fn run_kwpipe(db_url: &str, table: &str, method: WriteMethod, decode: bool
         .build(&bcx)
         .await
         .unwrap();
-        let dcx = ComponentContext {
-            id: "decode".into(),
-            input: Some(Input::new(first_rx, m.clone())),
-            outputs: Outputs::new(
-                Output::new(vec![dec_tx], m.clone()),
-                BTreeMap::new(),
-                m.clone(),
-            ),
-            shutdown: ShutdownSignal::new(),
-            globals: globals.clone(),
-        };
+        let dcx = ComponentContext::standalone("decode", "decode", Some(first_rx), Some(dec_tx))
+            .with_globals(globals.clone());
         (dec_rx, Some((d, dcx)))
     } else {
         (first_rx, None)
@@ -151,27 +140,13 @@ async fn run_kwpipe(db_url: &str, table: &str, method: WriteMethod, decode: bool
     .build(&bcx)
     .await
     .unwrap();
-    let bcx_ = ComponentContext {
-        id: "batch".into(),
-        input: Some(Input::new(src_rx, m.clone())),
-        outputs: Outputs::new(
-            Output::new(vec![mid_tx], m.clone()),
-            BTreeMap::new(),
-            m.clone(),
-        ),
-        shutdown: ShutdownSignal::new(),
-        globals: globals.clone(),
-    };
+    let bcx_ = ComponentContext::standalone("batch", "batch", Some(src_rx), Some(mid_tx))
+        .with_globals(globals.clone());
     let mut cfg = KwdbSinkConfig::new(db_url);
     cfg.write_method = Some(method);
     let sink = cfg.build(&bcx).await.unwrap();
-    let scx = ComponentContext {
-        id: "sink".into(),
-        input: Some(Input::new(mid_rx, m.clone())),
-        outputs: Outputs::detached(m.clone()),
-        shutdown: ShutdownSignal::new(),
-        globals,
-    };
+    let scx =
+        ComponentContext::standalone("sink", "kwdb", Some(mid_rx), None).with_globals(globals);
     let started = Instant::now();
     let d = decoder.map(|(d, dcx)| tokio::spawn(d.run(dcx)));
     let b = tokio::spawn(batch.run(bcx_));

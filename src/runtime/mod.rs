@@ -190,13 +190,13 @@ async fn start(
         let input = receivers
             .remove(&node.key)
             .map(|rx| Input::new(rx, metrics.clone()));
-        let cx = ComponentContext {
-            id: Arc::from(node.key.id.as_str()),
+        let cx = ComponentContext::new(
+            node.key.id.as_str(),
             input,
             outputs,
-            shutdown: source_shutdown.clone(),
-            globals: topology.globals.clone(),
-        };
+            source_shutdown.clone(),
+            topology.globals.clone(),
+        );
         let span = tracing::info_span!("component", id = %node.key.id, r#type = %node.type_name);
         let handle = tasks.set.spawn(component.run(cx).instrument(span));
         tasks.names.insert(handle.id(), node.key.to_string());
