@@ -6,10 +6,10 @@
 //!
 //! Issue 19's probes are kept here so they stay fixed.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::agent::Agent;
 use crate::support::pg::TestDb;
 use crate::support::{free_port, kwpipe, run_kwpipe, write_topology};
 
@@ -23,57 +23,15 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// An agent running a topology, its standard error read into a file so the test
+/// An agent running `topology`, its standard error in `dir/agent.log` so the test
 /// can look at its log while it runs.
-struct Agent {
-    child: Child,
-    log: PathBuf,
+fn start(dir: &Path, topology: &str) -> Agent {
+    let topo = write_topology(dir, "hostile.toml", topology);
+    Agent::run(&topo).log(dir.join("agent.log")).start()
 }
 
-impl Agent {
-    fn start(dir: &Path, topology: &str) -> Agent {
-        let topo = write_topology(dir, "hostile.toml", topology);
-        let log = dir.join("agent.log");
-        let child = kwpipe()
-            .args(["run", topo.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Agent { child, log }
-    }
-
-    fn log(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
-    }
-
-    fn raw_log(&self) -> Vec<u8> {
-        std::fs::read(&self.log).unwrap_or_default()
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// SIGTERM; the agent must exit 0. Returns its log.
-    fn stop(mut self) -> String {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let status = self.child.wait().unwrap();
-        let log = self.log();
-        assert!(status.success(), "agent failed: {log}");
-        log
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// How long a SIGTERM may take before the test fails.
+const STOP: Duration = Duration::from_secs(120);
 
 /// Rows the file sink wrote, as (table, values).
 fn exported(out: &Path) -> Vec<(String, serde_json::Value)> {
@@ -134,28 +92,28 @@ async fn tables_whose_names_differ_in_punctuation_each_export_every_row() {
     let data = dir.path().join("data");
     let out = dir.path().join("out.jsonl");
     for name in ["a.b", "a b", "a/b"] {
-        let agent = Agent::start(
+        let agent = start(
             dir.path(),
             &poll_topology(dir.path(), &db, &data, &format!("tables = [\"{name}\"]")),
         );
         wait_for(&format!("table {name:?}"), Duration::from_secs(60), || {
             exported(&out).iter().filter(|(t, _)| t == name).count() >= 6
         });
-        agent.stop();
+        agent.stop(STOP);
     }
     // And all three at once, from a fresh data_dir (concurrent saves shared a
     // `.tmp` file and failed the source).
     let _ = std::fs::remove_file(&out);
     let fresh = dir.path().join("fresh");
-    let mut agent = Agent::start(
+    let mut agent = start(
         dir.path(),
         &poll_topology(dir.path(), &db, &fresh, "concurrency = 3"),
     );
     wait_for("all three tables", Duration::from_secs(60), || {
         exported(&out).len() >= 18
     });
-    assert!(agent.running(), "{}", agent.log());
-    agent.stop();
+    assert!(agent.running(), "{}", agent.log_text());
+    agent.stop(STOP);
     let rows = exported(&out);
     for name in ["a.b", "a b", "a/b"] {
         assert_eq!(rows.iter().filter(|(t, _)| t == name).count(), 6, "{name}");
@@ -173,16 +131,16 @@ async fn a_table_of_another_database_is_exported_from_its_start() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = dir.path().join("out.jsonl");
-    let agent = Agent::start(dir.path(), &poll_topology(dir.path(), &a, &data, ""));
+    let agent = start(dir.path(), &poll_topology(dir.path(), &a, &data, ""));
     wait_for("database a", Duration::from_secs(60), || {
         exported(&out).len() >= 6
     });
-    agent.stop();
-    let agent = Agent::start(dir.path(), &poll_topology(dir.path(), &b, &data, ""));
+    agent.stop(STOP);
+    let agent = start(dir.path(), &poll_topology(dir.path(), &b, &data, ""));
     wait_for("database b", Duration::from_secs(60), || {
         exported(&out).len() >= 10
     });
-    agent.stop();
+    agent.stop(STOP);
     assert_eq!(exported(&out).len(), 10);
 }
 
@@ -201,7 +159,7 @@ async fn a_table_that_cannot_be_exported_is_skipped_and_the_others_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let api = free_port();
     let out = dir.path().join("out.jsonl");
-    let mut agent = Agent::start(
+    let mut agent = start(
         dir.path(),
         &poll_topology(
             dir.path(),
@@ -214,11 +172,11 @@ async fn a_table_that_cannot_be_exported_is_skipped_and_the_others_go_on() {
         exported(&out).iter().filter(|(t, _)| t == "good").count() >= 5
     });
     wait_for("three tables reported", Duration::from_secs(60), || {
-        agent.log().matches("cannot export the table").count() >= 3
+        agent.log_text().matches("cannot export the table").count() >= 3
     });
     // Still running a few discoveries later.
     std::thread::sleep(Duration::from_secs(2));
-    assert!(agent.running(), "the agent stopped: {}", agent.log());
+    assert!(agent.running(), "the agent stopped: {}", agent.log_text());
     let (status, body) = kwpipe::top::fetch(&format!("http://127.0.0.1:{api}"), "/components")
         .await
         .unwrap();
@@ -246,7 +204,7 @@ async fn a_table_that_cannot_be_exported_is_skipped_and_the_others_go_on() {
     assert!(table_errors >= 3.0, "{metrics}");
     let raw = agent.raw_log();
     assert!(!raw.contains(&0x1b), "raw ESC in the log");
-    let log = agent.stop();
+    let log = agent.stop(STOP);
     assert!(
         !log.lines()
             .any(|l| l.starts_with("2026-01-01T00:00:00.000000Z")),
@@ -306,7 +264,7 @@ async fn a_message_cannot_spoof_kwpipes_dead_letter_headers() {
     producer.flush(Duration::from_secs(10)).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(
+    let agent = start(
         dir.path(),
         &format!(
             "data_dir = \"{data}\"\n\
@@ -333,7 +291,7 @@ async fn a_message_cannot_spoof_kwpipes_dead_letter_headers() {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "nothing on the dead-letter topic: {}",
-            agent.log()
+            agent.log_text()
         );
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             break m
@@ -351,7 +309,7 @@ async fn a_message_cannot_spoof_kwpipes_dead_letter_headers() {
                 .unwrap_or_default();
         }
     };
-    agent.stop();
+    agent.stop(STOP);
     let all = |k: &str| -> Vec<&str> {
         headers
             .iter()
@@ -660,7 +618,7 @@ fn slow_and_malformed_http_clients_cannot_hold_the_admin_api() {
     let input = dir.path().join("in.txt");
     std::fs::write(&input, "").unwrap();
     let api = free_port();
-    let mut agent = Agent::start(
+    let mut agent = start(
         dir.path(),
         &format!(
             "data_dir = \"{d}\"\n[api]\naddress = \"127.0.0.1:{api}\"\n\
@@ -730,8 +688,8 @@ fn slow_and_malformed_http_clients_cannot_hold_the_admin_api() {
         let mut buf = Vec::new();
         let _ = s.read_to_end(&mut buf);
     }
-    assert!(agent.running(), "{}", agent.log());
-    agent.stop();
+    assert!(agent.running(), "{}", agent.log_text());
+    agent.stop(STOP);
 }
 
 // ---- odd topic names ------------------------------------------------------------
@@ -976,7 +934,7 @@ fn an_unreachable_broker_does_not_flood_the_log() {
     // Nothing to send: the sink's client still connects (and fails) all along,
     // and the agent can stop without waiting on undeliverable records.
     std::fs::write(&input, "").unwrap();
-    let agent = Agent::start(
+    let agent = start(
         dir.path(),
         &format!(
             "data_dir = \"{d}\"\n\
@@ -991,7 +949,7 @@ fn an_unreachable_broker_does_not_flood_the_log() {
         ),
     );
     std::thread::sleep(Duration::from_secs(12));
-    let log = agent.stop();
+    let log = agent.stop(STOP);
     let lines = log.lines().count();
     assert!(lines < 120, "{lines} lines in 12 s:\n{log}");
 }

@@ -17,8 +17,8 @@ use components::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::support::pg::PrivatePg;
 use crate::support::pg::{connect, TestDb};
-use crate::support::private_pg::PrivatePg;
 
 struct Running {
     tx: Option<mpsc::Sender<Event>>,

@@ -1,9 +1,16 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests and the fault suite: one per kind of
+//! thing a test runs against.
+//!
+//! - [`agent`]: a kwpipe process (start, log, admin API, SIGTERM or kill -9);
+//! - [`broker`]: Kafka (the shared node, a private one, the mock) and what a test
+//!   asks it (topics, committed offsets);
+//! - [`pg`]: PostgreSQL (a database per test, a private server).
 
 #![allow(dead_code)]
 
+pub mod agent;
+pub mod broker;
 pub mod pg;
-pub mod private_pg;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -61,15 +68,4 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-pub mod broker;
-
-/// A throwaway database, made from synchronous tests.
-pub fn block_on_db(prefix: &str) -> pg::TestDb {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(pg::TestDb::new(prefix))
 }
