@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod connect;
 mod connect_worker;
+mod docs;
 mod e2e;
 mod hostile;
 mod kafka;
