@@ -11,17 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::agent::Agent;
 use crate::support::pg::TestDb;
-use crate::support::{free_port, kwpipe, run_kwpipe, write_topology};
+use crate::support::{file_sink_rows, free_port, kwpipe, run_kwpipe, wait_for, write_topology};
 
 // ---- helpers -----------------------------------------------------------------
-
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// An agent running `topology`, its standard error in `dir/agent.log` so the test
 /// can look at its log while it runs.
@@ -32,21 +24,6 @@ fn start(dir: &Path, topology: &str) -> Agent {
 
 /// How long a SIGTERM may take before the test fails.
 const STOP: Duration = Duration::from_secs(120);
-
-/// Rows the file sink wrote, as (table, values).
-fn exported(out: &Path) -> Vec<(String, serde_json::Value)> {
-    let text = std::fs::read_to_string(out).unwrap_or_default();
-    text.lines()
-        .filter(|l| l.ends_with('}'))
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["table"].as_str().unwrap().to_string(),
-                v["values"].clone(),
-            )
-        })
-        .collect()
-}
 
 /// A time-series-shaped table (timestamp first, a key) of `n` rows, named as given
 /// (quoted, so any name the server accepts).
@@ -97,7 +74,11 @@ async fn tables_whose_names_differ_in_punctuation_each_export_every_row() {
             &poll_topology(dir.path(), &db, &data, &format!("tables = [\"{name}\"]")),
         );
         wait_for(&format!("table {name:?}"), Duration::from_secs(60), || {
-            exported(&out).iter().filter(|(t, _)| t == name).count() >= 6
+            file_sink_rows(&out)
+                .iter()
+                .filter(|(t, _)| t == name)
+                .count()
+                >= 6
         });
         agent.stop(STOP);
     }
@@ -110,11 +91,11 @@ async fn tables_whose_names_differ_in_punctuation_each_export_every_row() {
         &poll_topology(dir.path(), &db, &fresh, "concurrency = 3"),
     );
     wait_for("all three tables", Duration::from_secs(60), || {
-        exported(&out).len() >= 18
+        file_sink_rows(&out).len() >= 18
     });
     assert!(agent.running(), "{}", agent.log_text());
     agent.stop(STOP);
-    let rows = exported(&out);
+    let rows = file_sink_rows(&out);
     for name in ["a.b", "a b", "a/b"] {
         assert_eq!(rows.iter().filter(|(t, _)| t == name).count(), 6, "{name}");
     }
@@ -133,15 +114,15 @@ async fn a_table_of_another_database_is_exported_from_its_start() {
     let out = dir.path().join("out.jsonl");
     let agent = start(dir.path(), &poll_topology(dir.path(), &a, &data, ""));
     wait_for("database a", Duration::from_secs(60), || {
-        exported(&out).len() >= 6
+        file_sink_rows(&out).len() >= 6
     });
     agent.stop(STOP);
     let agent = start(dir.path(), &poll_topology(dir.path(), &b, &data, ""));
     wait_for("database b", Duration::from_secs(60), || {
-        exported(&out).len() >= 10
+        file_sink_rows(&out).len() >= 10
     });
     agent.stop(STOP);
-    assert_eq!(exported(&out).len(), 10);
+    assert_eq!(file_sink_rows(&out).len(), 10);
 }
 
 /// Issue 19 (2): a table kwpipe cannot export (a non-ASCII name, a name with a
@@ -169,7 +150,11 @@ async fn a_table_that_cannot_be_exported_is_skipped_and_the_others_go_on() {
         ),
     );
     wait_for("the good table", Duration::from_secs(60), || {
-        exported(&out).iter().filter(|(t, _)| t == "good").count() >= 5
+        file_sink_rows(&out)
+            .iter()
+            .filter(|(t, _)| t == "good")
+            .count()
+            >= 5
     });
     wait_for("three tables reported", Duration::from_secs(60), || {
         agent.log_text().matches("cannot export the table").count() >= 3
@@ -212,7 +197,10 @@ async fn a_table_that_cannot_be_exported_is_skipped_and_the_others_go_on() {
     );
     assert!(log.contains("température"), "{log}");
     assert_eq!(
-        exported(&out).iter().filter(|(t, _)| t == "good").count(),
+        file_sink_rows(&out)
+            .iter()
+            .filter(|(t, _)| t == "good")
+            .count(),
         5
     );
 }
@@ -991,7 +979,7 @@ fn huge_and_deeply_nested_messages_are_rejected_and_the_next_one_written() {
     assert_eq!(out.status.signal(), None, "killed by a signal: {log}");
     assert!(out.status.success(), "{log}");
     assert!(!log.contains("panicked"), "{log}");
-    let rows = exported(&out_file);
+    let rows = file_sink_rows(&out_file);
     assert_eq!(rows.len(), 1, "{log}");
     assert_eq!(rows[0].1["v"], 7);
     assert!(log.matches("record rejected").count() >= 2, "{log}");

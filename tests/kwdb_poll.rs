@@ -14,7 +14,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use crate::support::agent::Agent;
 use crate::support::broker::TestKafka;
 use crate::support::pg::{self, TestDb};
-use crate::support::{free_port, write_topology};
+use crate::support::{file_sink_rows, free_port, wait_for, write_topology};
 
 /// An agent exporting `db` into `out`.
 fn start(dir: &Path, db: &TestDb, extra: &str) -> Agent {
@@ -64,17 +64,7 @@ fn out_path(dir: &Path) -> PathBuf {
 
 /// Exported rows as (table, values) from the file sink's JSON lines.
 fn exported(dir: &Path) -> Vec<(String, serde_json::Value)> {
-    let text = std::fs::read_to_string(out_path(dir)).unwrap_or_default();
-    text.lines()
-        .filter(|l| l.ends_with('}'))
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["table"].as_str().unwrap().to_string(),
-                v["values"].clone(),
-            )
-        })
-        .collect()
+    file_sink_rows(&out_path(dir))
 }
 
 /// Rows counted by a table's checkpoint in a source's checkpoint directory.
@@ -86,14 +76,6 @@ fn checkpoint_rows(dir: &Path, database: &str, table: &str) -> u64 {
         .unwrap()
         .expect("a checkpoint")
         .rows
-}
-
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// (ts, dev) -> how often it was exported.

@@ -69,3 +69,28 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Waits until `done` holds, checking every 100 ms; panics naming `what` after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The rows a `file` sink wrote to `path`, as (table, values); a line still being
+/// written (not yet ending in `}`) is left out.
+pub fn file_sink_rows(path: &Path) -> Vec<(String, serde_json::Value)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.ends_with('}'))
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["table"].as_str().unwrap().to_string(),
+                v["values"].clone(),
+            )
+        })
+        .collect()
+}
