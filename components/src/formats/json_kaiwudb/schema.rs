@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::JsonKaiwudbError;
+use super::error::JsonKaiwudbError;
 use crate::event::{DataType, Field, TableKind, TableSchema};
 use crate::formats::{dyn_table, Reason};
 
