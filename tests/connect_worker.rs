@@ -864,8 +864,7 @@ async fn two_workers_share_connectors_and_the_survivor_of_a_kill_9_takes_over() 
         (b, a)
     };
     assert!(owner.ends_with(&format!(":{}", victim.port)), "{owner}");
-    victim.agent.child.kill().unwrap();
-    victim.agent.child.wait().unwrap();
+    victim.agent.kill9();
 
     // Everything keeps flowing through the survivor.
     produce_lines(&kafka.bootstrap, &rows_topic, &refs[200..]).await;

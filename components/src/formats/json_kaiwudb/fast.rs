@@ -589,7 +589,7 @@ mod tests {
             SEED.to_string(),
             // tags last, data first, as the source connector writes it
             r#"{"table":"t","data":[{"ts":1,"v":1.5,"id":7,"h":null}],"columns":[{"name":"ts","type":"TIMESTAMP"},{"name":"v","type":"FLOAT8"}],"tags":[{"name":"id","type":"INT8","isPrimary":true},{"name":"h","type":"VARCHAR","length":4,"nullable":true}]}"#.to_string(),
-            // relational, no tags, string timestamp (serde path for the string)
+            // relational, no tags, string timestamp
             r#"{"table":"r","columns":[{"name":"ts","type":"timestamp"},{"name":"n","type":"int4"}],"data":[{"ts":"2024-01-22 22:22:22.224","n":1}]}"#.to_string(),
             // out of range, too long, wrong type, unknown field, missing NOT NULL, escapes, -0
             SEED.replace("\"c1\":11", "\"c1\":70000"),
