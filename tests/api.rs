@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::agent::Agent;
 use crate::support::{free_port, kwpipe, write_topology};
 
 #[test]
@@ -21,11 +22,10 @@ fn health_metrics_components_and_top() {
             dir.path().display()
         ),
     );
-    let mut child = kwpipe()
-        .args(["run", topo.to_str().unwrap()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let agent = Agent::run(&topo)
+        .log(dir.path().join("agent.log"))
+        .api(port)
+        .start();
     let base = format!("http://127.0.0.1:{port}");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -101,10 +101,7 @@ fn health_metrics_components_and_top() {
         String::from_utf8_lossy(&top.stderr)
     );
 
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
+    let status = agent.terminate(Duration::from_secs(60));
     assert!(status.success());
 }
 

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
+use crate::support::agent::Agent;
 use crate::support::{kwpipe, repo_root, run_kwpipe, write_topology};
 
 #[test]
@@ -146,32 +147,13 @@ fn sigterm_drains_and_exits_zero() {
             output.display()
         ),
     );
-    let mut child = kwpipe()
-        .args(["run", topo.to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let agent = Agent::run(&topo).log(dir.path().join("agent.log")).start();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::fs::read_to_string(&output).unwrap_or_default() != "first\nsecond\n" {
         assert!(std::time::Instant::now() < deadline, "lines never arrived");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let started = std::time::Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = agent.terminate(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
 }
 

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -20,7 +20,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
 use serde_json::Value as Json;
 
-use crate::support::broker::{unique, TestKafka};
+use crate::support::agent::Agent;
+use crate::support::broker::{committed, unique, TestKafka};
 use crate::support::pg::TestDb;
 use crate::support::{kwpipe, repo_root};
 
@@ -444,88 +445,25 @@ pub(crate) fn seed_config_for(
     serde_json::to_string_pretty(&json).unwrap()
 }
 
-/// `kwpipe connect run` in the background.
-pub(crate) struct Agent {
-    pub child: Child,
-    pub log: PathBuf,
+/// `kwpipe connect run` of the connector `files` in the background, logging into
+/// `dir/agent.log`.
+pub(crate) fn connect_run(dir: &Path, bootstrap: &str, files: &[&Path]) -> Agent {
+    Agent::command([
+        "connect",
+        "run",
+        "--bootstrap-servers",
+        bootstrap,
+        "--data-dir",
+    ])
+    .arg(dir.join("data"))
+    .args(files)
+    .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+    .log(dir.join("agent.log"))
+    .start()
 }
 
-impl Agent {
-    pub fn connect_run(dir: &Path, bootstrap: &str, files: &[&Path]) -> Agent {
-        let log = dir.join("agent.log");
-        let child = kwpipe_clean()
-            .args([
-                "connect",
-                "run",
-                "--bootstrap-servers",
-                bootstrap,
-                "--data-dir",
-            ])
-            .arg(dir.join("data"))
-            .args(files)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Agent { child, log }
-    }
-
-    pub fn run(dir: &Path, topology: &Path, env: &[(&str, String)], log_name: &str) -> Agent {
-        let log = dir.join(log_name);
-        let child = kwpipe_clean()
-            .args(["run"])
-            .arg(topology)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Agent { child, log }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then the agent must exit 0 within 60 s.
-    pub fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "agent exited {status}:\n{}",
-                    self.log_text()
-                );
-                return;
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                let _ = self.child.kill();
-                panic!("agent ignored SIGTERM for 60 s:\n{}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Panics with the log when the agent has exited on its own.
-    pub fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("agent exited early ({status}):\n{}", self.log_text());
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+/// How long a SIGTERM may take before the test fails.
+pub(crate) const STOP: Duration = Duration::from_secs(60);
 
 pub(crate) async fn produce_lines(bootstrap: &str, topic: &str, lines: &[&str]) {
     let producer: FutureProducer = ClientConfig::new()
@@ -670,7 +608,7 @@ async fn connect_run_lands_the_seed_data_in_postgres_and_exports_it_back() {
     let lines: Vec<&str> = data.lines().collect();
     produce_lines(&kafka.bootstrap, &sink_topic, &lines).await;
 
-    let mut agent = Agent::connect_run(dir.path(), &kafka.bootstrap, &[&sink, &source]);
+    let mut agent = connect_run(dir.path(), &kafka.bootstrap, &[&sink, &source]);
     wait_rows(
         &db,
         "ts_json_kaiwudb_tb",
@@ -759,49 +697,12 @@ async fn connect_run_lands_the_seed_data_in_postgres_and_exports_it_back() {
     };
     assert_eq!(tag_roles(&out), tag_roles(&sent));
 
-    agent.stop();
+    agent.stop(STOP);
     let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
     assert!(
         log.contains("created table table=\"ts_json_kaiwudb_tb\""),
         "{log}"
     );
-}
-
-/// The group's committed offset of partition 0 of `topic` (-1001 when none).
-async fn committed_offset(bootstrap: &str, group: &str, topic: &str) -> i64 {
-    let (bootstrap, group, topic) = (bootstrap.to_string(), group.to_string(), topic.to_string());
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", &group)
-            .create()
-            .unwrap();
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        tpl.add_partition(&topic, 0);
-        let got = consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .expect("committed offsets");
-        match got.find_partition(&topic, 0).unwrap().offset() {
-            rdkafka::Offset::Offset(o) => o,
-            _ => -1001,
-        }
-    })
-    .await
-    .unwrap()
-}
-
-/// Waits until the agent's log holds `text`; panics with the log otherwise.
-fn wait_log(agent: &mut Agent, text: &str, limit: Duration) {
-    let started = Instant::now();
-    while !agent.log_text().contains(text) {
-        agent.assert_running();
-        assert!(
-            started.elapsed() < limit,
-            "no {text:?} in the log after {limit:?}:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Issue 18, item 2, Kafka -> database, every record counted. A record the
@@ -857,25 +758,25 @@ async fn connect_errors_tolerance_none_holds_the_offset_and_all_dead_letters() {
 
     // errors.tolerance = none (the default): held at the bad record.
     let held = config(&[]);
-    let mut agent = Agent::connect_run(dir.path(), &kafka.bootstrap, &[&held]);
-    wait_log(&mut agent, "on_reject = \"stop\"", Duration::from_secs(90));
+    let mut agent = connect_run(dir.path(), &kafka.bootstrap, &[&held]);
+    agent.wait_log("on_reject = \"stop\"", Duration::from_secs(90));
     // A moment for auto-commits that would have moved it (commit_interval 5s).
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let offset = committed_offset(&kafka.bootstrap, &group, &topic).await;
+    let offset = committed(&kafka.bootstrap, &group, &topic, 1)[0];
     assert!(
-        offset <= 5,
-        "committed {offset}, past the rejected record at 5:\n{}",
+        !matches!(offset, Some(o) if o > 5),
+        "committed {offset:?}, past the rejected record at 5:\n{}",
         agent.log_text()
     );
     agent.assert_running();
-    agent.stop();
+    agent.stop(STOP);
 
     // errors.tolerance = all with a dead-letter topic: nothing is lost either.
     let tolerant = config(&[
         ("errors.tolerance", "all"),
         ("errors.deadletterqueue.topic.name", dlq.as_str()),
     ]);
-    let mut agent = Agent::connect_run(dir.path(), &kafka.bootstrap, &[&tolerant]);
+    let mut agent = connect_run(dir.path(), &kafka.bootstrap, &[&tolerant]);
     wait_rows(&db, "r", 9, Duration::from_secs(90), &mut agent).await;
     let dead = read_until(&kafka.bootstrap, &dlq, Duration::from_secs(60), |m| {
         !m.is_empty()
@@ -892,7 +793,7 @@ async fn connect_errors_tolerance_none_holds_the_offset_and_all_dead_letters() {
         .collect();
     assert_eq!(vs, [0, 1, 2, 3, 4, 6, 7, 8, 9]);
     let started = Instant::now();
-    while committed_offset(&kafka.bootstrap, &group, &topic).await != 10 {
+    while committed(&kafka.bootstrap, &group, &topic, 1) != [Some(10)] {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "offset not committed past every record:\n{}",
@@ -900,7 +801,7 @@ async fn connect_errors_tolerance_none_holds_the_offset_and_all_dead_letters() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    agent.stop();
+    agent.stop(STOP);
 }
 
 /// Issue 18, item 1, database -> Kafka, every row counted: a TIMESTAMPTZ(6)
@@ -980,7 +881,7 @@ async fn connect_source_exports_every_row_with_its_microseconds() {
     }
     kafka.create_topic(&dlq, 1);
     let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-    let mut agent = Agent::connect_run(dir.path(), &kafka.bootstrap, &paths);
+    let mut agent = connect_run(dir.path(), &kafka.bootstrap, &paths);
 
     let expected_us = |i: i64| (1_705_962_142_000 + i) * 1000 + if i % 3 == 0 { 7 } else { 0 };
     let json = read_until(
@@ -1023,12 +924,8 @@ async fn connect_source_exports_every_row_with_its_microseconds() {
     assert_eq!(stamps, (0..300).map(expected_us).collect::<Vec<_>>());
 
     // The ms export: held before row 0 (it has µs digits), with the reason logged.
-    wait_log(
-        &mut agent,
-        "would lose digits in ms precision",
-        Duration::from_secs(30),
-    );
-    wait_log(&mut agent, "on_reject = \"stop\"", Duration::from_secs(30));
+    agent.wait_log("would lose digits in ms precision", Duration::from_secs(30));
+    agent.wait_log("on_reject = \"stop\"", Duration::from_secs(30));
     // Rows a source's checkpoint of table `m` says were exported; None without one.
     let exported = |id: &str| -> Option<u64> {
         use components::sources::kwdb_poll::checkpoint::CheckpointStore;
@@ -1098,5 +995,5 @@ async fn connect_source_exports_every_row_with_its_microseconds() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    agent.stop();
+    agent.stop(STOP);
 }

@@ -9,17 +9,18 @@
 //! - the other endpoints' status codes and bodies, read-only mode and masked secrets.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
 
 use crate::connect::{
-    produce_lines, read_until, seed_config_for, wait_rows, Agent, SINK_JSON, SOURCE_JSON,
+    produce_lines, read_until, seed_config_for, wait_rows, SINK_JSON, SOURCE_JSON, STOP,
 };
+use crate::support::agent::Agent;
 use crate::support::broker::{unique, TestKafka};
 use crate::support::pg::TestDb;
-use crate::support::{free_port, kwpipe, repo_root};
+use crate::support::{free_port, repo_root, run_kwpipe};
 
 /// The documentation's commands, as it prints them.
 const LIST: &str = "curl http://localhost:8083/connectors";
@@ -40,10 +41,8 @@ struct Worker {
 impl Worker {
     fn start(dir: &Path, data: &str, bootstrap: &str, topics: &str, extra: &[&str]) -> Worker {
         let port = free_port();
-        let log = dir.join(format!("worker-{port}.log"));
-        let child = kwpipe()
+        let agent = Agent::command(["connect", "worker", "--bootstrap-servers", bootstrap])
             .env_remove("KAFKA_BOOTSTRAP_SERVERS")
-            .args(["connect", "worker", "--bootstrap-servers", bootstrap])
             .args(["-X", &format!("config.storage.topic={topics}-configs")])
             .args(["-X", &format!("status.storage.topic={topics}-status")])
             .args(["-X", &format!("offset.storage.topic={topics}-offsets")])
@@ -51,24 +50,12 @@ impl Worker {
             .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(dir.join(data))
             .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut worker = Worker {
-            agent: Agent { child, log },
-            port,
-        };
-        let started = Instant::now();
-        while !worker.agent.log_text().contains("worker started") {
-            worker.agent.assert_running();
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "worker did not start:\n{}",
-                worker.agent.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .log(dir.join(format!("worker-{port}.log")))
+            .start();
+        let mut worker = Worker { agent, port };
+        worker
+            .agent
+            .wait_log("worker started", Duration::from_secs(60));
         worker
     }
 
@@ -228,7 +215,7 @@ async fn the_documentation_walkthrough_runs_with_its_own_curl_commands() {
     // The topics are the cluster's memory: a new worker with an empty data directory
     // (another machine) finds the source in the configs topic and resumes from the
     // offsets topic: the next row follows, the first is not exported again.
-    worker.agent.stop();
+    worker.agent.stop(STOP);
     let mut again = Worker::start(dir.path(), "other-machine", &kafka.bootstrap, &topics, &[]);
     assert_eq!(
         again.doc_command(dir.path(), LIST),
@@ -254,7 +241,7 @@ async fn the_documentation_walkthrough_runs_with_its_own_curl_commands() {
     .await;
     assert_eq!(both.len(), 2, "{both:#?}");
     assert_eq!(crate::connect::data_rows(&both[1..])[0]["usage_user"], 42);
-    again.agent.stop();
+    again.agent.stop(STOP);
 }
 
 /// One `json_kaiwudb` line holding one row, `i` apart in time from the others.
@@ -592,8 +579,8 @@ async fn every_endpoint_answers_with_connects_codes_and_bodies() {
             w.agent.log_text()
         );
     }
-    reader.agent.stop();
-    worker.agent.stop();
+    reader.agent.stop(STOP);
+    worker.agent.stop(STOP);
 }
 
 /// Where `recorded` (real Kafka Connect 4.1's response) and `ours` differ in shape:
@@ -794,7 +781,7 @@ async fn responses_have_the_shape_of_real_connects() {
         .count();
     assert_eq!(compared, recordings);
     assert!(differences.is_empty(), "{}", differences.join("\n"));
-    worker.agent.stop();
+    worker.agent.stop(STOP);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -877,8 +864,7 @@ async fn two_workers_share_connectors_and_the_survivor_of_a_kill_9_takes_over() 
         (b, a)
     };
     assert!(owner.ends_with(&format!(":{}", victim.port)), "{owner}");
-    victim.agent.child.kill().unwrap();
-    victim.agent.child.wait().unwrap();
+    victim.agent.kill9();
 
     // Everything keeps flowing through the survivor.
     produce_lines(&kafka.bootstrap, &rows_topic, &refs[200..]).await;
@@ -948,7 +934,7 @@ async fn two_workers_share_connectors_and_the_survivor_of_a_kill_9_takes_over() 
         survivor.request("GET", &format!("/connectors/{sink}/topics"), None),
         (200, json!({ &sink: {"topics": [rows_topic]} }))
     );
-    survivor.agent.stop();
+    survivor.agent.stop(STOP);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1008,7 +994,7 @@ async fn two_workers_creating_one_name_at_once_give_one_201_and_one_409() {
         assert_eq!(status["connector"]["state"], "STOPPED", "{status}");
     }
     for w in [a, b, c] {
-        w.agent.stop();
+        w.agent.stop(STOP);
     }
 }
 
@@ -1040,7 +1026,7 @@ fn basic_auth_protects_every_endpoint() {
     assert_eq!(code(None, "/nowhere"), "401");
     assert_eq!(code(Some("admin:s3cret"), "/connectors"), "200");
     assert_eq!(code(Some("viewer:other"), "/"), "200");
-    worker.agent.stop();
+    worker.agent.stop(STOP);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1084,7 +1070,7 @@ async fn a_connector_that_cannot_run_is_failed_with_its_trace() {
     );
     assert_eq!(code, 202, "{body}");
     worker.wait_state(&name, "FAILED");
-    worker.agent.stop();
+    worker.agent.stop(STOP);
 }
 
 /// `listeners=https://...` with Connect's listener settings: the API over TLS with
@@ -1146,7 +1132,7 @@ fn an_https_listener_serves_the_api_and_can_require_client_certificates() {
         !String::from_utf8_lossy(&out.stdout).contains("version"),
         "{out:?}"
     );
-    worker.agent.stop();
+    worker.agent.stop(STOP);
 
     let worker = Worker::start(
         dir.path(),
@@ -1182,20 +1168,29 @@ fn an_https_listener_serves_the_api_and_can_require_client_certificates() {
     );
     assert!(ok, "{body}");
     assert!(body.contains("\"version\""), "{body}");
-    worker.agent.stop();
+    worker.agent.stop(STOP);
 
     // A Java keystore cannot be read: the worker stops at once and says what to do.
-    let out = kwpipe()
-        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
-        .args(["connect", "worker", "--bootstrap-servers", &kafka.bootstrap])
-        .args(["-X", "listeners=https://127.0.0.1:0"])
-        .args(["-X", "ssl.keystore.location=/etc/kafka/server.jks"])
-        .args(["-X", "ssl.keystore.type=JKS"])
-        .args(["-X", "ssl.keystore.password=hunter2-secret"])
-        .args(["--data-dir"])
-        .arg(dir.path().join("jks"))
-        .output()
-        .unwrap();
+    let data = dir.path().join("jks");
+    let out = run_kwpipe(
+        &[
+            "connect",
+            "worker",
+            "--bootstrap-servers",
+            &kafka.bootstrap,
+            "-X",
+            "listeners=https://127.0.0.1:0",
+            "-X",
+            "ssl.keystore.location=/etc/kafka/server.jks",
+            "-X",
+            "ssl.keystore.type=JKS",
+            "-X",
+            "ssl.keystore.password=hunter2-secret",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

@@ -6,18 +6,18 @@
 //! configured by their environment variables only.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use components::kwdb::tokio_postgres::Client;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 
-use crate::support::broker::{unique, TestKafka};
+use crate::support::agent::Agent;
+use crate::support::broker::{unique, wait_committed, TestKafka};
 use crate::support::pg::TestDb;
-use crate::support::{kwpipe, repo_root, write_topology};
+use crate::support::{repo_root, write_topology};
 
 const SEED_JSON_KAIWUDB: &str =
     include_str!("../components/src/formats/testdata/seed_json_kaiwudb.txt");
@@ -37,77 +37,17 @@ fn seed_topic(name: &str) -> String {
     }
 }
 
-/// A running `kwpipe run`; killed when dropped so a failing test leaves no process.
-struct Agent {
-    child: Child,
-    log: PathBuf,
+/// `kwpipe run TOPOLOGY` with `env`, logging into `dir/NAME.log`.
+fn start(dir: &Path, name: &str, topology: &Path, env: &[(&str, String)]) -> Agent {
+    Agent::run(topology)
+        .envs(env)
+        .env("KWPIPE_LOG", "info")
+        .shared_log(dir.join(format!("{name}.log")))
+        .start()
 }
 
-impl Agent {
-    fn start(dir: &Path, name: &str, topology: &Path, env: &[(&str, String)]) -> Agent {
-        let log = dir.join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = kwpipe()
-            .arg("run")
-            .arg(topology)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("KWPIPE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("kwpipe starts");
-        Agent { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL: no drain, no commit, no leave-group.
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, then the exit status within 30 s.
-    fn terminate(&mut self) -> ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "kwpipe ignored SIGTERM for 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop_cleanly(&mut self) {
-        let status = self.terminate();
-        assert!(
-            status.success(),
-            "kwpipe exited with {status} on SIGTERM:\n{}",
-            self.log()
-        );
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+/// How long a SIGTERM may take before the test fails.
+const STOP: Duration = Duration::from_secs(30);
 
 /// The environment the example topologies read, pointed at this test's broker,
 /// topic, group and database.
@@ -187,55 +127,6 @@ async fn watermarks(kafka: &TestKafka, topic: &str, partitions: i32) -> Vec<(i64
     .unwrap()
 }
 
-/// The group's committed offset per partition (-1001 when none).
-async fn committed(kafka: &TestKafka, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let bootstrap = kafka.bootstrap.clone();
-    let (group, topic) = (group.to_string(), topic.to_string());
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", &group)
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(&topic, p);
-        }
-        let got = consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .expect("committed offsets");
-        (0..partitions)
-            .map(|p| match got.find_partition(&topic, p).unwrap().offset() {
-                Offset::Offset(o) => o,
-                _ => -1001,
-            })
-            .collect()
-    })
-    .await
-    .unwrap()
-}
-
-async fn wait_committed(
-    kafka: &TestKafka,
-    group: &str,
-    topic: &str,
-    want: &[i64],
-    within: Duration,
-) {
-    let deadline = Instant::now() + within;
-    loop {
-        let got = committed(kafka, group, topic, want.len() as i32).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "committed offsets {got:?}, expected {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 type Received = (Vec<u8>, Vec<(String, Vec<u8>)>);
 
 /// Reads `n` messages of `topic` from the beginning.
@@ -303,7 +194,7 @@ async fn wait_rows(c: &Client, table: &str, want: i64, within: Duration, agents:
             return;
         }
         if Instant::now() > deadline {
-            let logs: Vec<String> = agents.iter().map(|a| a.log()).collect();
+            let logs: Vec<String> = agents.iter().map(|a| a.log_text()).collect();
             panic!(
                 "{n} of {want} rows in {table} after {within:?}; logs:\n{}",
                 logs.join("\n---\n")
@@ -440,7 +331,7 @@ async fn seed_json_kaiwudb_example_lands_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let topic = seed_topic("kw-tsdb-json_kaiwudb_with_tag_tb");
     kafka.create_topic(&topic, 5);
-    let mut agent = Agent::start(
+    let agent = start(
         dir.path(),
         "kwpipe",
         &example("kafka-json_kaiwudb-to-kwdb.toml"),
@@ -577,7 +468,7 @@ async fn seed_json_kaiwudb_example_lands_exactly() {
             ("temperature", "real"),
         ]
     );
-    agent.stop_cleanly();
+    agent.stop(STOP);
 }
 
 /// The seed's OpenTSDB JSON example: table and column from `table.column`, the
@@ -590,7 +481,7 @@ async fn seed_json_opentsdb_example_lands_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let topic = seed_topic("kw-tsdb-json_opentsdb");
     kafka.create_topic(&topic, 1);
-    let mut agent = Agent::start(
+    let agent = start(
         dir.path(),
         "kwpipe",
         &example("kafka-json_opentsdb-to-kwdb.toml"),
@@ -635,7 +526,7 @@ async fn seed_json_opentsdb_example_lands_exactly() {
             (1648432611340, Some(12.6), None, device, v),
         ]
     );
-    agent.stop_cleanly();
+    agent.stop(STOP);
 }
 
 /// The seed's OpenTSDB telnet example, its eight lines in one message: points of
@@ -648,7 +539,7 @@ async fn seed_line_opentsdb_example_lands_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let topic = seed_topic("kw-tsdb-line_opentsdb");
     kafka.create_topic(&topic, 1);
-    let mut agent = Agent::start(
+    let agent = start(
         dir.path(),
         "kwpipe",
         &example("kafka-line_opentsdb-to-kwdb.toml"),
@@ -684,7 +575,7 @@ async fn seed_line_opentsdb_example_lands_exactly() {
             (1648432611250, 11.3, 217.0, device, "1".to_string()),
         ]
     );
-    agent.stop_cleanly();
+    agent.stop(STOP);
 }
 
 /// The seed's InfluxDB line example into a table made beforehand with the seed's
@@ -709,7 +600,7 @@ async fn seed_line_influxdb_example_lands_exactly() {
     )
     .await
     .unwrap();
-    let mut agent = Agent::start(
+    let agent = start(
         dir.path(),
         "kwpipe",
         &example("kafka-line_influxdb-to-kwdb.toml"),
@@ -853,12 +744,12 @@ async fn seed_line_influxdb_example_lands_exactly() {
         .get(0);
     assert_eq!(missing, 0, "line protocol created a table");
     // The waiting line is named in the log with its table.
-    let log = agent.log();
+    let log = agent.log_text();
     assert!(
         log.contains("no_such_table"),
         "the missing table is not named:\n{log}"
     );
-    agent.stop_cleanly();
+    agent.stop(STOP);
 }
 
 /// `kafka` -> `decode` -> `encode` -> `kafka`: the seed's json_kaiwudb object comes
@@ -872,7 +763,7 @@ async fn convert_topology_reencodes_between_topics() {
     kafka.create_topic(&input, 1);
     let out_topic = format!("{prefix}-ts_json_kaiwudb_tb-line_influxdb");
     kafka.create_topic(&out_topic, 1);
-    let mut agent = Agent::start(
+    let agent = start(
         dir.path(),
         "kwpipe",
         &example("kafka-convert.toml"),
@@ -895,7 +786,7 @@ async fn convert_topology_reencodes_between_topics() {
          c3=2535208944865431245i64,c4=6.14545f32,c5=5.15656f64,c6=true 1690855924005",
         "{text}"
     );
-    agent.stop_cleanly();
+    agent.stop(STOP);
 }
 
 // ------------------------------------------------------------ at scale, faults
@@ -929,7 +820,7 @@ async fn hundred_thousand_messages_over_five_partitions_land_once() {
         &pipeline_topology(&kafka, &group, &topic, &db, 5, None),
     );
     let t1 = Instant::now();
-    let mut agent = Agent::start(dir.path(), "kwpipe", &topology, &[]);
+    let agent = start(dir.path(), "kwpipe", &topology, &[]);
     let c = db.client().await;
     wait_rows(
         &c,
@@ -942,14 +833,14 @@ async fn hundred_thousand_messages_over_five_partitions_land_once() {
     let consumed = t1.elapsed();
     assert_rows_exactly(&c, "bulk", total).await;
     wait_committed(
-        &kafka,
+        &kafka.bootstrap,
         &group,
         &topic,
         &[20_000; 5],
         Duration::from_secs(60),
     )
     .await;
-    agent.stop_cleanly();
+    agent.stop(STOP);
     eprintln!("100k: produced in {produced:?}, in the table after {consumed:?}");
 }
 
@@ -986,7 +877,7 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_offset_moves_on() {
         "t.toml",
         &pipeline_topology(&kafka, &group, &topic, &db, 1, Some(&dlq)),
     );
-    let mut agent = Agent::start(dir.path(), "kwpipe", &topology, &[]);
+    let agent = start(dir.path(), "kwpipe", &topology, &[]);
     produce(&kafka, &topic, &records).await;
     let c = db.client().await;
     wait_rows(&c, "good", good as i64, Duration::from_secs(60), &[&agent]).await;
@@ -1020,8 +911,15 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_offset_moves_on() {
         "the dead letter holds the bad record"
     );
     // Past both poisons: everything is handled.
-    wait_committed(&kafka, &group, &topic, &[20], Duration::from_secs(30)).await;
-    agent.stop_cleanly();
+    wait_committed(
+        &kafka.bootstrap,
+        &group,
+        &topic,
+        &[20],
+        Duration::from_secs(30),
+    )
+    .await;
+    agent.stop(STOP);
 }
 
 /// Two kwpipe processes in one group over 6 partitions write to the database; one
@@ -1046,8 +944,8 @@ async fn two_agents_in_a_group_one_killed_and_restarted_every_row_once() {
         "t.toml",
         &pipeline_topology(&kafka, &group, &topic, &db, 1, None),
     );
-    let mut a = Agent::start(dir.path(), "a", &topology, &[]);
-    let mut b = Agent::start(dir.path(), "b", &topology, &[]);
+    let mut a = start(dir.path(), "a", &topology, &[]);
+    let b = start(dir.path(), "b", &topology, &[]);
     let c = db.client().await;
     // The first half trickles in, so both members are in the group while it flows.
     let half = total / 2;
@@ -1062,14 +960,18 @@ async fn two_agents_in_a_group_one_killed_and_restarted_every_row_once() {
     produce(&kafka, &topic, &second[..second.len() / 2]).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     while count(&c, "grouped").await < (half + half / 4) as i64 {
-        assert!(Instant::now() < deadline, "A and B stalled:\n{}", a.log());
+        assert!(
+            Instant::now() < deadline,
+            "A and B stalled:\n{}",
+            a.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     a.kill9();
     let at_kill = count(&c, "grouped").await;
     produce(&kafka, &topic, &second[second.len() / 2..]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut a2 = Agent::start(dir.path(), "a2", &topology, &[]);
+    let a2 = start(dir.path(), "a2", &topology, &[]);
     wait_rows(
         &c,
         "grouped",
@@ -1079,7 +981,7 @@ async fn two_agents_in_a_group_one_killed_and_restarted_every_row_once() {
     )
     .await;
     assert_rows_exactly(&c, "grouped", total).await;
-    b.stop_cleanly();
-    a2.stop_cleanly();
+    b.stop(STOP);
+    a2.stop(STOP);
     eprintln!("group of two: A killed with {at_kill} of {total} rows in the table");
 }

@@ -6,89 +6,24 @@
 //!
 //! Issue 19's probes are kept here so they stay fixed.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::agent::Agent;
 use crate::support::pg::TestDb;
-use crate::support::{free_port, kwpipe, run_kwpipe, write_topology};
+use crate::support::{file_sink_rows, free_port, kwpipe, run_kwpipe, wait_for, write_topology};
 
 // ---- helpers -----------------------------------------------------------------
 
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// An agent running a topology, its standard error read into a file so the test
+/// An agent running `topology`, its standard error in `dir/agent.log` so the test
 /// can look at its log while it runs.
-struct Agent {
-    child: Child,
-    log: PathBuf,
+fn start(dir: &Path, topology: &str) -> Agent {
+    let topo = write_topology(dir, "hostile.toml", topology);
+    Agent::run(&topo).log(dir.join("agent.log")).start()
 }
 
-impl Agent {
-    fn start(dir: &Path, topology: &str) -> Agent {
-        let topo = write_topology(dir, "hostile.toml", topology);
-        let log = dir.join("agent.log");
-        let child = kwpipe()
-            .args(["run", topo.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Agent { child, log }
-    }
-
-    fn log(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
-    }
-
-    fn raw_log(&self) -> Vec<u8> {
-        std::fs::read(&self.log).unwrap_or_default()
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// SIGTERM; the agent must exit 0. Returns its log.
-    fn stop(mut self) -> String {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let status = self.child.wait().unwrap();
-        let log = self.log();
-        assert!(status.success(), "agent failed: {log}");
-        log
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Rows the file sink wrote, as (table, values).
-fn exported(out: &Path) -> Vec<(String, serde_json::Value)> {
-    let text = std::fs::read_to_string(out).unwrap_or_default();
-    text.lines()
-        .filter(|l| l.ends_with('}'))
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["table"].as_str().unwrap().to_string(),
-                v["values"].clone(),
-            )
-        })
-        .collect()
-}
+/// How long a SIGTERM may take before the test fails.
+const STOP: Duration = Duration::from_secs(120);
 
 /// A time-series-shaped table (timestamp first, a key) of `n` rows, named as given
 /// (quoted, so any name the server accepts).
@@ -134,29 +69,33 @@ async fn tables_whose_names_differ_in_punctuation_each_export_every_row() {
     let data = dir.path().join("data");
     let out = dir.path().join("out.jsonl");
     for name in ["a.b", "a b", "a/b"] {
-        let agent = Agent::start(
+        let agent = start(
             dir.path(),
             &poll_topology(dir.path(), &db, &data, &format!("tables = [\"{name}\"]")),
         );
         wait_for(&format!("table {name:?}"), Duration::from_secs(60), || {
-            exported(&out).iter().filter(|(t, _)| t == name).count() >= 6
+            file_sink_rows(&out)
+                .iter()
+                .filter(|(t, _)| t == name)
+                .count()
+                >= 6
         });
-        agent.stop();
+        agent.stop(STOP);
     }
     // And all three at once, from a fresh data_dir (concurrent saves shared a
     // `.tmp` file and failed the source).
     let _ = std::fs::remove_file(&out);
     let fresh = dir.path().join("fresh");
-    let mut agent = Agent::start(
+    let mut agent = start(
         dir.path(),
         &poll_topology(dir.path(), &db, &fresh, "concurrency = 3"),
     );
     wait_for("all three tables", Duration::from_secs(60), || {
-        exported(&out).len() >= 18
+        file_sink_rows(&out).len() >= 18
     });
-    assert!(agent.running(), "{}", agent.log());
-    agent.stop();
-    let rows = exported(&out);
+    assert!(agent.running(), "{}", agent.log_text());
+    agent.stop(STOP);
+    let rows = file_sink_rows(&out);
     for name in ["a.b", "a b", "a/b"] {
         assert_eq!(rows.iter().filter(|(t, _)| t == name).count(), 6, "{name}");
     }
@@ -173,17 +112,17 @@ async fn a_table_of_another_database_is_exported_from_its_start() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = dir.path().join("out.jsonl");
-    let agent = Agent::start(dir.path(), &poll_topology(dir.path(), &a, &data, ""));
+    let agent = start(dir.path(), &poll_topology(dir.path(), &a, &data, ""));
     wait_for("database a", Duration::from_secs(60), || {
-        exported(&out).len() >= 6
+        file_sink_rows(&out).len() >= 6
     });
-    agent.stop();
-    let agent = Agent::start(dir.path(), &poll_topology(dir.path(), &b, &data, ""));
+    agent.stop(STOP);
+    let agent = start(dir.path(), &poll_topology(dir.path(), &b, &data, ""));
     wait_for("database b", Duration::from_secs(60), || {
-        exported(&out).len() >= 10
+        file_sink_rows(&out).len() >= 10
     });
-    agent.stop();
-    assert_eq!(exported(&out).len(), 10);
+    agent.stop(STOP);
+    assert_eq!(file_sink_rows(&out).len(), 10);
 }
 
 /// Issue 19 (2): a table kwpipe cannot export (a non-ASCII name, a name with a
@@ -201,7 +140,7 @@ async fn a_table_that_cannot_be_exported_is_skipped_and_the_others_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let api = free_port();
     let out = dir.path().join("out.jsonl");
-    let mut agent = Agent::start(
+    let mut agent = start(
         dir.path(),
         &poll_topology(
             dir.path(),
@@ -211,14 +150,18 @@ async fn a_table_that_cannot_be_exported_is_skipped_and_the_others_go_on() {
         ),
     );
     wait_for("the good table", Duration::from_secs(60), || {
-        exported(&out).iter().filter(|(t, _)| t == "good").count() >= 5
+        file_sink_rows(&out)
+            .iter()
+            .filter(|(t, _)| t == "good")
+            .count()
+            >= 5
     });
     wait_for("three tables reported", Duration::from_secs(60), || {
-        agent.log().matches("cannot export the table").count() >= 3
+        agent.log_text().matches("cannot export the table").count() >= 3
     });
     // Still running a few discoveries later.
     std::thread::sleep(Duration::from_secs(2));
-    assert!(agent.running(), "the agent stopped: {}", agent.log());
+    assert!(agent.running(), "the agent stopped: {}", agent.log_text());
     let (status, body) = kwpipe::top::fetch(&format!("http://127.0.0.1:{api}"), "/components")
         .await
         .unwrap();
@@ -246,7 +189,7 @@ async fn a_table_that_cannot_be_exported_is_skipped_and_the_others_go_on() {
     assert!(table_errors >= 3.0, "{metrics}");
     let raw = agent.raw_log();
     assert!(!raw.contains(&0x1b), "raw ESC in the log");
-    let log = agent.stop();
+    let log = agent.stop(STOP);
     assert!(
         !log.lines()
             .any(|l| l.starts_with("2026-01-01T00:00:00.000000Z")),
@@ -254,7 +197,10 @@ async fn a_table_that_cannot_be_exported_is_skipped_and_the_others_go_on() {
     );
     assert!(log.contains("température"), "{log}");
     assert_eq!(
-        exported(&out).iter().filter(|(t, _)| t == "good").count(),
+        file_sink_rows(&out)
+            .iter()
+            .filter(|(t, _)| t == "good")
+            .count(),
         5
     );
 }
@@ -306,7 +252,7 @@ async fn a_message_cannot_spoof_kwpipes_dead_letter_headers() {
     producer.flush(Duration::from_secs(10)).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(
+    let agent = start(
         dir.path(),
         &format!(
             "data_dir = \"{data}\"\n\
@@ -333,7 +279,7 @@ async fn a_message_cannot_spoof_kwpipes_dead_letter_headers() {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "nothing on the dead-letter topic: {}",
-            agent.log()
+            agent.log_text()
         );
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             break m
@@ -351,7 +297,7 @@ async fn a_message_cannot_spoof_kwpipes_dead_letter_headers() {
                 .unwrap_or_default();
         }
     };
-    agent.stop();
+    agent.stop(STOP);
     let all = |k: &str| -> Vec<&str> {
         headers
             .iter()
@@ -660,7 +606,7 @@ fn slow_and_malformed_http_clients_cannot_hold_the_admin_api() {
     let input = dir.path().join("in.txt");
     std::fs::write(&input, "").unwrap();
     let api = free_port();
-    let mut agent = Agent::start(
+    let mut agent = start(
         dir.path(),
         &format!(
             "data_dir = \"{d}\"\n[api]\naddress = \"127.0.0.1:{api}\"\n\
@@ -730,8 +676,8 @@ fn slow_and_malformed_http_clients_cannot_hold_the_admin_api() {
         let mut buf = Vec::new();
         let _ = s.read_to_end(&mut buf);
     }
-    assert!(agent.running(), "{}", agent.log());
-    agent.stop();
+    assert!(agent.running(), "{}", agent.log_text());
+    agent.stop(STOP);
 }
 
 // ---- odd topic names ------------------------------------------------------------
@@ -976,7 +922,7 @@ fn an_unreachable_broker_does_not_flood_the_log() {
     // Nothing to send: the sink's client still connects (and fails) all along,
     // and the agent can stop without waiting on undeliverable records.
     std::fs::write(&input, "").unwrap();
-    let agent = Agent::start(
+    let agent = start(
         dir.path(),
         &format!(
             "data_dir = \"{d}\"\n\
@@ -991,7 +937,7 @@ fn an_unreachable_broker_does_not_flood_the_log() {
         ),
     );
     std::thread::sleep(Duration::from_secs(12));
-    let log = agent.stop();
+    let log = agent.stop(STOP);
     let lines = log.lines().count();
     assert!(lines < 120, "{lines} lines in 12 s:\n{log}");
 }
@@ -1033,7 +979,7 @@ fn huge_and_deeply_nested_messages_are_rejected_and_the_next_one_written() {
     assert_eq!(out.status.signal(), None, "killed by a signal: {log}");
     assert!(out.status.success(), "{log}");
     assert!(!log.contains("panicked"), "{log}");
-    let rows = exported(&out_file);
+    let rows = file_sink_rows(&out_file);
     assert_eq!(rows.len(), 1, "{log}");
     assert_eq!(rows[0].1["v"], 7);
     assert!(log.matches("record rejected").count() >= 2, "{log}");

@@ -20,11 +20,12 @@ use components::registry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::support::broker::{unique, TestKafka};
+use crate::support::agent::Agent;
+use crate::support::broker::{committed, unique, wait_committed, TestKafka};
 
 async fn build(class: ComponentClass, id: &str, config: &str) -> Box<dyn components::Component> {
     let table: toml::Table = toml::from_str(config).expect("test config is TOML");
@@ -66,20 +67,10 @@ fn init_logging() {
 async fn start_source(config: &str) -> SourceRun {
     init_logging();
     let component = build(ComponentClass::Source, "in", config).await;
-    let metrics = ComponentMetrics::new("in", "kafka");
     let (tx, rx) = mpsc::channel(4096);
     let shutdown = ShutdownSignal::new();
-    let cx = ComponentContext {
-        id: "in".into(),
-        input: None,
-        outputs: Outputs::new(
-            Output::new(vec![tx], metrics.clone()),
-            BTreeMap::new(),
-            metrics,
-        ),
-        shutdown: shutdown.clone(),
-        globals: Arc::new(GlobalOptions::default()),
-    };
+    let cx =
+        ComponentContext::standalone("in", "kafka", None, Some(tx)).with_shutdown(shutdown.clone());
     let task = tokio::spawn(component.run(cx));
     SourceRun { rx, shutdown, task }
 }
@@ -141,56 +132,6 @@ async fn produce(kafka: &TestKafka, topic: &str, records: &[(i32, String, String
     }
 }
 
-/// The group's committed offset per partition (-1001 when none).
-async fn committed(kafka: &TestKafka, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let bootstrap = kafka.bootstrap.clone();
-    let (group, topic) = (group.to_string(), topic.to_string());
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", &group)
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(&topic, p);
-        }
-        let got = consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .expect("committed offsets");
-        (0..partitions)
-            .map(|p| match got.find_partition(&topic, p).unwrap().offset() {
-                Offset::Offset(o) => o,
-                _ => -1001,
-            })
-            .collect()
-    })
-    .await
-    .unwrap()
-}
-
-async fn wait_committed(
-    kafka: &TestKafka,
-    group: &str,
-    topic: &str,
-    partitions: i32,
-    want: &[i64],
-    within: Duration,
-) {
-    let deadline = Instant::now() + within;
-    loop {
-        let got = committed(kafka, group, topic, partitions).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "committed offsets {got:?}, expected {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 async fn recv_raw(rx: &mut mpsc::Receiver<Event>, n: usize, within: Duration) -> Vec<RawMessage> {
     let mut out = Vec::with_capacity(n);
     let deadline = tokio::time::Instant::now() + within;
@@ -247,7 +188,14 @@ async fn source_emits_messages_with_their_metadata_and_commits_them() {
     for m in got {
         m.finalizers.finish(EventStatus::Delivered);
     }
-    wait_committed(&kafka, &group, &topic, 2, &[5, 3], Duration::from_secs(15)).await;
+    wait_committed(
+        &kafka.bootstrap,
+        &group,
+        &topic,
+        &[5, 3],
+        Duration::from_secs(15),
+    )
+    .await;
     src.stop().await.unwrap();
 }
 
@@ -297,7 +245,14 @@ async fn in_flight_payload_bytes_are_bounded() {
             m.finalizers.finish(EventStatus::Delivered);
         }
     }
-    wait_committed(&kafka, &group, &topic, 1, &[200], Duration::from_secs(30)).await;
+    wait_committed(
+        &kafka.bootstrap,
+        &group,
+        &topic,
+        &[200],
+        Duration::from_secs(30),
+    )
+    .await;
     src.stop().await.unwrap();
 }
 
@@ -316,7 +271,14 @@ async fn failed_message_blocks_the_offset_and_is_redelivered() {
     for m in recv_raw(&mut src.rx, 5, Duration::from_secs(30)).await {
         m.finalizers.finish(EventStatus::Delivered);
     }
-    wait_committed(&kafka, &group, &topic, 1, &[5], Duration::from_secs(15)).await;
+    wait_committed(
+        &kafka.bootstrap,
+        &group,
+        &topic,
+        &[5],
+        Duration::from_secs(15),
+    )
+    .await;
 
     // Offset 5 is held (in flight) while 6..9 are delivered.
     produce(&kafka, &topic, &records(0, 5..6)).await;
@@ -329,7 +291,7 @@ async fn failed_message_blocks_the_offset_and_is_redelivered() {
         m.finalizers.finish(EventStatus::Delivered);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(committed(&kafka, &group, &topic, 1).await, [5]);
+    assert_eq!(committed(&kafka.bootstrap, &group, &topic, 1), [Some(5)]);
 
     // Offset 5 fails: still nothing past it, and it comes back, followed by the rest.
     held.into_iter()
@@ -337,7 +299,7 @@ async fn failed_message_blocks_the_offset_and_is_redelivered() {
     let again = recv_raw(&mut src.rx, 5, Duration::from_secs(30)).await;
     let offsets: Vec<i64> = again.iter().map(|m| m.meta.offset.unwrap()).collect();
     assert_eq!(offsets, [5, 6, 7, 8, 9]);
-    assert_eq!(committed(&kafka, &group, &topic, 1).await, [5]);
+    assert_eq!(committed(&kafka.bootstrap, &group, &topic, 1), [Some(5)]);
     // Rejected counts as handled, like Delivered.
     for (i, m) in again.into_iter().enumerate() {
         let status = if i == 2 {
@@ -347,7 +309,14 @@ async fn failed_message_blocks_the_offset_and_is_redelivered() {
         };
         m.finalizers.finish(status);
     }
-    wait_committed(&kafka, &group, &topic, 1, &[10], Duration::from_secs(15)).await;
+    wait_committed(
+        &kafka.bootstrap,
+        &group,
+        &topic,
+        &[10],
+        Duration::from_secs(15),
+    )
+    .await;
     src.stop().await.unwrap();
 }
 
@@ -377,7 +346,7 @@ async fn shutdown_waits_for_in_flight_acks_then_commits() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(committed(&kafka, &group, &topic, 1).await, [20]);
+    assert_eq!(committed(&kafka.bootstrap, &group, &topic, 1), [Some(20)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,10 +406,9 @@ async fn hundred_thousand_messages_over_five_partitions_all_arrive() {
         }
     });
     wait_committed(
-        &kafka,
+        &kafka.bootstrap,
         &group,
         &topic,
-        5,
         &[per as i64; 5],
         // Commits refused during a rebalance are retried by the next auto-commit;
         // on a loaded machine the group takes a while to settle.
@@ -473,13 +441,14 @@ async fn start_sink(config: &str) -> SinkRun {
         "dropped".to_string(),
         Output::new(vec![dtx], metrics.clone()),
     );
-    let cx = ComponentContext {
-        id: "out".into(),
-        input: Some(Input::new(rx, metrics.clone())),
-        outputs: Outputs::new(Output::new(vec![], metrics.clone()), named, metrics),
-        shutdown: ShutdownSignal::new(),
-        globals: Arc::new(GlobalOptions::default()),
-    };
+    // A named output (`dropped`) besides the default one: built in full.
+    let cx = ComponentContext::new(
+        "out",
+        Some(Input::new(rx, metrics.clone())),
+        Outputs::new(Output::new(vec![], metrics.clone()), named, metrics),
+        ShutdownSignal::new(),
+        Arc::new(GlobalOptions::default()),
+    );
     let task = tokio::spawn(component.run(cx));
     SinkRun {
         tx,
@@ -720,10 +689,9 @@ async fn source_consumes_through_a_broker_outage() {
         }
     }
     wait_committed(
-        &kafka,
+        &kafka.bootstrap,
         &group,
         &topic,
-        2,
         &[50, 50],
         Duration::from_secs(60),
     )
@@ -775,9 +743,9 @@ async fn produce_errors_the_broker_answers_are_retried_without_loss_or_duplicate
 
 // ------------------------------------------------- kwpipe as a separate process
 
-/// A kwpipe process running a kafka -> file topology.
-struct Agent {
-    child: std::process::Child,
+/// A kwpipe process running a kafka -> file topology, and the file.
+struct FileAgent {
+    agent: Agent,
     out: std::path::PathBuf,
 }
 
@@ -787,7 +755,7 @@ fn spawn_agent(
     kafka: &TestKafka,
     group: &str,
     topic: &str,
-) -> Agent {
+) -> FileAgent {
     let out = dir.join(format!("{name}.out"));
     let topology = crate::support::write_topology(
         dir,
@@ -815,46 +783,15 @@ fn spawn_agent(
             out = out.display(),
         ),
     );
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(format!("{name}.log")))
-        .unwrap();
-    let child = crate::support::kwpipe()
-        .arg("run")
-        .arg(&topology)
+    let agent = Agent::run(&topology)
         .env("KWPIPE_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("kwpipe starts");
-    Agent { child, out }
+        .shared_log(dir.join(format!("{name}.log")))
+        .start();
+    FileAgent { agent, out }
 }
 
-impl Agent {
-    fn kill9(&mut self) {
-        self.child.kill().unwrap(); // SIGKILL: no drain, no commit, no leave-group
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, then the exit status within a deadline.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "kwpipe ignored SIGTERM for 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
+/// How long a SIGTERM may take before the test fails.
+const STOP: Duration = Duration::from_secs(30);
 
 /// Complete lines written so far (a line cut by kill -9 does not count).
 fn lines_of(path: &std::path::Path) -> Vec<String> {
@@ -951,7 +888,7 @@ async fn kill_9_mid_consume_then_restart_skips_nothing() {
     for round in 1..=3 {
         let target = round * 3 * per / 5;
         let n = wait_lines(&[&out], target, Duration::from_secs(90), dir.path()).await;
-        agent.kill9();
+        agent.agent.kill9();
         eprintln!("round {round}: killed with {n} lines written");
         agent = spawn_agent(dir.path(), "a", &kafka, &group, &topic);
     }
@@ -959,16 +896,18 @@ async fn kill_9_mid_consume_then_restart_skips_nothing() {
     let duplicates = assert_all_present(&expected, &[&out]);
     // Give the last commits time, then stop cleanly: exit 0.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(agent.terminate().success(), "kwpipe exits 0 on SIGTERM");
+    assert!(
+        agent.agent.terminate(STOP).success(),
+        "kwpipe exits 0 on SIGTERM"
+    );
     eprintln!(
         "kill -9 x3: all {} present, {duplicates} replayed",
         expected.len()
     );
     wait_committed(
-        &kafka,
+        &kafka.bootstrap,
         &group,
         &topic,
-        3,
         &[per as i64; 3],
         Duration::from_secs(60),
     )
@@ -991,7 +930,7 @@ async fn two_agents_share_a_group_and_survive_one_being_killed() {
     }
     let expected: BTreeSet<String> = first.iter().chain(&second).map(|r| r.2.clone()).collect();
     let mut a = spawn_agent(dir.path(), "a", &kafka, &group, &topic);
-    let mut b = spawn_agent(dir.path(), "b", &kafka, &group, &topic);
+    let b = spawn_agent(dir.path(), "b", &kafka, &group, &topic);
     let (out_a, out_b) = (a.out.clone(), b.out.clone());
     // Trickled in, so the second member has joined before the first half is gone.
     for part in first.chunks(first.len() / 8) {
@@ -1009,10 +948,10 @@ async fn two_agents_share_a_group_and_survive_one_being_killed() {
 
     // Kill A while more arrives; B takes A's partitions after A's session expires;
     // A comes back and the group splits the partitions again.
-    a.kill9();
+    a.agent.kill9();
     produce(&kafka, &topic, &second).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut a2 = spawn_agent(dir.path(), "a2", &kafka, &group, &topic);
+    let a2 = spawn_agent(dir.path(), "a2", &kafka, &group, &topic);
     let out_a2 = a2.out.clone();
     wait_lines(
         &[&out_a, &out_b, &out_a2],
@@ -1029,8 +968,8 @@ async fn two_agents_share_a_group_and_survive_one_being_killed() {
     .await;
     let duplicates = assert_all_present(&expected, &[&out_a, &out_b, &out_a2]);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(b.terminate().success());
-    assert!(a2.terminate().success());
+    assert!(b.agent.terminate(STOP).success());
+    assert!(a2.agent.terminate(STOP).success());
     eprintln!(
         "group of two, one killed: all {} present, {duplicates} replayed; \
          before the kill A wrote {before_a} and B {before_b} lines, after it B {} and A2 {}",
@@ -1043,15 +982,14 @@ async fn two_agents_share_a_group_and_survive_one_being_killed() {
     // A commit refused during a rebalance leaves an offset behind what was
     // written (the mock refuses more often than Kafka does); the group's next
     // member replays from there and commits, so the offsets always catch up.
-    let mut c = spawn_agent(dir.path(), "c", &kafka, &group, &topic);
+    let c = spawn_agent(dir.path(), "c", &kafka, &group, &topic);
     wait_committed(
-        &kafka,
+        &kafka.bootstrap,
         &group,
         &topic,
-        6,
         &[per as i64; 6],
         Duration::from_secs(60),
     )
     .await;
-    assert!(c.terminate().success());
+    assert!(c.agent.terminate(STOP).success());
 }

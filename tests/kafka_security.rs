@@ -4,16 +4,15 @@
 //! wrong gives one error naming the cause, before anything is consumed or committed.
 
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 
-use crate::support::broker::{create_topic, unique, Secure, TestKafka};
-use crate::support::{kwpipe, run_kwpipe, write_topology};
+use crate::support::agent::Agent;
+use crate::support::broker::{committed, create_topic, unique, Secure, TestKafka};
+use crate::support::{run_kwpipe, write_topology};
 
 /// `tls = {...}` and `sasl = {...}` lines for one listener.
 fn security(s: &Secure, listener: &str) -> (String, String) {
@@ -110,36 +109,6 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn spawn(topology: &Path, log: &Path) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    kwpipe()
-        .arg("run")
-        .arg(topology)
-        .env("KWPIPE_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("kwpipe starts")
-}
-
-fn terminate(mut child: Child) -> std::process::ExitStatus {
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("kwpipe did not stop after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Writes `n` lines into Kafka over `sink` and reads them back over `source`.
 fn round_trip(sink: &str, source: &str, compression: &str, topic_config: Option<(&str, &str)>) {
     let kafka = TestKafka::start();
@@ -167,8 +136,10 @@ fn round_trip(sink: &str, source: &str, compression: &str, topic_config: Option<
             compression,
         ),
     );
-    let log = dir.path().join("log");
-    let child = spawn(&topology, &log);
+    let agent = Agent::run(&topology)
+        .env("KWPIPE_LOG", "info")
+        .shared_log(dir.path().join("log"))
+        .start();
     let out = dir.path().join("out.txt");
     let deadline = Instant::now() + Duration::from_secs(60);
     while lines(&out).len() < n {
@@ -176,11 +147,12 @@ fn round_trip(sink: &str, source: &str, compression: &str, topic_config: Option<
             Instant::now() < deadline,
             "{} of {n} lines came back over {source}; log:\n{}",
             lines(&out).len(),
-            std::fs::read_to_string(&log).unwrap_or_default()
+            agent.log_text()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let status = terminate(child);
+    let log = agent.log.clone();
+    let status = agent.terminate(Duration::from_secs(40));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "exit {status:?}; log:\n{text}");
     let mut got = lines(&out);
@@ -309,7 +281,7 @@ fn fails_with(servers: &str, extra: &str, cause: &str, secret: Option<&str>) {
             assert!(!stderr.contains(secret), "the secret in:\n{stderr}");
         }
     }
-    assert_eq!(committed(&kafka.bootstrap, &group, &topic), None);
+    assert_eq!(committed(&kafka.bootstrap, &group, &topic, 1), [None]);
 }
 
 fn produce_one(bootstrap: &str, topic: &str) -> bool {
@@ -321,21 +293,6 @@ fn produce_one(bootstrap: &str, topic: &str) -> bool {
     p.send(BaseRecord::<(), str>::to(topic).payload("x"))
         .unwrap();
     p.flush(Duration::from_secs(30)).is_ok()
-}
-
-fn committed(bootstrap: &str, group: &str, topic: &str) -> Option<i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, 0);
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    match got.find_partition(topic, 0).unwrap().offset() {
-        Offset::Offset(o) => Some(o),
-        _ => None,
-    }
 }
 
 #[test]
@@ -441,7 +398,7 @@ fn an_unknown_mechanism_and_a_missing_file_fail_without_a_broker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_run_takes_the_worker_configs_security_settings() {
     use crate::connect::{
-        produce_lines, read_until, seed_config_for, wait_rows, Agent, SINK_JSON, SOURCE_JSON,
+        produce_lines, read_until, seed_config_for, wait_rows, SINK_JSON, SOURCE_JSON, STOP,
     };
     use crate::support::pg::TestDb;
     let kafka = TestKafka::start();
@@ -528,20 +485,15 @@ async fn connect_run_takes_the_worker_configs_security_settings() {
     let lines: Vec<&str> = data.lines().collect();
     produce_lines(&kafka.bootstrap, &sink_topic, &lines).await;
 
-    let log = dir.path().join("agent.log");
-    let child = kwpipe()
-        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
-        .args(["connect", "run", "--worker-config"])
+    let mut agent = Agent::command(["connect", "run", "--worker-config"])
         .arg(&worker)
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg(&sink)
         .arg(&source)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut agent = Agent { child, log };
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .log(dir.path().join("agent.log"))
+        .start();
     wait_rows(
         &db,
         "ts_json_kaiwudb_tb",
@@ -562,5 +514,5 @@ async fn connect_run_takes_the_worker_configs_security_settings() {
             "a secret in the log:\n{text}"
         );
     }
-    agent.stop();
+    agent.stop(STOP);
 }

@@ -5,82 +5,58 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
+use crate::support::agent::Agent;
 use crate::support::broker::TestKafka;
 use crate::support::pg::{self, TestDb};
-use crate::support::{free_port, kwpipe, write_topology};
+use crate::support::{file_sink_rows, free_port, wait_for, write_topology};
 
-/// A running agent exporting `db` into `out`.
-struct Agent {
-    child: Child,
+/// An agent exporting `db` into `out`.
+fn start(dir: &Path, db: &TestDb, extra: &str) -> Agent {
+    let sink = format!(
+        "[sinks.out]\ntype = \"file\"\ninputs = [\"db\"]\npath = \"{}\"\n",
+        out_path(dir).display()
+    );
+    start_with(dir, &db.url, &db.name, extra, &sink)
 }
 
-impl Agent {
-    fn start(dir: &Path, db: &TestDb, extra: &str) -> Agent {
-        let sink = format!(
-            "[sinks.out]\ntype = \"file\"\ninputs = [\"db\"]\npath = \"{}\"\n",
-            out_path(dir).display()
-        );
-        Agent::start_with(dir, &db.url, &db.name, extra, &sink)
-    }
-
-    /// kwdb-poll -> encode (json_kaiwudb) -> kafka, topics `kw-{database}-{table}`.
-    fn start_kafka(dir: &Path, url: &str, database: &str, extra: &str, kafka: &TestKafka) -> Agent {
-        let rest = format!(
-            "[transforms.enc]\ntype = \"encode\"\ninputs = [\"db\"]\nformat = \"json_kaiwudb\"\n\
-             [sinks.out]\ntype = \"kafka\"\ninputs = [\"enc\"]\nbootstrap_servers = \"{}\"\n\
-             topic = \"kw-{{database}}-{{table}}\"\n",
-            kafka.bootstrap
-        );
-        Agent::start_with(dir, url, database, extra, &rest)
-    }
-
-    fn start_with(dir: &Path, url: &str, database: &str, extra: &str, rest: &str) -> Agent {
-        let topo = write_topology(
-            dir,
-            "poll.toml",
-            &format!(
-                "data_dir = \"{data}\"\nshutdown_timeout = \"20s\"\n\
-                 [sources.db]\ntype = \"kwdb-poll\"\nurl = \"{url}\"\ndatabase = \"{database}\"\n\
-                 discover_interval = \"300ms\"\n{interval}{extra}\n{rest}",
-                data = dir.join("data").display(),
-                interval = if extra.contains("query_interval") {
-                    ""
-                } else {
-                    "query_interval = \"100ms\"\n"
-                },
-            ),
-        );
-        let child = kwpipe()
-            .args(["run", topo.to_str().unwrap()])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Agent { child }
-    }
-
-    /// SIGTERM; the agent must exit 0. Returns its log.
-    fn stop(self) -> String {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let out = self.child.wait_with_output().unwrap();
-        let log = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "agent failed: {log}");
-        log
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// kwdb-poll -> encode (json_kaiwudb) -> kafka, topics `kw-{database}-{table}`.
+fn start_kafka(dir: &Path, url: &str, database: &str, extra: &str, kafka: &TestKafka) -> Agent {
+    let rest = format!(
+        "[transforms.enc]\ntype = \"encode\"\ninputs = [\"db\"]\nformat = \"json_kaiwudb\"\n\
+         [sinks.out]\ntype = \"kafka\"\ninputs = [\"enc\"]\nbootstrap_servers = \"{}\"\n\
+         topic = \"kw-{{database}}-{{table}}\"\n",
+        kafka.bootstrap
+    );
+    start_with(dir, url, database, extra, &rest)
 }
+
+fn start_with(dir: &Path, url: &str, database: &str, extra: &str, rest: &str) -> Agent {
+    let topo = write_topology(
+        dir,
+        "poll.toml",
+        &format!(
+            "data_dir = \"{data}\"\nshutdown_timeout = \"20s\"\n\
+             [sources.db]\ntype = \"kwdb-poll\"\nurl = \"{url}\"\ndatabase = \"{database}\"\n\
+             discover_interval = \"300ms\"\n{interval}{extra}\n{rest}",
+            data = dir.join("data").display(),
+            interval = if extra.contains("query_interval") {
+                ""
+            } else {
+                "query_interval = \"100ms\"\n"
+            },
+        ),
+    );
+    Agent::run(&topo).log(dir.join("poll.log")).start()
+}
+
+/// How long a SIGTERM may take before the test fails.
+const STOP: Duration = Duration::from_secs(120);
 
 fn out_path(dir: &Path) -> PathBuf {
     dir.join("out.jsonl")
@@ -88,17 +64,7 @@ fn out_path(dir: &Path) -> PathBuf {
 
 /// Exported rows as (table, values) from the file sink's JSON lines.
 fn exported(dir: &Path) -> Vec<(String, serde_json::Value)> {
-    let text = std::fs::read_to_string(out_path(dir)).unwrap_or_default();
-    text.lines()
-        .filter(|l| l.ends_with('}'))
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["table"].as_str().unwrap().to_string(),
-                v["values"].clone(),
-            )
-        })
-        .collect()
+    file_sink_rows(&out_path(dir))
 }
 
 /// Rows counted by a table's checkpoint in a source's checkpoint directory.
@@ -110,14 +76,6 @@ fn checkpoint_rows(dir: &Path, database: &str, table: &str) -> u64 {
         .unwrap()
         .expect("a checkpoint")
         .rows
-}
-
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// (ts, dev) -> how often it was exported.
@@ -149,11 +107,11 @@ async fn rows_sharing_timestamps_across_pages_arrive_exactly_once() {
     let db = TestDb::new("poll_once").await;
     readings(&db, "readings", 100, 1000).await;
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(dir.path(), &db, "fetch_max_rows = 100");
+    let agent = start(dir.path(), &db, "fetch_max_rows = 100");
     wait_for("100,000 rows", Duration::from_secs(120), || {
         exported(dir.path()).len() >= 100_000
     });
-    agent.stop();
+    agent.stop(STOP);
     let rows = exported(dir.path());
     let c = counts(&rows);
     assert_eq!(c.len(), 100_000, "distinct rows");
@@ -173,7 +131,7 @@ async fn tables_created_later_are_exported_and_dropped_ones_let_go() {
     let db = TestDb::new("poll_discover").await;
     readings(&db, "first", 2, 3).await;
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(dir.path(), &db, "");
+    let agent = start(dir.path(), &db, "");
     wait_for("the first table", Duration::from_secs(30), || {
         exported(dir.path()).len() >= 6
     });
@@ -202,7 +160,7 @@ async fn tables_created_later_are_exported_and_dropped_ones_let_go() {
         Duration::from_secs(30),
         || exported(dir.path()).iter().any(|(_, v)| v["dev"] == 99),
     );
-    agent.stop();
+    agent.stop(STOP);
     let rows = exported(dir.path());
     assert_eq!(rows.iter().filter(|(t, _)| t == "first").count(), 6);
     assert_eq!(rows.iter().filter(|(t, _)| t == "later").count(), 5);
@@ -214,7 +172,7 @@ async fn kill_9_and_restart_loses_nothing_and_repeats_only_what_was_in_flight() 
     readings(&db, "big", 200, 1000).await;
     let dir = tempfile::tempdir().unwrap();
     let settings = "fetch_max_rows = 500\nmax_in_flight = 4";
-    let agent = Agent::start(dir.path(), &db, settings);
+    let mut agent = start(dir.path(), &db, settings);
     // Lines counted, not parsed: the check must be quick next to an export that
     // takes about a second, or the kill comes after its end.
     wait_for("part of the export", Duration::from_secs(120), || {
@@ -226,11 +184,11 @@ async fn kill_9_and_restart_loses_nothing_and_repeats_only_what_was_in_flight() 
     agent.kill9();
     let before = exported(dir.path()).len();
     assert!(before < 200_000, "killed too late to prove anything");
-    let agent = Agent::start(dir.path(), &db, settings);
+    let agent = start(dir.path(), &db, settings);
     wait_for("the whole table", Duration::from_secs(180), || {
         counts(&exported(dir.path())).len() >= 200_000
     });
-    agent.stop();
+    agent.stop(STOP);
     let rows = exported(dir.path());
     let c = counts(&rows);
     assert_eq!(c.len(), 200_000, "every row present");
@@ -245,12 +203,12 @@ async fn start_at_skips_older_rows() {
     readings(&db, "r", 10, 2).await;
     let dir = tempfile::tempdir().unwrap();
     // 2024-01-01 00:00:05 onwards: t = 5..9.
-    let agent = Agent::start(dir.path(), &db, "start_at = \"2024-01-01 00:00:05\"");
+    let agent = start(dir.path(), &db, "start_at = \"2024-01-01 00:00:05\"");
     wait_for("the newer rows", Duration::from_secs(30), || {
         exported(dir.path()).len() >= 10
     });
     std::thread::sleep(Duration::from_millis(500));
-    agent.stop();
+    agent.stop(STOP);
     let rows = exported(dir.path());
     assert_eq!(rows.len(), 10);
     assert!(rows
@@ -268,7 +226,7 @@ async fn delay_catches_a_row_that_arrives_late() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(dir.path(), &db, "delay = \"3s\"");
+    let agent = start(dir.path(), &db, "delay = \"3s\"");
     c.batch_execute("INSERT INTO live VALUES (now(), 1, 1)")
         .await
         .unwrap();
@@ -280,7 +238,7 @@ async fn delay_catches_a_row_that_arrives_late() {
     wait_for("both rows", Duration::from_secs(30), || {
         exported(dir.path()).len() >= 2
     });
-    agent.stop();
+    agent.stop(STOP);
     let devs: Vec<i64> = exported(dir.path())
         .iter()
         .map(|(_, v)| v["dev"].as_i64().unwrap())
@@ -311,7 +269,7 @@ async fn a_backlog_is_read_by_one_statement_cut_into_batches_in_order() {
     // No poll after the catch-up (query_interval), so every statement counted is
     // one that read the backlog; a window of two batches makes the statement wait
     // on the sink, stream paused, about fifty times.
-    let agent = Agent::start(
+    let agent = start(
         dir.path(),
         &db,
         &format!(
@@ -325,7 +283,7 @@ async fn a_backlog_is_read_by_one_statement_cut_into_batches_in_order() {
     let base = format!("http://127.0.0.1:{api}");
     let (status, metrics) = kwpipe::top::fetch(&base, "/metrics").await.unwrap();
     assert_eq!(status, 200);
-    agent.stop();
+    agent.stop(STOP);
     assert_eq!(
         table_counter(&metrics, "kwdb_poll_queries_total", "backlog"),
         Some(1.0),
@@ -353,10 +311,7 @@ async fn a_backlog_is_read_by_one_statement_cut_into_batches_in_order() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_that_fails_mid_statement_is_read_again_from_the_checkpoint() {
     use components::ack::EventStatus;
-    use components::api::{
-        BuildContext, ComponentContext, ComponentMetrics, GlobalOptions, Output, Outputs,
-        ShutdownSignal,
-    };
+    use components::api::{BuildContext, ComponentContext, GlobalOptions, ShutdownSignal};
     use components::event::{Event, Value};
     use components::registry;
 
@@ -380,20 +335,15 @@ async fn a_batch_that_fails_mid_statement_is_read_again_from_the_checkpoint() {
         })
         .await
         .unwrap();
-    let metrics = ComponentMetrics::new("db", "kwdb-poll");
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let shutdown = ShutdownSignal::new();
-    let task = tokio::spawn(source.run(ComponentContext {
-        id: "db".into(),
-        input: None,
-        outputs: Outputs::new(
-            Output::new(vec![tx], metrics.clone()),
-            std::collections::BTreeMap::new(),
-            metrics,
+    let task = tokio::spawn(
+        source.run(
+            ComponentContext::standalone("db", "kwdb-poll", None, Some(tx))
+                .with_shutdown(shutdown.clone())
+                .with_globals(globals),
         ),
-        shutdown: shutdown.clone(),
-        globals,
-    }));
+    );
     // Row i is (t, dev) = (i / 100, i % 100), and v = t * 1000 + dev.
     let index = |row: &Vec<Value>| match row[1] {
         Value::Int8(v) => (v / 1000) * 100 + v % 1000,
@@ -542,7 +492,7 @@ async fn every_row_reaches_kafka_exactly_once_with_1000_rows_per_timestamp() {
     let from = watermarks(&kafka, &topic, 4);
     let dir = tempfile::tempdir().unwrap();
     let api = free_port();
-    let agent = Agent::start_kafka(
+    let agent = start_kafka(
         dir.path(),
         &db.url,
         &db.name,
@@ -583,7 +533,7 @@ async fn every_row_reaches_kafka_exactly_once_with_1000_rows_per_timestamp() {
     }
     // Let a stray repeat show up before the final count.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let log = agent.stop();
+    let log = agent.stop(STOP);
     let messages = tokio::task::block_in_place(|| read_topic(&kafka, &topic, &from));
     let rows = message_rows(&messages, "readings");
     let c = row_counts(&rows);
@@ -625,7 +575,7 @@ async fn kill_9_mid_export_to_kafka_loses_nothing_and_repeats_at_most_the_unackn
             "big",
         )
     };
-    let agent = Agent::start_kafka(dir.path(), &db.url, &db.name, &settings, &kafka);
+    let mut agent = start_kafka(dir.path(), &db.url, &db.name, &settings, &kafka);
     let started = Instant::now();
     loop {
         // Cheap: messages (full pages of 500 rows) by the watermarks.
@@ -646,7 +596,7 @@ async fn kill_9_mid_export_to_kafka_loses_nothing_and_repeats_at_most_the_unackn
     agent.kill9();
     let before = read(&kafka).len();
     assert!(before < 200_000, "killed too late to prove anything");
-    let agent = Agent::start_kafka(dir.path(), &db.url, &db.name, &settings, &kafka);
+    let agent = start_kafka(dir.path(), &db.url, &db.name, &settings, &kafka);
     let started = Instant::now();
     loop {
         let n = row_counts(&read(&kafka)).len();
@@ -659,7 +609,7 @@ async fn kill_9_mid_export_to_kafka_loses_nothing_and_repeats_at_most_the_unackn
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    agent.stop();
+    agent.stop(STOP);
     let rows = read(&kafka);
     let c = row_counts(&rows);
     assert_eq!(c.len(), 200_000, "every row present");
@@ -748,7 +698,7 @@ async fn the_seed_example_row_reaches_kw_benchmark_cpu_kaiwudb_tb_as_the_seed_sh
     tokio::task::block_in_place(|| kafka.create_topic(topic, 1));
     let from = watermarks(&kafka, topic, 1);
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start_kafka(
+    let agent = start_kafka(
         dir.path(),
         &url,
         "benchmark",
@@ -767,7 +717,7 @@ async fn the_seed_example_row_reaches_kw_benchmark_cpu_kaiwudb_tb_as_the_seed_sh
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    agent.stop();
+    agent.stop(STOP);
     c.batch_execute("DROP TABLE cpu_kaiwudb_tb").await.unwrap();
     drop(admin);
     assert_eq!(messages.len(), 1);
@@ -804,7 +754,7 @@ async fn relational_tables_export_by_their_named_timestamp_or_incrementing_colum
         watermarks(&kafka, &t_events, 1),
     );
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start_kafka(
+    let agent = start_kafka(
         dir.path(),
         &db.url,
         &db.name,
@@ -850,7 +800,7 @@ async fn relational_tables_export_by_their_named_timestamp_or_incrementing_colum
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    agent.stop();
+    agent.stop(STOP);
     let orders = read(&t_orders, &f_orders, "orders");
     let mut ids: Vec<i64> = orders.iter().map(|v| v["id"].as_i64().unwrap()).collect();
     assert_eq!(ids.len(), 1001, "no order twice");
@@ -897,7 +847,7 @@ async fn every_postgres_type_reads_back_exactly() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     // One row per batch: every statement after the first resumes after a uuid.
-    let agent = Agent::start(
+    let agent = start(
         dir.path(),
         &db,
         "fetch_max_rows = 1\nrelational = [\
@@ -908,7 +858,7 @@ async fn every_postgres_type_reads_back_exactly() {
         exported(dir.path()).len() >= 6
     });
     std::thread::sleep(Duration::from_millis(500));
-    agent.stop();
+    agent.stop(STOP);
     let (rows, ranked): (Vec<_>, Vec<_>) = exported(dir.path())
         .into_iter()
         .partition(|(t, _)| t == "typed");

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use components::api::{ComponentMetrics, GlobalOptions, Input, Outputs, ShutdownSignal};
+use components::api::GlobalOptions;
 use components::kwdb::dialect::{DatabaseKind, Sql};
 use components::kwdb::values::{render_insert_with, Encoding};
 use components::kwdb::Dialect;
@@ -17,8 +17,8 @@ use components::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::support::pg::PrivatePg;
 use crate::support::pg::{connect, TestDb};
-use crate::support::private_pg::PrivatePg;
 
 struct Running {
     tx: Option<mpsc::Sender<Event>>,
@@ -35,14 +35,7 @@ impl Running {
         cfg.healthcheck(&bcx).await.expect("healthcheck");
         let sink = cfg.build(&bcx).await.expect("build");
         let (tx, rx) = mpsc::channel(8);
-        let metrics = ComponentMetrics::new("out", "kwdb");
-        let cx = ComponentContext {
-            id: "out".into(),
-            input: Some(Input::new(rx, metrics.clone())),
-            outputs: Outputs::detached(metrics),
-            shutdown: ShutdownSignal::new(),
-            globals,
-        };
+        let cx = ComponentContext::standalone("out", "kwdb", Some(rx), None).with_globals(globals);
         Running {
             tx: Some(tx),
             task: tokio::spawn(sink.run(cx)),
@@ -914,14 +907,7 @@ async fn start_unchecked(cfg: KwdbSinkConfig) -> Running {
     };
     let sink = cfg.build(&bcx).await.expect("build");
     let (tx, rx) = mpsc::channel(8);
-    let metrics = ComponentMetrics::new("out", "kwdb");
-    let cx = ComponentContext {
-        id: "out".into(),
-        input: Some(Input::new(rx, metrics.clone())),
-        outputs: Outputs::detached(metrics),
-        shutdown: ShutdownSignal::new(),
-        globals,
-    };
+    let cx = ComponentContext::standalone("out", "kwdb", Some(rx), None).with_globals(globals);
     Running {
         tx: Some(tx),
         task: tokio::spawn(sink.run(cx)),

@@ -98,7 +98,7 @@ fn database_that_does_not_exist() {
 
 #[test]
 fn table_and_database_names_that_are_not_allowed() {
-    let db = crate::support::block_on_db("mistake_names");
+    let db = crate::support::pg::TestDb::blocking("mistake_names");
     let topology = format!(
         "data_dir = \"/tmp\"\n\
          [sources.poll]\ntype = \"kwdb-poll\"\nurl = \"{}\"\ndatabase = \"{}\"\ntables = [\"temperatur\u{e9}\"]\n\

@@ -12,7 +12,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::connect::{read_until, wait_rows, Agent};
+use crate::connect::{read_until, wait_rows, STOP};
+use crate::support::agent::Agent;
 use crate::support::broker::{unique, TestKafka};
 use crate::support::pg::{server_url, TestDb};
 use crate::support::{free_port, repo_root};
@@ -78,12 +79,11 @@ fn start(dir: &Path, name: &str, topology: &str, env: &[(&str, String)]) -> Agen
     let mut env = env.to_vec();
     env.push(("KWPIPE_DATA_DIR", data.display().to_string()));
     env.push(("KWPIPE_API_ADDRESS", format!("127.0.0.1:{}", free_port())));
-    Agent::run(
-        dir,
-        &repo_root().join("topologies").join(topology),
-        &env,
-        &format!("{name}.log"),
-    )
+    Agent::run(&repo_root().join("topologies").join(topology))
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .envs(&env)
+        .log(dir.join(format!("{name}.log")))
+        .start()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,7 +155,7 @@ async fn edge_to_center_through_the_broker_with_the_example_topologies() {
 
     // The edge agent stops (an uplink or box outage); rows keep arriving locally and
     // go out when it is back, from its checkpoint.
-    edge.stop();
+    edge.stop(STOP);
     insert_readings(&edge_db, 150, 30).await;
     let edge = start(dir.path(), "edge", "edge-kwdb-to-kafka.toml", &edge_env);
     wait_rows(
@@ -198,6 +198,6 @@ async fn edge_to_center_through_the_broker_with_the_example_topologies() {
     assert_eq!(dead, ["not json at all"]);
     center.assert_running();
 
-    edge.stop();
-    center.stop();
+    edge.stop(STOP);
+    center.stop(STOP);
 }

@@ -1,14 +1,16 @@
 //! `kwpipe transcode` end to end, on files.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use crate::support::kwpipe;
 
 const SEED_INFLUX: &str = include_str!("../components/src/formats/testdata/seed_influx.txt");
 const SEED_JSON: &str = include_str!("../components/src/formats/testdata/seed_json_kaiwudb.txt");
 const SEED_TELNET: &str = include_str!("../components/src/formats/testdata/seed_telnet.txt");
 
 fn transcode(args: &[&str], file: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kwpipe"))
+    kwpipe()
         .arg("transcode")
         .args(args)
         .arg(file)
@@ -108,7 +110,7 @@ fn transcode_precision_applies_to_input_and_output() {
 
 #[test]
 fn transcode_reads_standard_input_and_rejects_unencodable_rows() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kwpipe"))
+    let mut child = kwpipe()
         .args([
             "transcode",
             "--from",

@@ -319,7 +319,7 @@ pub const REJECTING_EVERYTHING: u64 = 100;
 
 /// Milliseconds since the Unix epoch, from the crate's one clock for that.
 fn now_millis() -> u64 {
-    crate::formats::now(crate::event::Precision::Ms).value as u64
+    crate::formats::time::now(crate::event::Precision::Ms).value as u64
 }
 
 impl ComponentMetrics {

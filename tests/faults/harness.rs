@@ -2,10 +2,7 @@
 //! be stopped, feeds into Kafka and PostgreSQL, and counters on both ends.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -17,7 +14,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
-use crate::support::{free_port, kwpipe, write_topology};
+pub use crate::support::agent::Agent;
 
 /// One line of the final table.
 #[derive(Clone, Debug, Default)]
@@ -65,179 +62,14 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 // ---- kwpipe -------------------------------------------------------------------
 
-pub struct Agent {
-    child: Child,
-    pub api: u16,
-    pub log: PathBuf,
-}
-
-impl Agent {
-    /// Runs `topology` in `dir`, with the admin API on a free port.
-    pub fn start(dir: &Path, name: &str, topology: &str) -> Agent {
-        let api = free_port();
-        // Top-level keys must come before the first table: [api] goes last.
-        let text = format!("{topology}\n[api]\naddress = \"127.0.0.1:{api}\"\n");
-        let path = write_topology(dir, &format!("{name}.toml"), &text);
-        let log = dir.join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = kwpipe()
-            .arg("run")
-            .arg(&path)
-            // The Kafka source's pauses, resumes and assignments are debug lines: a
-            // stalled scenario needs them to be explained.
-            .env("KWPIPE_LOG", "info,components::sources::kafka=debug")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("kwpipe starts");
-        Agent { child, api, log }
-    }
-
-    pub fn kill9(mut self) {
-        let _ = self.child.kill(); // SIGKILL: no drain, no commit, no checkpoint
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM; the exit status and how long the exit took. Signals only once the
-    /// agent's API answers, so the signal finds a running agent, not a process
-    /// still starting (whose exit would then depend on how far it had got).
-    pub fn terminate(mut self, limit: Duration) -> (ExitStatus, Duration) {
-        let up = Instant::now();
-        while self.get("/health").is_none()
-            && self.child.try_wait().unwrap().is_none()
-            && up.elapsed() < limit
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let started = Instant::now();
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, started.elapsed());
-            }
-            if started.elapsed() > limit {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "kwpipe did not exit within {limit:?} of SIGTERM; log:\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits until `done` holds; panics with `what` and the agent's log after `limit`.
-    pub fn wait(&self, what: &str, limit: Duration, done: impl FnMut() -> bool) {
-        self.wait_every(Duration::from_millis(200), what, limit, done)
-    }
-
-    /// [`Agent::wait`], checking `done` every `interval`.
-    pub fn wait_every(
-        &self,
-        interval: Duration,
-        what: &str,
-        limit: Duration,
-        mut done: impl FnMut() -> bool,
-    ) {
-        let started = Instant::now();
-        while !done() {
-            if started.elapsed() > limit {
-                panic!("timed out after {limit:?}: {what}; {}", self.report());
-            }
-            std::thread::sleep(interval);
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(60).collect();
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    }
-
-    /// What a failed scenario prints: the log's tail and the metrics that say where
-    /// events stopped.
-    pub fn report(&self) -> String {
-        let metrics = match self.get("/metrics") {
-            Some((200, text)) => text
-                .lines()
-                .filter(|l| {
-                    !l.starts_with('#')
-                        && (l.contains("events")
-                            || l.contains("in_flight")
-                            || l.contains("rows")
-                            || l.contains("kafka")
-                            || l.contains("retries"))
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
-            other => format!("/metrics: {other:?}"),
-        };
-        format!("agent log:\n{}\nmetrics:\n{metrics}", self.log_text())
-    }
-
-    /// `GET path` on the admin API: (status, body).
-    pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(self.api, path)
-    }
-
-    /// The sum of a metric's samples whose labels contain every one of `filters`.
-    pub fn metric(&self, name: &str, filters: &[&str]) -> f64 {
-        let Some((200, text)) = self.get("/metrics") else {
-            return 0.0;
-        };
-        metric_sum(&text, name, filters)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub fn metric_sum(text: &str, name: &str, filters: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            let (labels, value) = if let Some(rest) = rest.strip_prefix('{') {
-                rest.rsplit_once("} ")?
-            } else {
-                ("", rest.strip_prefix(' ')?)
-            };
-            filters
-                .iter()
-                .all(|f| labels.contains(f))
-                .then(|| value.trim().parse::<f64>().ok())
-                .flatten()
-        })
-        .sum()
-}
-
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf);
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let (_, body) = text.split_once("\r\n\r\n")?;
-    Some((status, body.to_string()))
+/// kwpipe running `topology` in `dir` (`NAME.toml`, `NAME.log`), with the admin
+/// API on a free port.
+pub fn start_agent(dir: &Path, name: &str, topology: &str) -> Agent {
+    Agent::run_with_api(dir, name, topology)
+        // The Kafka source's pauses, resumes and assignments are debug lines: a
+        // stalled scenario needs them to be explained.
+        .env("KWPIPE_LOG", "info,components::sources::kafka=debug")
+        .start()
 }
 
 // ---- topologies ------------------------------------------------------------------
@@ -495,58 +327,6 @@ pub fn kafka_rows(bootstrap: &str, topic: &str) -> (u64, BTreeMap<i64, u32>) {
         }
     }
     (messages, rows)
-}
-
-/// The group's committed offset per partition (-1 when none).
-pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
-    (0..partitions)
-        .map(|p| match got.find_partition(topic, p).unwrap().offset() {
-            Offset::Offset(o) => o,
-            _ => -1,
-        })
-        .collect()
-}
-
-// ---- PostgreSQL -----------------------------------------------------------------
-
-pub fn pg_scalar(url: &str, sql: &str) -> Option<i64> {
-    block_on(async {
-        let (c, conn) = tokio_postgres::connect(url, NoTls).await.ok()?;
-        tokio::spawn(conn);
-        let row = c.query_one(sql, &[]).await.ok()?;
-        Some(row.get::<_, i64>(0))
-    })
-}
-
-pub fn pg_text(url: &str, sql: &str) -> Option<String> {
-    block_on(async {
-        let (c, conn) = tokio_postgres::connect(url, NoTls).await.ok()?;
-        tokio::spawn(conn);
-        let row = c.query_one(sql, &[]).await.ok()?;
-        Some(row.get::<_, Option<String>>(0).unwrap_or_default())
-    })
-}
-
-pub fn pg_exec(url: &str, sql: &str) {
-    block_on(async {
-        let (c, conn) = tokio_postgres::connect(url, NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-        tokio::spawn(conn);
-        c.batch_execute(sql).await.unwrap();
-    })
 }
 
 /// The source table of the kwdb-poll scenarios: timestamp first, primary key on

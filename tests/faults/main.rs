@@ -19,9 +19,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use harness::*;
-use support::broker::{unique, TestKafka};
-use support::pg::TestDb;
-use support::private_pg::PrivatePg;
+use support::broker::{committed, unique, TestKafka};
+use support::pg::{self, PrivatePg, TestDb};
 
 const OUTAGE: Duration = Duration::from_secs(30);
 
@@ -127,7 +126,7 @@ fn scratch() -> tempfile::TempDir {
 
 /// Rows of `table` in `url`, and whether they are all distinct in `v`.
 fn table_rows(url: &str, table: &str) -> u64 {
-    pg_scalar(url, &format!("SELECT count(DISTINCT v) FROM {table}")).unwrap_or(0) as u64
+    pg::scalar(url, &format!("SELECT count(DISTINCT v) FROM {table}")).unwrap_or(0) as u64
 }
 
 fn wait_rows(url: &str, table: &str, want: u64, limit: Duration, agent: &Agent) {
@@ -157,7 +156,7 @@ fn missing_ranges(url: &str, table: &str, want: u64) -> String {
                 (SELECT generate_series(0, {want} - 1) v EXCEPT SELECT v FROM {table}) m) r \
                GROUP BY g) s"
     );
-    pg_text(url, &sql).unwrap_or_else(|| "(query failed)".into())
+    pg::text(url, &sql).unwrap_or_else(|| "(query failed)".into())
 }
 
 fn wait_kafka_rows(bootstrap: &str, topic: &str, want: u64, limit: Duration, agent: &Agent) {
@@ -181,9 +180,9 @@ fn wait_kafka_rows(bootstrap: &str, topic: &str, want: u64, limit: Duration, age
 /// The figures of a Kafka -> kwdb run: every row 0..produced must be in `table`.
 fn kwdb_figures(name: &str, url: &str, table: &str, produced: u64) -> Figures {
     let written = table_rows(url, table);
-    let total = pg_scalar(url, &format!("SELECT count(*) FROM {table}")).unwrap_or(0) as u64;
+    let total = pg::scalar(url, &format!("SELECT count(*) FROM {table}")).unwrap_or(0) as u64;
     assert_eq!(total, written, "{table} holds a row twice");
-    let present = pg_scalar(
+    let present = pg::scalar(
         url,
         &format!("SELECT count(*) FROM {table} WHERE v >= 0 AND v < {produced}"),
     )
@@ -235,7 +234,7 @@ fn kill9_kafka_to_kwdb(rng: &mut Rng) -> Vec<Figures> {
     let mut instants = Vec::new();
     for round in 0..10 {
         let before = table_rows(&db.url, "kill");
-        let agent = Agent::start(dir.path(), "agent", &topology);
+        let mut agent = start_agent(dir.path(), "agent", &topology);
         // A restarted member waits for the killed one's session to expire; kill it
         // at a random instant once it is writing again.
         let started = Instant::now();
@@ -252,10 +251,10 @@ fn kill9_kafka_to_kwdb(rng: &mut Rng) -> Vec<Figures> {
         instants.push(format!("{:.1}", (started.elapsed()).as_secs_f64()));
         agent.kill9();
     }
-    let agent = Agent::start(dir.path(), "agent", &topology);
+    let agent = start_agent(dir.path(), "agent", &topology);
     let produced = feed.finish() * ROWS_PER_MESSAGE;
     wait_rows(&db.url, "kill", produced, Duration::from_secs(120), &agent);
-    let (status, _) = agent.terminate(Duration::from_secs(40));
+    let (status, _) = agent.terminate_timed(Duration::from_secs(40));
     assert!(status.success(), "exit {status:?}");
     eprintln!("kill9 kafka->kwdb: killed at {instants:?} s after each restart");
     vec![Figures {
@@ -268,18 +267,18 @@ fn kill9_kwdb_poll_to_kafka(rng: &mut Rng) -> Vec<Figures> {
     let kafka = TestKafka::start();
     let dir = scratch();
     let db = db("f_pollkill");
-    pg_exec(&db.url, SRC_TABLE);
+    pg::exec(&db.url, SRC_TABLE);
     let topic = unique("pollkill");
     kafka.create_topic(&topic, 1);
     // 30,000 rows over ~20 s, while the agent is killed 10 times.
     let rows = RowFeed::start(&db.url, 30_000, 150, Duration::from_millis(100));
     let topology = kwdb_poll_to_kafka(dir.path(), &db.url, &db.name, &kafka.bootstrap, &topic);
     for _ in 0..10 {
-        let agent = Agent::start(dir.path(), "agent", &topology);
+        let mut agent = start_agent(dir.path(), "agent", &topology);
         std::thread::sleep(rng.millis(300, 2500));
         agent.kill9();
     }
-    let agent = Agent::start(dir.path(), "agent", &topology);
+    let agent = start_agent(dir.path(), "agent", &topology);
     rows.finish();
     wait_kafka_rows(
         &kafka.bootstrap,
@@ -288,7 +287,7 @@ fn kill9_kwdb_poll_to_kafka(rng: &mut Rng) -> Vec<Figures> {
         Duration::from_secs(120),
         &agent,
     );
-    let (status, _) = agent.terminate(Duration::from_secs(40));
+    let (status, _) = agent.terminate_timed(Duration::from_secs(40));
     assert!(status.success(), "exit {status:?}");
     vec![Figures {
         note: "10 kills".into(),
@@ -310,7 +309,7 @@ fn postgres_stopped(_rng: &mut Rng) -> Vec<Figures> {
     let dir_out = scratch();
     let sink_url = pg.create_database("sinkdb");
     let src_url = pg.create_database("srcdb");
-    pg_exec(&src_url, SRC_TABLE);
+    pg::exec(&src_url, SRC_TABLE);
     let (topic_in, topic_out) = (unique("pgin"), unique("pgout"));
     kafka.create_topic(&topic_in, 2);
     kafka.create_topic(&topic_out, 1);
@@ -320,7 +319,7 @@ fn postgres_stopped(_rng: &mut Rng) -> Vec<Figures> {
         json_message("pgstop", n)
     });
     let rows = RowFeed::start(&src_url, 25_000, 50, Duration::from_millis(100));
-    let sink = Agent::start(
+    let sink = start_agent(
         dir_in.path(),
         "sink",
         &kafka_to_kwdb(
@@ -331,7 +330,7 @@ fn postgres_stopped(_rng: &mut Rng) -> Vec<Figures> {
             &sink_url,
         ),
     );
-    let poll = Agent::start(
+    let poll = start_agent(
         dir_out.path(),
         "poll",
         &kwdb_poll_to_kafka(
@@ -378,7 +377,7 @@ fn postgres_stopped(_rng: &mut Rng) -> Vec<Figures> {
     let retries = sink.metric("kwdb_sink_retries_total", &[]);
     assert!(retries > 0.0, "the sink retried during the outage");
     for agent in [sink, poll] {
-        let (status, _) = agent.terminate(Duration::from_secs(40));
+        let (status, _) = agent.terminate_timed(Duration::from_secs(40));
         assert!(status.success(), "exit {status:?}");
     }
     vec![
@@ -408,7 +407,7 @@ fn broker_down(_rng: &mut Rng) -> Vec<Figures> {
     let dir_out = scratch();
     let sink_db = db("f_bd_sink");
     let src_db = db("f_bd_src");
-    pg_exec(&src_db.url, SRC_TABLE);
+    pg::exec(&src_db.url, SRC_TABLE);
     let (topic_in, topic_out) = (unique("bdin"), unique("bdout"));
     kafka.create_topic(&topic_in, 2);
     kafka.create_topic(&topic_out, 1);
@@ -416,7 +415,7 @@ fn broker_down(_rng: &mut Rng) -> Vec<Figures> {
         json_message("bdown", n)
     });
     let rows = RowFeed::start(&src_db.url, 25_000, 50, Duration::from_millis(100));
-    let sink = Agent::start(
+    let sink = start_agent(
         dir_in.path(),
         "sink",
         &kafka_to_kwdb(
@@ -427,7 +426,7 @@ fn broker_down(_rng: &mut Rng) -> Vec<Figures> {
             &sink_db.url,
         ),
     );
-    let poll = Agent::start(
+    let poll = start_agent(
         dir_out.path(),
         "poll",
         &kwdb_poll_to_kafka(
@@ -464,7 +463,7 @@ fn broker_down(_rng: &mut Rng) -> Vec<Figures> {
         &poll,
     );
     for agent in [sink, poll] {
-        let (status, _) = agent.terminate(Duration::from_secs(40));
+        let (status, _) = agent.terminate_timed(Duration::from_secs(40));
         assert!(status.success(), "exit {status:?}");
     }
     vec![
@@ -518,7 +517,7 @@ fn malformed_flood(_rng: &mut Rng) -> Vec<Figures> {
     let dir = scratch();
     let db = db("f_flood");
     // Line protocol's schema is guessed: its table must exist (DESIGN.md).
-    pg_exec(
+    pg::exec(
         &db.url,
         "CREATE TABLE fl_influx (ts TIMESTAMPTZ NOT NULL, v INT8, dev VARCHAR(16) NOT NULL, \
          PRIMARY KEY (ts, dev))",
@@ -591,7 +590,7 @@ topic = "{dlq}"
         url = db.url,
         bootstrap = kafka.bootstrap,
     ));
-    let agent = Agent::start(dir.path(), "agent", &topology);
+    let agent = start_agent(dir.path(), "agent", &topology);
     for f in feeds {
         assert_eq!(f.finish(), MESSAGES);
     }
@@ -608,7 +607,7 @@ topic = "{dlq}"
     for (format, short, table) in FORMATS {
         let want = good_rows(format);
         let count = || {
-            pg_scalar(&db.url, &format!("SELECT count(DISTINCT v) FROM {table}")).unwrap_or(0)
+            pg::scalar(&db.url, &format!("SELECT count(DISTINCT v) FROM {table}")).unwrap_or(0)
                 as u64
         };
         agent.wait(
@@ -684,7 +683,7 @@ topic = "{dlq}"
             })
         },
     );
-    let (status, _) = agent.terminate(Duration::from_secs(40));
+    let (status, _) = agent.terminate_timed(Duration::from_secs(40));
     assert!(status.success(), "exit {status:?}");
     for f in &mut figures {
         f.note = format!("{} dead-lettered", bad);
@@ -757,7 +756,7 @@ fn sigterm_kafka_to_kwdb(rng: &mut Rng) -> Figures {
         json_message("term", n)
     });
     let topology = kafka_to_kwdb(dir.path(), &kafka.bootstrap, &group, &topic, &db.url);
-    let agent = Agent::start(dir.path(), "first", &topology);
+    let agent = start_agent(dir.path(), "first", &topology);
     // Mid-stream at a random point of the feed: a row count, not a pause, since how
     // long the feed lasts varies several-fold between builds and machines (a pause
     // of up to a second once outlasted all of it).
@@ -768,13 +767,16 @@ fn sigterm_kafka_to_kwdb(rng: &mut Rng) -> Figures {
         Duration::from_secs(60),
         || agent.metric("kwdb_sink_rows_written_total", &[]) >= at,
     );
-    let (status, took) = agent.terminate(Duration::from_secs(40));
+    let (status, took) = agent.terminate_timed(Duration::from_secs(40));
     assert!(status.success(), "SIGTERM: exit {status:?}");
     assert!(took < Duration::from_secs(30), "exit took {took:?}");
     let produced = feed.finish() * ROWS_PER_MESSAGE;
 
-    // Committed offsets cover exactly the messages whose rows were written.
-    let offsets = committed(&kafka.bootstrap, &group, &topic, PARTITIONS);
+    // Committed offsets cover exactly the messages whose rows were written (-1: none).
+    let offsets: Vec<i64> = committed(&kafka.bootstrap, &group, &topic, PARTITIONS)
+        .into_iter()
+        .map(|o| o.unwrap_or(-1))
+        .collect();
     let messages: BTreeMap<i32, Vec<i64>> = {
         let mut m: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
         let text = pg_messages(&db.url);
@@ -807,10 +809,10 @@ fn sigterm_kafka_to_kwdb(rng: &mut Rng) -> Figures {
     );
 
     // The restart reads from there: nothing acknowledged comes again.
-    let agent = Agent::start(dir.path(), "second", &topology);
+    let agent = start_agent(dir.path(), "second", &topology);
     wait_rows(&db.url, "term", produced, Duration::from_secs(120), &agent);
     let consumed = agent.metric("component_sent_events_total", &["component_id=\"in\""]) as i64;
-    let (status, _) = agent.terminate(Duration::from_secs(40));
+    let (status, _) = agent.terminate_timed(Duration::from_secs(40));
     assert!(status.success());
     let replayed = consumed - (MESSAGES as i64 - acknowledged);
     assert_eq!(replayed, 0, "the restart consumed {consumed} messages");
@@ -861,21 +863,21 @@ fn sigterm_kwdb_poll_to_kafka(rng: &mut Rng) -> Figures {
     let kafka = TestKafka::start();
     let dir = scratch();
     let db = db("f_pollterm");
-    pg_exec(&db.url, SRC_TABLE);
+    pg::exec(&db.url, SRC_TABLE);
     let topic = unique("pollterm");
     kafka.create_topic(&topic, 1);
     RowFeed::start(&db.url, ROWS, 5_000, Duration::ZERO).finish();
     let topology = kwdb_poll_to_kafka(dir.path(), &db.url, &db.name, &kafka.bootstrap, &topic);
-    let agent = Agent::start(dir.path(), "first", &topology);
+    let agent = start_agent(dir.path(), "first", &topology);
     agent.wait("rows flowing", Duration::from_secs(30), || {
         agent.metric("component_sent_events_total", &["component_id=\"out\""]) > 0.0
             || agent.metric("component_received_events_total", &["component_id=\"out\""]) > 0.0
     });
     std::thread::sleep(rng.millis(0, 500));
-    let (status, took) = agent.terminate(Duration::from_secs(40));
+    let (status, took) = agent.terminate_timed(Duration::from_secs(40));
     assert!(status.success(), "SIGTERM: exit {status:?}");
     let (_, before) = kafka_rows(&kafka.bootstrap, &topic);
-    let agent = Agent::start(dir.path(), "second", &topology);
+    let agent = start_agent(dir.path(), "second", &topology);
     wait_kafka_rows(
         &kafka.bootstrap,
         &topic,
@@ -883,7 +885,7 @@ fn sigterm_kwdb_poll_to_kafka(rng: &mut Rng) -> Figures {
         Duration::from_secs(120),
         &agent,
     );
-    let (status, _) = agent.terminate(Duration::from_secs(40));
+    let (status, _) = agent.terminate_timed(Duration::from_secs(40));
     assert!(status.success());
     let figures = kafka_figures(
         "SIGTERM under load: kwdb-poll -> kafka",

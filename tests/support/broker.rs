@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// Where `scripts/test-env` keeps its node; a test run without its variables starts
 /// the same node.
@@ -339,6 +340,64 @@ pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
             Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, e)) => panic!("topic {t} not created: {e}"),
         }
+    }
+}
+
+/// `f`, blocking, from sync code or from a (multi-threaded) runtime's task.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
+/// The offsets `group` has committed for partitions `0..partitions` of `topic`:
+/// None for a partition without one.
+pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    blocking(|| {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let got = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        (0..partitions)
+            .map(|p| match got.find_partition(topic, p).unwrap().offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+            .collect()
+    })
+}
+
+/// Waits until `group` has committed exactly `want` (one offset per partition from
+/// 0) on `topic`; panics with what it has after `within`.
+pub async fn wait_committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    want: &[i64],
+    within: Duration,
+) {
+    let deadline = std::time::Instant::now() + within;
+    let want: Vec<Option<i64>> = want.iter().copied().map(Some).collect();
+    loop {
+        let got = committed(bootstrap, group, topic, want.len() as i32);
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "committed offsets {got:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

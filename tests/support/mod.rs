@@ -1,9 +1,16 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests and the fault suite: one per kind of
+//! thing a test runs against.
+//!
+//! - [`agent`]: a kwpipe process (start, log, admin API, SIGTERM or kill -9);
+//! - [`broker`]: Kafka (the shared node, a private one, the mock) and what a test
+//!   asks it (topics, committed offsets);
+//! - [`pg`]: PostgreSQL (a database per test, a private server).
 
 #![allow(dead_code)]
 
+pub mod agent;
+pub mod broker;
 pub mod pg;
-pub mod private_pg;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -63,13 +70,27 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-pub mod broker;
+/// Waits until `done` holds, checking every 100 ms; panics naming `what` after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
 
-/// A throwaway database, made from synchronous tests.
-pub fn block_on_db(prefix: &str) -> pg::TestDb {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(pg::TestDb::new(prefix))
+/// The rows a `file` sink wrote to `path`, as (table, values); a line still being
+/// written (not yet ending in `}`) is left out.
+pub fn file_sink_rows(path: &Path) -> Vec<(String, serde_json::Value)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.ends_with('}'))
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["table"].as_str().unwrap().to_string(),
+                v["values"].clone(),
+            )
+        })
+        .collect()
 }

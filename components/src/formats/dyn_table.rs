@@ -7,6 +7,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
+
 use super::value::string_len;
 use super::DecodedBatch;
 use crate::event::{DataType, Field, Row, TableKind, TableSchema, Target, Timestamp, Value};
@@ -14,6 +16,41 @@ use crate::event::{DataType, Field, Row, TableKind, TableSchema, Target, Timesta
 /// KWDB's limits: 4096 columns, 128 tags. Also bounds the work per payload.
 pub(crate) const MAX_COLUMNS: usize = 4096;
 pub(crate) const MAX_TAGS: usize = 128;
+
+/// The synthetic primary tag of tables from records whose tags are many and
+/// free-form (OpenTSDB points, line protocol): one tag keyed by all of them.
+pub const PRIMARY_TAG: &str = "primary_tag";
+
+/// The primary tag's value: hex SHA-256 of `k1=v1,k2=v2` (tags sorted by key).
+pub fn primary_tag_value<'a>(sorted_tags: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    hash_hex(&join_tags(sorted_tags))
+}
+
+/// `k1=v1,k2=v2`: the text the primary tag hashes (and the device key of a point).
+pub(crate) fn join_tags<'a>(sorted_tags: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut joined = String::new();
+    for (i, (k, v)) in sorted_tags.enumerate() {
+        if i > 0 {
+            joined.push(',');
+        }
+        joined.push_str(k);
+        joined.push('=');
+        joined.push_str(v);
+    }
+    joined
+}
+
+/// Hex SHA-256 of `joined` (what [`join_tags`] made).
+pub(crate) fn hash_hex(joined: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(joined.as_bytes());
+    let mut s = String::with_capacity(64);
+    for b in digest.iter() {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
+}
 
 /// One named value of a record.
 pub(crate) struct Named<'a> {

@@ -20,227 +20,36 @@
 //! - Bad rows are rejected one by one; a bad schema or bad JSON rejects the object.
 //!   An object may also span several lines (pretty-printed).
 
+mod cell;
+mod ctx;
+mod error;
 mod fast;
+mod schema;
+
+pub use error::JsonKaiwudbError;
 #[cfg(test)]
 pub(crate) use fast::serde_path_only;
+pub use schema::SchemaCache;
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
 
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use cell::{Cell, ValueOutcome};
+use ctx::{batch_for, Ctx};
+use schema::{build_schema, ColumnSpecs, FieldIndex, FieldSpec, Str, TagSpecs};
+
 use super::text::{push_f32, push_f64, push_int, push_json_str};
-use super::value::{self, check_len, expectation, float_value, int_value, string_len, ValueError};
+use super::value::{self, expectation, ValueError};
 use super::{
-    time, DecodeOptions, Decoded, DecodedBatch, EncodeOptions, Item, Reason, RecordError,
+    convert_ts, time, DecodeOptions, Decoded, EncodeOptions, Item, Reason, RecordError,
     RowEncodeError,
 };
-use crate::event::{
-    DataType, Field, Precision, Row, RowBatch, TableKind, TableSchema, Target, Timestamp, Value,
-};
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JsonKaiwudbError {
-    #[error("invalid JSON: {0}")]
-    Syntax(String),
-    #[error("missing \"{0}\"")]
-    Missing(&'static str),
-    #[error("unknown type \"{0}\"")]
-    UnknownType(String),
-    #[error("\"{0}\" is declared twice")]
-    DuplicateName(String),
-    #[error("a time-series table's first column must be a timestamp, not {0}")]
-    FirstColumnNotTimestamp(DataType),
-    #[error("a time-series table needs a primary tag")]
-    NoPrimaryTag,
-    #[error("not a field of the table")]
-    UnknownField,
-    #[error("given twice in the row")]
-    DuplicateValue,
-    #[error("a data row must be an object, found {0}")]
-    RowNotObject(&'static str),
-    #[error("more than 4096 columns or 128 tags for one table")]
-    TooMany,
-}
-
-/// A `columns` or `tags` list, read up to KWDB's limit (`MAX` declarations, the
-/// same as every other format's) and skipped past it: a message declaring a
-/// million columns costs one pass over its bytes, then is rejected.
-pub(super) struct Specs<'a, const MAX: usize>(pub Result<Vec<FieldSpec<'a>>, JsonKaiwudbError>);
-
-pub(super) type ColumnSpecs<'a> = Specs<'a, { super::dyn_table::MAX_COLUMNS }>;
-pub(super) type TagSpecs<'a> = Specs<'a, { super::dyn_table::MAX_TAGS }>;
-
-impl<'de: 'a, 'a, const MAX: usize> Deserialize<'de> for Specs<'a, MAX> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a, const MAX: usize>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a, const MAX: usize> Visitor<'de> for V<'a, MAX> {
-            type Value = Specs<'a, MAX>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an array of declarations")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
-                while let Some(spec) = seq.next_element::<FieldSpec<'a>>()? {
-                    if out.len() == MAX {
-                        while seq.next_element::<IgnoredAny>()?.is_some() {}
-                        return Ok(Specs(Err(JsonKaiwudbError::TooMany)));
-                    }
-                    out.push(spec);
-                }
-                Ok(Specs(Ok(out)))
-            }
-        }
-        d.deserialize_seq(V(std::marker::PhantomData))
-    }
-}
-
-/// Where each field of a schema is in a row, by name: a row's keys out of the
-/// declared order are found in constant time, not by a scan of the schema (a
-/// scan per key made a wide row quadratic).
-pub(super) struct FieldIndex<'s> {
-    schema: &'s TableSchema,
-    /// Built for wide schemas only; a scan of a few names is faster.
-    by_name: Option<std::collections::HashMap<&'s str, usize>>,
-}
-
-impl<'s> FieldIndex<'s> {
-    pub(super) fn new(schema: &'s TableSchema) -> Self {
-        let by_name = (schema.width() > 16).then(|| {
-            let mut m = std::collections::HashMap::with_capacity(schema.width());
-            for (i, f) in schema.fields().enumerate() {
-                m.entry(f.name.as_str()).or_insert(i);
-            }
-            m
-        });
-        FieldIndex { schema, by_name }
-    }
-
-    pub(super) fn position(&self, name: &str) -> Option<usize> {
-        match &self.by_name {
-            Some(m) => m.get(name).copied(),
-            None => self.schema.position(name),
-        }
-    }
-}
+use crate::event::{Field, Precision, Row, RowBatch, TableKind, TableSchema, Timestamp, Value};
 
 // ---- decoding ----
-
-/// A string borrowed from the input when it has no escapes (serde's own `Cow`
-/// impl always copies).
-struct Str<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Str<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Str<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Str<'de>, E> {
-                Ok(Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Str<'de>, E> {
-                Ok(Str(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Str<'de>, E> {
-                Ok(Str(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-#[derive(Deserialize)]
-pub(super) struct FieldSpec<'a> {
-    #[serde(borrow)]
-    name: Cow<'a, str>,
-    #[serde(rename = "type", borrow)]
-    ty: Cow<'a, str>,
-    #[serde(default)]
-    length: Option<u32>,
-    #[serde(default)]
-    nullable: Option<bool>,
-    #[serde(default)]
-    primary: Option<bool>,
-    #[serde(default, rename = "isPrimary")]
-    is_primary: Option<bool>,
-}
-
-/// Schemas met recently, by the bytes that declared them. Messages of one table
-/// repeat their `columns` and `tags` verbatim, so a match skips parsing and
-/// checking them again, and hands out the same `Arc`, which later stages (batching,
-/// the sink's plans) compare by pointer before they compare contents.
-#[derive(Debug, Default)]
-pub struct SchemaCache {
-    /// Most recently used first.
-    entries: Vec<CachedSchema>,
-}
-
-#[derive(Debug)]
-struct CachedSchema {
-    columns: Box<[u8]>,
-    tags: Box<[u8]>,
-    schema: Arc<TableSchema>,
-}
-
-/// Enough for a topic carrying several tables, small enough that a miss is cheap.
-const CACHED_SCHEMAS: usize = 16;
-
-impl SchemaCache {
-    /// The length of a cached `columns` (or `tags`) value that `text` starts with.
-    /// A JSON array or object ends where its bytes end, so a cached value that is a
-    /// prefix of `text` is exactly the value there.
-    pub(crate) fn known_prefix(&self, text: &[u8], tags: bool) -> Option<usize> {
-        self.entries
-            .iter()
-            .map(|e| if tags { &e.tags } else { &e.columns })
-            .find(|v| text.starts_with(v))
-            .map(|v| v.len())
-    }
-
-    fn get(&mut self, columns: &[u8], tags: &[u8]) -> Option<Arc<TableSchema>> {
-        let i = self
-            .entries
-            .iter()
-            .position(|e| &*e.columns == columns && &*e.tags == tags)?;
-        if i > 0 {
-            let e = self.entries.remove(i);
-            self.entries.insert(0, e);
-        }
-        Some(self.entries[0].schema.clone())
-    }
-
-    fn insert(&mut self, columns: &[u8], tags: &[u8], schema: Arc<TableSchema>) {
-        self.entries.truncate(CACHED_SCHEMAS - 1);
-        self.entries.insert(
-            0,
-            CachedSchema {
-                columns: columns.into(),
-                tags: tags.into(),
-                schema,
-            },
-        );
-    }
-}
-
-struct Ctx<'o> {
-    options: &'o DecodeOptions,
-    schemas: &'o mut SchemaCache,
-    batches: Vec<DecodedBatch>,
-    errors: Vec<RecordError>,
-    /// The schema of the previous object, reused when the next one declares the same.
-    last_schema: Option<Arc<TableSchema>>,
-    /// Why the current object was abandoned, when it was for its meaning, not its syntax.
-    object_error: Option<(Option<String>, Reason)>,
-    line: usize,
-    span: std::ops::Range<usize>,
-    seen: Vec<bool>,
-}
 
 /// Decodes every object of a payload.
 pub fn decode(payload: &[u8], options: &DecodeOptions) -> Decoded {
@@ -407,8 +216,9 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, '_> {
                 }
                 "data" => {
                     if let (Some(t), Some(c), Some(g)) = (&table, &columns, &tags) {
-                        let schema = build_schema(ctx, c, g.as_deref().unwrap_or(&[]))
-                            .map_err(|(f, r)| fail(ctx, f, r))?;
+                        let schema =
+                            build_schema(&mut ctx.last_schema, c, g.as_deref().unwrap_or(&[]))
+                                .map_err(|(f, r)| fail(ctx, f, r))?;
                         let b = batch_for(ctx, t, database.as_deref(), schema);
                         *self.undo = Some((b, ctx.batches[b].rows.len()));
                         target_batch = Some(b);
@@ -437,7 +247,8 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, '_> {
             return Ok(());
         }
         let tags = tags.flatten().unwrap_or_default();
-        let schema = build_schema(ctx, &columns, &tags).map_err(|(f, r)| fail(ctx, f, r))?;
+        let schema = build_schema(&mut ctx.last_schema, &columns, &tags)
+            .map_err(|(f, r)| fail(ctx, f, r))?;
         let b = batch_for(ctx, &table, database.as_deref(), schema);
         *self.undo = Some((b, ctx.batches[b].rows.len()));
         if let Some(raw) = raw_data {
@@ -448,109 +259,6 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, '_> {
         }
         Ok(())
     }
-}
-
-type SchemaError = (Option<String>, Reason);
-
-fn spec_field(spec: &FieldSpec, is_tag: bool, first_ts: bool) -> Result<Field, SchemaError> {
-    let ty = DataType::parse(&spec.ty).ok_or_else(|| {
-        (
-            Some(spec.name.to_string()),
-            JsonKaiwudbError::UnknownType(spec.ty.to_string()).into(),
-        )
-    })?;
-    let primary = is_tag && spec.primary.or(spec.is_primary).unwrap_or(false);
-    let nullable = spec.nullable.unwrap_or(!(primary || first_ts));
-    Ok(Field {
-        name: spec.name.to_string(),
-        ty,
-        length: spec.length.unwrap_or_else(|| ty.default_length()),
-        nullable,
-        primary,
-    })
-}
-
-fn build_schema(
-    ctx: &mut Ctx,
-    columns: &[FieldSpec],
-    tags: &[FieldSpec],
-) -> Result<Arc<TableSchema>, SchemaError> {
-    if columns.is_empty() {
-        return Err((None, JsonKaiwudbError::Missing("columns").into()));
-    }
-    let kind = if tags.is_empty() {
-        TableKind::Relational
-    } else {
-        TableKind::TimeSeries
-    };
-    let ts = kind == TableKind::TimeSeries;
-    let mut cols = Vec::with_capacity(columns.len());
-    for (i, c) in columns.iter().enumerate() {
-        cols.push(spec_field(c, false, ts && i == 0)?);
-    }
-    let mut tgs = Vec::with_capacity(tags.len());
-    for t in tags {
-        tgs.push(spec_field(t, true, false)?);
-    }
-    let schema = TableSchema::new(kind, cols, tgs);
-    if let Some(last) = &ctx.last_schema {
-        if **last == schema {
-            return Ok(last.clone());
-        }
-    }
-    if columns.len() > super::dyn_table::MAX_COLUMNS || tags.len() > super::dyn_table::MAX_TAGS {
-        return Err((None, JsonKaiwudbError::TooMany.into()));
-    }
-    // A set, not a scan per name: linear in the declarations.
-    let mut names = std::collections::HashSet::with_capacity(schema.width());
-    for f in schema.fields() {
-        if !names.insert(f.name.as_str()) {
-            return Err((
-                Some(f.name.clone()),
-                JsonKaiwudbError::DuplicateName(f.name.clone()).into(),
-            ));
-        }
-    }
-    if ts {
-        let first = &schema.columns[0];
-        if !first.ty.is_timestamp() {
-            return Err((
-                Some(first.name.clone()),
-                JsonKaiwudbError::FirstColumnNotTimestamp(first.ty).into(),
-            ));
-        }
-        if schema.primary_tags().next().is_none() {
-            return Err((None, JsonKaiwudbError::NoPrimaryTag.into()));
-        }
-    }
-    let schema = Arc::new(schema);
-    ctx.last_schema = Some(schema.clone());
-    Ok(schema)
-}
-
-fn batch_for(
-    ctx: &mut Ctx,
-    table: &str,
-    database: Option<&str>,
-    schema: Arc<TableSchema>,
-) -> usize {
-    let database = database
-        .map(str::to_string)
-        .or_else(|| ctx.options.database.clone());
-    if let Some(i) = ctx.batches.iter().rposition(|b| {
-        b.target.table == table && b.target.database == database && b.schema == schema
-    }) {
-        return i;
-    }
-    ctx.batches.push(DecodedBatch {
-        target: Target {
-            database,
-            table: table.to_string(),
-        },
-        schema,
-        rows: Vec::new(),
-    });
-    ctx.batches.len() - 1
 }
 
 struct RowsSeed<'c, 'o> {
@@ -681,10 +389,10 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                 continue;
             };
             let field = schema.field(i);
-            let outcome = map.next_value_seed(ValueSeed {
+            let outcome = map.next_value_seed(ValueSeed(Cell {
                 field,
                 precision: self.precision,
-            })?;
+            }))?;
             expect = i + 1;
             if seen[i] {
                 if error.is_none() {
@@ -717,12 +425,8 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
     }
 }
 
-struct ValueSeed<'f> {
-    field: &'f Field,
-    precision: Precision,
-}
-
-type ValueOutcome = Result<Value, Reason>;
+/// Reads one value with serde and hands it to the shared [`Cell`] dispatch.
+struct ValueSeed<'f>(Cell<'f>);
 
 impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
     type Value = ValueOutcome;
@@ -731,134 +435,49 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
     }
 }
 
-impl ValueSeed<'_> {
-    fn mismatch(&self, found: impl fmt::Display) -> ValueOutcome {
-        Err(ValueError::expected(expectation(self.field.ty), found).into())
-    }
-
-    fn string(&self, s: String) -> ValueOutcome {
-        check_len(self.field, string_len(self.field.ty, &s))?;
-        Ok(Value::String(s))
-    }
-
-    fn timestamp(&self, v: i64) -> ValueOutcome {
-        Ok(Value::Timestamp(time::check_range(Timestamp::new(
-            v,
-            self.precision,
-        ))?))
-    }
-
-    fn int(&self, v: i64) -> ValueOutcome {
-        let ty = self.field.ty;
-        match ty {
-            DataType::Int2 | DataType::Int4 | DataType::Int8 => Ok(int_value(v, ty)?),
-            DataType::Float4 | DataType::Float8 => Ok(float_value(v as f64, ty)?),
-            DataType::Timestamp | DataType::TimestampTz => self.timestamp(v),
-            t if t.is_string() => self.string(v.to_string()),
-            _ => self.mismatch(v),
-        }
-    }
-}
-
 impl<'de> Visitor<'de> for ValueSeed<'_> {
     type Value = ValueOutcome;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(expectation(self.field.ty))
+        f.write_str(expectation(self.0.field.ty))
     }
 
     fn visit_unit<E>(self) -> Result<ValueOutcome, E> {
-        Ok(if self.field.nullable {
-            Ok(Value::Null)
-        } else {
-            Err(ValueError::Null.into())
-        })
+        Ok(self.0.null())
     }
 
     fn visit_bool<E>(self, v: bool) -> Result<ValueOutcome, E> {
-        Ok(match self.field.ty {
-            DataType::Bool => Ok(Value::Bool(v)),
-            t if t.is_string() => self.string(v.to_string()),
-            _ => self.mismatch(v),
-        })
+        Ok(self.0.bool(v))
     }
 
     fn visit_i64<E>(self, v: i64) -> Result<ValueOutcome, E> {
-        Ok(self.int(v))
+        Ok(self.0.int(v))
     }
 
     fn visit_u64<E>(self, v: u64) -> Result<ValueOutcome, E> {
-        Ok(match i64::try_from(v) {
-            Ok(v) => self.int(v),
-            Err(_) => match self.field.ty {
-                t if t.is_integer() || t.is_timestamp() => Err(ValueError::out_of_range(
-                    v,
-                    if t.is_integer() { t } else { DataType::Int8 },
-                )
-                .into()),
-                t if t.is_float() => float_value(v as f64, t).map_err(Reason::from),
-                t if t.is_string() => self.string(v.to_string()),
-                _ => self.mismatch(v),
-            },
-        })
+        Ok(self.0.uint(v))
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<ValueOutcome, E> {
-        let ty = self.field.ty;
-        Ok(match ty {
-            DataType::Float4 | DataType::Float8 => float_value(v, ty).map_err(Reason::from),
-            t if t.is_integer() && v.fract() == 0.0 && v.abs() >= 9.2e18 => {
-                Err(ValueError::out_of_range(v, t).into())
-            }
-            t if t.is_string() => {
-                let mut b = ryu::Buffer::new();
-                self.string(b.format(v).to_string())
-            }
-            _ => self.mismatch(v),
-        })
+        Ok(self.0.float(v))
     }
 
     fn visit_str<E>(self, s: &str) -> Result<ValueOutcome, E> {
-        Ok(self.text(Cow::Borrowed(s)))
+        Ok(self.0.text(Cow::Borrowed(s)))
     }
 
     fn visit_string<E>(self, s: String) -> Result<ValueOutcome, E> {
-        Ok(self.text(Cow::Owned(s)))
+        Ok(self.0.text(Cow::Owned(s)))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ValueOutcome, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(self.mismatch("an array"))
+        Ok(self.0.mismatch("an array"))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ValueOutcome, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(self.mismatch("an object"))
-    }
-}
-
-impl ValueSeed<'_> {
-    fn text(&self, s: Cow<str>) -> ValueOutcome {
-        let ty = self.field.ty;
-        match ty {
-            t if t.is_string() => self.string(s.into_owned()),
-            DataType::Float4 | DataType::Float8 => match s.as_ref() {
-                "NaN" | "Infinity" | "-Infinity" => {
-                    Ok(float_value(value::parse_float(&s).unwrap_or(f64::NAN), ty)?)
-                }
-                _ => self.mismatch(format_args!("\"{}\"", super::text::Escaped(&s))),
-            },
-            DataType::Timestamp | DataType::TimestampTz => {
-                Ok(Value::Timestamp(time::parse_timestamp(&s, self.precision)?))
-            }
-            DataType::Date => Ok(Value::Date(time::parse_date(&s)?)),
-            DataType::Varbytes | DataType::Bytes => {
-                let b = value::bytes_from_text(&s)?;
-                check_len(self.field, b.len())?;
-                Ok(Value::Bytes(b))
-            }
-            _ => self.mismatch(format_args!("\"{}\"", super::text::Escaped(&s))),
-        }
+        Ok(self.0.mismatch("an object"))
     }
 }
 
@@ -1023,7 +642,7 @@ fn push_value(
             out.push(b'"');
         }
         Value::Timestamp(t) => {
-            let value = super::line_influxdb::convert_ts(*t, precision, &field.name)?;
+            let value = convert_ts(*t, precision, &field.name)?;
             if ts_table {
                 push_int(out, value);
             } else {

@@ -21,11 +21,12 @@
 
 use std::borrow::Cow;
 
-use super::dyn_table::{DynTables, InsertError, Named};
+use super::dyn_table::{self, DynTables, InsertError, Named};
 use super::text::{excerpt, push_f32, push_f64, push_int};
 use super::value::{push_hex_bytes, push_value_text, ValueError};
 use super::{
-    lines, DecodeOptions, Decoded, DeviceKey, EncodeOptions, Format, RecordError, RowEncodeError,
+    convert_ts, lines, time, DecodeOptions, Decoded, DeviceKey, EncodeOptions, Format, RecordError,
+    RowEncodeError,
 };
 use crate::event::{DataType, RowBatch, Timestamp, Value};
 
@@ -99,7 +100,7 @@ pub fn decode(payload: &[u8], options: &DecodeOptions) -> Decoded {
         }
     };
     let mut errors = Vec::new();
-    let now = options.now.unwrap_or_else(|| super::now(options.precision));
+    let now = options.now.unwrap_or_else(|| time::now(options.precision));
     let mut fields = Vec::new();
     let mut tags = Vec::new();
     for (number, range) in lines(payload) {
@@ -164,11 +165,11 @@ fn insert(
                 })
                 .collect();
             pairs.sort_unstable();
-            let hash = super::opentsdb::primary_tag_value(pairs.into_iter());
+            let hash = dyn_table::primary_tag_value(pairs.into_iter());
             tags.insert(
                 0,
                 Named {
-                    name: Cow::Borrowed(super::opentsdb::PRIMARY_TAG),
+                    name: Cow::Borrowed(dyn_table::PRIMARY_TAG),
                     ty: DataType::Varchar,
                     value: Value::String(hash),
                 },
@@ -712,26 +713,4 @@ fn unrepresentable(field: &str, what: &'static str) -> RowEncodeError {
         format: Format::LineInfluxdb,
         what,
     }
-}
-
-/// A timestamp in another precision, or why it cannot be without losing digits.
-pub(crate) fn convert_ts(
-    t: Timestamp,
-    to: crate::event::Precision,
-    field: &str,
-) -> Result<i64, RowEncodeError> {
-    if t.loses_digits_at(to) {
-        return Err(RowEncodeError::LosesDigits {
-            field: field.to_string(),
-            value: t.value,
-            from: t.precision,
-            to,
-        });
-    }
-    t.to_precision(to)
-        .map(|t| t.value)
-        .ok_or_else(|| RowEncodeError::TimestampOverflow {
-            field: field.to_string(),
-            to,
-        })
 }

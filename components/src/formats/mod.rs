@@ -403,6 +403,23 @@ pub enum RowEncodeError {
     },
 }
 
+/// `t`'s value in precision `to` for field `field`, or why it cannot be without
+/// losing digits or overflowing.
+pub(crate) fn convert_ts(t: Timestamp, to: Precision, field: &str) -> Result<i64, RowEncodeError> {
+    time::in_precision(t, to).map_err(|e| match e {
+        time::Conversion::LosesDigits => RowEncodeError::LosesDigits {
+            field: field.to_string(),
+            value: t.value,
+            from: t.precision,
+            to,
+        },
+        time::Conversion::Overflow => RowEncodeError::TimestampOverflow {
+            field: field.to_string(),
+            to,
+        },
+    })
+}
+
 /// Encodes a whole batch; on the first bad row nothing is written and the row is named.
 pub fn encode(
     format: Format,
@@ -516,20 +533,6 @@ pub(crate) fn lines(payload: &[u8]) -> impl Iterator<Item = (usize, Range<usize>
         start = next;
         Some((number, range))
     })
-}
-
-/// The current time in `precision`, for records without a timestamp.
-pub(crate) fn now(precision: Precision) -> Timestamp {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let value = match precision {
-        Precision::S => since.as_secs() as i64,
-        Precision::Ms => since.as_millis() as i64,
-        Precision::Us => since.as_micros() as i64,
-        Precision::Ns => since.as_nanos() as i64,
-    };
-    Timestamp::new(value, precision)
 }
 
 #[cfg(test)]

@@ -19,24 +19,22 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use super::dyn_table::{self, DynTables, InsertError, Named};
 use serde::de::Visitor;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use sha2::{Digest, Sha256};
-
-use super::dyn_table::{DynTables, InsertError, Named};
-use super::line_influxdb::convert_ts;
+// Public here as before: the primary tag is what OpenTSDB points are keyed by.
+pub use super::dyn_table::{primary_tag_value, PRIMARY_TAG};
 use super::text::{excerpt, push_f64, push_int, push_json_str};
 use super::value::{push_value_text, ValueError};
 use super::{
-    lines, DecodeOptions, Decoded, EncodeOptions, Format, Item, Reason, RecordError, RowEncodeError,
+    convert_ts, lines, DecodeOptions, Decoded, EncodeOptions, Format, Item, Reason, RecordError,
+    RowEncodeError,
 };
 use crate::event::{DataType, Precision, RowBatch, Timestamp, Value};
 
 /// The timestamp column of OpenTSDB tables.
 pub const TIMESTAMP_COLUMN: &str = "timestamp";
-/// The synthetic primary tag.
-pub const PRIMARY_TAG: &str = "primary_tag";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpenTsdbError {
@@ -106,31 +104,6 @@ fn split_metric(metric: &str) -> Result<(&str, &str), PointError> {
     }
 }
 
-/// The primary tag's value: hex SHA-256 of `k1=v1,k2=v2` (tags sorted by key).
-pub fn primary_tag_value<'a>(sorted_tags: impl Iterator<Item = (&'a str, &'a str)>) -> String {
-    let mut joined = String::new();
-    for (i, (k, v)) in sorted_tags.enumerate() {
-        if i > 0 {
-            joined.push(',');
-        }
-        joined.push_str(k);
-        joined.push('=');
-        joined.push_str(v);
-    }
-    hash_hex(&joined)
-}
-
-fn hash_hex(joined: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(joined.as_bytes());
-    let mut s = String::with_capacity(64);
-    for b in digest.iter() {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
-    }
-    s
-}
-
 /// Adds one point; `tags` must be sorted by key.
 fn add_point(
     tables: &mut DynTables,
@@ -146,20 +119,12 @@ fn add_point(
             OpenTsdbError::DuplicateTag(w[0].0.to_string()).into(),
         ));
     }
-    let mut joined = String::new();
-    for (i, (k, v)) in tags.iter().enumerate() {
-        if i > 0 {
-            joined.push(',');
-        }
-        joined.push_str(k);
-        joined.push('=');
-        joined.push_str(v);
-    }
+    let joined = dyn_table::join_tags(tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
     let mut named_tags = Vec::with_capacity(tags.len() + 1);
     named_tags.push(Named {
         name: Cow::Borrowed(PRIMARY_TAG),
         ty: DataType::Varchar,
-        value: Value::String(hash_hex(&joined)),
+        value: Value::String(dyn_table::hash_hex(&joined)),
     });
     for (k, v) in tags {
         named_tags.push(Named {

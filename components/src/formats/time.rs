@@ -20,6 +20,40 @@ pub enum TimeError {
     DateSyntax(String),
 }
 
+/// Why a timestamp cannot be given in another precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversion {
+    /// The target is coarser and the value has digits it would drop.
+    LosesDigits,
+    /// The value does not fit an i64 in the finer target.
+    Overflow,
+}
+
+/// `t`'s value in precision `to`, never cutting digits or wrapping. Every encoder
+/// names the field in its own error; this only says what went wrong.
+pub fn in_precision(t: Timestamp, to: Precision) -> Result<i64, Conversion> {
+    if t.loses_digits_at(to) {
+        return Err(Conversion::LosesDigits);
+    }
+    t.to_precision(to)
+        .map(|t| t.value)
+        .ok_or(Conversion::Overflow)
+}
+
+/// The current time in `precision` (a record without a timestamp gets it).
+pub fn now(precision: Precision) -> Timestamp {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let value = match precision {
+        Precision::S => since.as_secs() as i64,
+        Precision::Ms => since.as_millis() as i64,
+        Precision::Us => since.as_micros() as i64,
+        Precision::Ns => since.as_nanos() as i64,
+    };
+    Timestamp::new(value, precision)
+}
+
 /// Seconds of 0001-01-01 00:00:00 and of 9999-12-31 23:59:59 since the epoch.
 pub const MIN_SECONDS: i64 = -62_135_596_800;
 pub const MAX_SECONDS: i64 = 253_402_300_799;

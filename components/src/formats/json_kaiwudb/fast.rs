@@ -9,10 +9,10 @@
 
 use std::sync::Arc;
 
-use super::{batch_for, build_schema, ColumnSpecs, Ctx, FieldIndex, SchemaCache, TagSpecs};
-use crate::event::{DataType, Field, Precision, Row, TableSchema, Timestamp, Value};
-use crate::formats::time;
-use crate::formats::value::{check_len, float_value, int_value, string_len};
+use super::cell::Cell;
+use super::ctx::{batch_for, Ctx};
+use super::schema::{build_schema, ColumnSpecs, FieldIndex, SchemaCache, TagSpecs};
+use crate::event::{Field, Precision, Row, TableSchema, Value};
 
 #[cfg(test)]
 thread_local! {
@@ -181,7 +181,7 @@ fn schema_of(ctx: &mut Ctx, columns: &[u8], tags: &[u8]) -> Option<Arc<TableSche
             None => Vec::new(),
         }
     };
-    let schema = build_schema(ctx, &cols, &tgs).ok()?;
+    let schema = build_schema(&mut ctx.last_schema, &cols, &tgs).ok()?;
     ctx.schemas.insert(columns, tags, schema.clone());
     Some(schema)
 }
@@ -284,16 +284,16 @@ fn row(
     Some(row)
 }
 
-/// One value for `field`, as the serde path would make it; None to give up.
+/// One value for `field`, as the serde path would make it (through the same
+/// [`Cell`] dispatch); None to give up.
 fn value(s: &mut Scanner, field: &Field, precision: Precision) -> Option<Value> {
-    let ty = field.ty;
-    match s.peek()? {
+    let cell = Cell { field, precision };
+    let outcome = match s.peek()? {
         b'n' => {
-            if s.literal(b"null") && field.nullable {
-                Some(Value::Null)
-            } else {
-                None
+            if !s.literal(b"null") {
+                return None;
             }
+            cell.null()
         }
         b't' | b'f' => {
             let v = if s.literal(b"true") {
@@ -303,38 +303,22 @@ fn value(s: &mut Scanner, field: &Field, precision: Precision) -> Option<Value> 
             } else {
                 return None;
             };
-            (ty == DataType::Bool).then_some(Value::Bool(v))
+            cell.bool(v)
         }
-        b'"' => {
-            let text = s.plain_str()?;
-            if !ty.is_string() {
-                return None;
-            }
-            check_len(field, string_len(ty, text)).ok()?;
-            Some(Value::String(text.to_string()))
-        }
+        // Only strings without escapes get here, as serde would borrow them.
+        b'"' => cell.text(std::borrow::Cow::Borrowed(s.plain_str()?)),
         b'-' | b'0'..=b'9' => match s.number()? {
-            Number::Int(v) => match ty {
-                DataType::Int2 | DataType::Int4 | DataType::Int8 => int_value(v, ty).ok(),
-                DataType::Float4 | DataType::Float8 => float_value(v as f64, ty).ok(),
-                DataType::Timestamp | DataType::TimestampTz => {
-                    time::check_range(Timestamp::new(v, precision))
-                        .ok()
-                        .map(Value::Timestamp)
-                }
-                _ => None,
-            },
-            Number::Other(token) => match ty {
-                // A literal beyond f64 (`1e309`) parses to infinity here, while
-                // serde_json refuses it: give up, so both paths say the same.
-                DataType::Float4 | DataType::Float8 => {
-                    float_value(token.parse::<f64>().ok().filter(|f| f.is_finite())?, ty).ok()
-                }
-                _ => None,
-            },
+            // `number` says Int exactly when serde_json visits an i64 or a u64 that fits one.
+            Number::Int(v) => cell.int(v),
+            // A literal beyond f64 (`1e309`) parses to infinity here, while
+            // serde_json refuses it: give up, so both paths say the same.
+            Number::Other(token) => {
+                cell.float(token.parse::<f64>().ok().filter(|f| f.is_finite())?)
+            }
         },
-        _ => None,
-    }
+        _ => return None,
+    };
+    outcome.ok()
 }
 
 /// serde_json's recursion limit.
@@ -559,6 +543,7 @@ impl<'a> Scanner<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::DataType;
     use crate::formats::{decode as decode_any, DecodeOptions, Format};
 
     const SEED: &str = r#"{"table":"ts_json_kaiwudb_tb","columns":[{"name":"ts","type":"TIMESTAMPTZ","length":64},{"name":"c1","type":"INT2","length":16},{"name":"c2","type":"INT4","length":32},{"name":"c3","type":"INT8","length":64},{"name":"c4","type":"FLOAT4","length":32},{"name":"c5","type":"FLOAT8","length":64},{"name":"c6","type":"BOOL","length":1}],"tags":[{"name":"location","type":"VARCHAR","length":64,"primary":true,"nullable":false},{"name":"temperature","type":"FLOAT4","length":64,"primary":false,"nullable":true}],"data":[{"ts":1690855924005,"c1":11,"c2":21,"c3":2535208944865431245,"c4":6.14545,"c5":5.15656,"c6":true,"location":"tianjin","temperature":35.5},{"ts":1691853703011,"c1":12,"c2":22,"c3":6422208944865124578,"c4":1.01635,"c5":0.53533,"c6":false,"location":"tianjin","temperature":35.5}]}"#;
@@ -604,7 +589,7 @@ mod tests {
             SEED.to_string(),
             // tags last, data first, as the source connector writes it
             r#"{"table":"t","data":[{"ts":1,"v":1.5,"id":7,"h":null}],"columns":[{"name":"ts","type":"TIMESTAMP"},{"name":"v","type":"FLOAT8"}],"tags":[{"name":"id","type":"INT8","isPrimary":true},{"name":"h","type":"VARCHAR","length":4,"nullable":true}]}"#.to_string(),
-            // relational, no tags, string timestamp (serde path for the string)
+            // relational, no tags, string timestamp
             r#"{"table":"r","columns":[{"name":"ts","type":"timestamp"},{"name":"n","type":"int4"}],"data":[{"ts":"2024-01-22 22:22:22.224","n":1}]}"#.to_string(),
             // out of range, too long, wrong type, unknown field, missing NOT NULL, escapes, -0
             SEED.replace("\"c1\":11", "\"c1\":70000"),
@@ -635,7 +620,8 @@ mod tests {
         let opts = DecodeOptions::default();
         let fresh = |p: &str| format!("{:?}", decode_any(Format::JsonKaiwudb, p.as_bytes(), &opts));
         let mut cache = SchemaCache::default();
-        let mut cached = |p: &str| super::super::decode_cached(p.as_bytes(), &opts, &mut cache);
+        let mut cached =
+            |p: &str| crate::formats::json_kaiwudb::decode_cached(p.as_bytes(), &opts, &mut cache);
         let a = cached(SEED);
         let b = cached(SEED);
         // One Arc for one schema: batching compares by pointer first.

@@ -153,7 +153,7 @@ impl Poller {
                 }
             };
             let upper = s.delay.map(|d| {
-                let now = formats::now(Precision::Ms).value;
+                let now = formats::time::now(Precision::Ms).value;
                 Timestamp::new((now - d.as_millis() as i64).max(0), Precision::Ms)
             });
             let outcome = {

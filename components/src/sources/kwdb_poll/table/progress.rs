@@ -24,7 +24,7 @@ impl Meters {
 
 /// Milliseconds since the Unix epoch, now (the crate's one clock for that).
 fn unix_now_ms() -> i64 {
-    formats::now(Precision::Ms).value
+    formats::time::now(Precision::Ms).value
 }
 
 /// Where the export stands, for the lag gauge and the progress line.
