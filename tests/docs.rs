@@ -110,14 +110,6 @@ fn documented(page: &str) -> BTreeMap<(&'static str, String), Vec<Row>> {
     out
 }
 
-fn class_name(class: ComponentClass) -> &'static str {
-    match class {
-        ComponentClass::Source => "source",
-        ComponentClass::Transform => "transform",
-        ComponentClass::Sink => "sink",
-    }
-}
-
 /// The real options of a component: top-level names, and `table.name` for the
 /// options of nested option tables.
 fn real_options(reg: &Registration) -> (BTreeSet<String>, BTreeMap<String, Vec<String>>) {
@@ -125,7 +117,7 @@ fn real_options(reg: &Registration) -> (BTreeSet<String>, BTreeMap<String, Vec<S
         .option_names(&[])
         .unwrap_or_else(|| panic!("{}: its config is not a struct of options", reg.name));
     let mut nested = BTreeMap::new();
-    for name in top {
+    for &name in &top {
         if let Some(inner) = reg.option_names(&[name]) {
             nested.insert(
                 name.to_string(),
@@ -163,7 +155,7 @@ fn components_md_documents_every_option_with_its_real_default() {
     let docs = documented(&page);
     let mut problems = Vec::new();
     for reg in COMPONENTS {
-        let class = class_name(reg.class);
+        let class = reg.class.as_str();
         let who = format!("{class} `{}`", reg.name);
         let Some(rows) = docs.get(&(class, reg.name.to_string())) else {
             problems.push(format!("{who}: no \"### `{}`\" section", reg.name));

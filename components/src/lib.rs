@@ -10,6 +10,7 @@ pub mod formats;
 pub mod headers;
 pub mod kafka;
 pub mod kwdb;
+mod option_names;
 pub mod registry;
 pub mod secret;
 pub mod sinks;

@@ -3,10 +3,15 @@
 
 use serde::de::DeserializeOwned;
 
+use serde::Deserialize;
+
 use crate::api::{ComponentClass, ComponentConfig};
+use crate::kwdb::conn::ConnectionOptions;
+use crate::kwdb::options_table::{self, WithConnection};
+use crate::option_names;
 
 type ParseFn = fn(toml::Table) -> Result<Box<dyn ComponentConfig>, String>;
-type OptionNamesFn = fn(&[&str]) -> Option<&'static [&'static str]>;
+type OptionNamesFn = fn(&[&str]) -> Option<Vec<&'static str>>;
 
 /// One component type.
 pub struct Registration {
@@ -29,8 +34,33 @@ impl Registration {
     /// (docs/components.md is checked against it). `#[serde(flatten)]` fields are
     /// not told to serde that way: no config struct uses one, and a struct that
     /// did would be reported as having no names at all, not silently fewer.
-    pub fn option_names(&self, path: &[&str]) -> Option<&'static [&'static str]> {
+    pub fn option_names(&self, path: &[&str]) -> Option<Vec<&'static str>> {
         (self.option_names)(path)
+    }
+}
+
+/// A component whose table holds the KWDB connection options beside its own (read
+/// by `kwdb::options_table`, not by one derived struct): its names are the
+/// connection's and its own struct's.
+const fn entry_with_connection<T>(class: ComponentClass, name: &'static str) -> Registration
+where
+    T: ComponentConfig + DeserializeOwned + WithConnection + 'static,
+{
+    Registration {
+        class,
+        name,
+        parse: options::<T>,
+        option_names: connection_option_names::<T>,
+    }
+}
+
+fn connection_option_names<T: WithConnection>(path: &[&str]) -> Option<Vec<&'static str>> {
+    match path.first() {
+        None => Some(options_table::field_names::<T>()),
+        Some(first) if ConnectionOptions::FIELDS.contains(first) => {
+            option_names::of_fn(path, |p| ConnectionOptions::deserialize(p))
+        }
+        Some(_) => option_names::of_fn(path, |p| T::deserialize_own(p)),
     }
 }
 
@@ -42,7 +72,7 @@ where
         class,
         name,
         parse: options::<T>,
-        option_names: probe::option_names::<T>,
+        option_names: option_names::of::<T>,
     }
 }
 
@@ -65,7 +95,7 @@ pub static COMPONENTS: &[Registration] = &[
     entry::<crate::sources::stdin::StdinConfig>(Source, "stdin"),
     entry::<crate::sources::file::FileSourceConfig>(Source, "file"),
     entry::<crate::sources::kafka::KafkaSourceConfig>(Source, "kafka"),
-    entry::<crate::sources::kwdb_poll::KwdbPollConfig>(Source, "kwdb-poll"),
+    entry_with_connection::<crate::sources::kwdb_poll::KwdbPollConfig>(Source, "kwdb-poll"),
     entry::<crate::transforms::batch::BatchConfig>(Transform, "batch"),
     entry::<crate::transforms::decode::DecodeConfig>(Transform, "decode"),
     entry::<crate::transforms::encode::EncodeConfig>(Transform, "encode"),
@@ -74,7 +104,7 @@ pub static COMPONENTS: &[Registration] = &[
     entry::<crate::sinks::file::FileSinkConfig>(Sink, "file"),
     entry::<crate::sinks::blackhole::BlackholeConfig>(Sink, "blackhole"),
     entry::<crate::sinks::kafka::KafkaSinkConfig>(Sink, "kafka"),
-    entry::<crate::sinks::kwdb::KwdbSinkConfig>(Sink, "kwdb"),
+    entry_with_connection::<crate::sinks::kwdb::KwdbSinkConfig>(Sink, "kwdb"),
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -126,130 +156,4 @@ pub fn parse(
         });
     };
     (reg.parse)(options).map_err(RegistryError::Options)
-}
-
-/// Finds a config struct's option names without an instance: a `Deserializer` that
-/// walks `path` (answering a struct with one `key = value` entry, an `Option` with
-/// `Some`, a list with one element) and, where the path ends, records the field
-/// names serde passes to `deserialize_struct`, then stops with an error.
-mod probe {
-    use serde::de::value::{Error, StrDeserializer};
-    use serde::de::{
-        self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor,
-    };
-
-    pub(super) fn option_names<T: DeserializeOwned>(
-        path: &[&str],
-    ) -> Option<&'static [&'static str]> {
-        let mut found = None;
-        let _ = T::deserialize(Probe {
-            path,
-            found: &mut found,
-        });
-        found
-    }
-
-    struct Probe<'p, 'f> {
-        path: &'p [&'p str],
-        found: &'f mut Option<&'static [&'static str]>,
-    }
-
-    fn stop() -> Error {
-        de::Error::custom("probed")
-    }
-
-    impl<'de> de::Deserializer<'de> for Probe<'_, '_> {
-        type Error = Error;
-
-        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
-            Err(stop())
-        }
-
-        fn deserialize_struct<V: Visitor<'de>>(
-            self,
-            _name: &'static str,
-            fields: &'static [&'static str],
-            visitor: V,
-        ) -> Result<V::Value, Error> {
-            match self.path.split_first() {
-                None => {
-                    *self.found = Some(fields);
-                    Err(stop())
-                }
-                Some((key, rest)) => visitor.visit_map(OneEntry {
-                    key: Some(key),
-                    value: Some(Probe {
-                        path: rest,
-                        found: self.found,
-                    }),
-                }),
-            }
-        }
-
-        fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-            visitor.visit_some(self)
-        }
-
-        fn deserialize_newtype_struct<V: Visitor<'de>>(
-            self,
-            _name: &'static str,
-            visitor: V,
-        ) -> Result<V::Value, Error> {
-            visitor.visit_newtype_struct(self)
-        }
-
-        fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-            visitor.visit_seq(OneElement(Some(self)))
-        }
-
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-            bytes byte_buf unit unit_struct tuple tuple_struct map enum identifier
-            ignored_any
-        }
-    }
-
-    /// A table with one entry: the next key of the path, then the probe.
-    struct OneEntry<'p, 'f> {
-        key: Option<&'p str>,
-        value: Option<Probe<'p, 'f>>,
-    }
-
-    impl<'de> MapAccess<'de> for OneEntry<'_, '_> {
-        type Error = Error;
-
-        fn next_key_seed<K: DeserializeSeed<'de>>(
-            &mut self,
-            seed: K,
-        ) -> Result<Option<K::Value>, Error> {
-            match self.key.take() {
-                Some(key) => {
-                    let key: StrDeserializer<Error> = key.into_deserializer();
-                    seed.deserialize(key).map(Some)
-                }
-                None => Ok(None),
-            }
-        }
-
-        fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
-            seed.deserialize(self.value.take().ok_or_else(stop)?)
-        }
-    }
-
-    /// A list with one element: the probe.
-    struct OneElement<'p, 'f>(Option<Probe<'p, 'f>>);
-
-    impl<'de> SeqAccess<'de> for OneElement<'_, '_> {
-        type Error = Error;
-
-        fn next_element_seed<T: DeserializeSeed<'de>>(
-            &mut self,
-            seed: T,
-        ) -> Result<Option<T::Value>, Error> {
-            match self.0.take() {
-                Some(probe) => seed.deserialize(probe).map(Some),
-                None => Ok(None),
-            }
-        }
-    }
 }

@@ -11,9 +11,7 @@
 //! Entries are checked one by one in the table's order, so a table with several
 //! mistakes reports the same first one as a single derived struct would.
 
-use std::fmt;
-
-use serde::de::{Deserialize, Deserializer, Error as _, Visitor};
+use serde::de::{Deserialize, Deserializer, Error as _};
 
 use super::conn::ConnectionOptions;
 
@@ -69,11 +67,9 @@ where
 /// Every option name a config takes, in the order they are declared (the
 /// connection's first): what its errors list, and what its documentation names.
 pub fn field_names<T: WithConnection>() -> Vec<&'static str> {
-    ConnectionOptions::FIELDS
-        .iter()
-        .chain(fields_of::<T>())
-        .copied()
-        .collect()
+    let mut names = ConnectionOptions::FIELDS.to_vec();
+    names.extend(fields_of::<T>());
+    names
 }
 
 /// serde's own wording for an unknown field (`Error::unknown_field`, which
@@ -93,55 +89,8 @@ fn unknown_field(field: &str, expected: &[&str]) -> String {
 
 /// The names a derived struct takes, as its `Deserialize` hands them to the
 /// deserializer.
-fn fields_of<T: WithConnection>() -> &'static [&'static str] {
-    match T::deserialize_own(FieldsProbe) {
-        Err(Fields(fields)) => fields,
-        Ok(_) => &[],
-    }
-}
-
-/// A deserializer that only records the field list a struct asks for.
-struct FieldsProbe;
-
-/// The list recorded, carried out as the "error".
-#[derive(Debug)]
-struct Fields(&'static [&'static str]);
-
-impl fmt::Display for Fields {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "fields {:?}", self.0)
-    }
-}
-
-impl std::error::Error for Fields {}
-
-impl serde::de::Error for Fields {
-    fn custom<M: fmt::Display>(_: M) -> Self {
-        Fields(&[])
-    }
-}
-
-impl<'de> Deserializer<'de> for FieldsProbe {
-    type Error = Fields;
-
-    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Fields> {
-        Err(Fields(&[]))
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        fields: &'static [&'static str],
-        _: V,
-    ) -> Result<V::Value, Fields> {
-        Err(Fields(fields))
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-        byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
-        enum identifier ignored_any
-    }
+fn fields_of<T: WithConnection>() -> Vec<&'static str> {
+    crate::option_names::of_fn(&[], |p| T::deserialize_own(p)).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -162,10 +111,7 @@ mod tests {
 
     #[test]
     fn the_connection_fields_are_those_of_the_struct() {
-        let probed = match ConnectionOptions::deserialize(FieldsProbe) {
-            Err(Fields(f)) => f,
-            Ok(_) => unreachable!(),
-        };
+        let probed = crate::option_names::of::<ConnectionOptions>(&[]).unwrap();
         assert_eq!(probed, ConnectionOptions::FIELDS);
     }
 }
