@@ -6,18 +6,18 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use components::event::{Precision, RowBatch};
-use components::formats::{self, DecodeOptions, EncodeOptions, Format};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use kwpipe_components::event::{Precision, RowBatch};
+use kwpipe_components::formats::{self, DecodeOptions, EncodeOptions, Format};
 
 // The agent's allocator and settings (src/main.rs), so these figures compare
 // with the agent's.
 #[global_allocator]
-static ALLOCATOR: components::allocator::MiMalloc = components::allocator::MiMalloc;
+static ALLOCATOR: kwpipe_components::allocator::MiMalloc = kwpipe_components::allocator::MiMalloc;
 #[cfg(target_os = "linux")]
 #[used]
 #[link_section = ".init_array"]
-static CONFIGURE_ALLOCATOR: extern "C" fn() = components::allocator::configure;
+static CONFIGURE_ALLOCATOR: extern "C" fn() = kwpipe_components::allocator::configure;
 
 const ROWS: usize = 2000;
 

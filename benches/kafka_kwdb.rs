@@ -46,7 +46,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use components::kwdb::tokio_postgres::{self, NoTls};
+use kwpipe_components::kwdb::tokio_postgres::{self, NoTls};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;

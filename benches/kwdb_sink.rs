@@ -13,15 +13,15 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use components::api::GlobalOptions;
-use components::formats::{encode, EncodeOptions, Format};
-use components::kwdb::tokio_postgres::{self, NoTls};
-use components::kwdb::values::{render_insert, write_value, CopyText};
-use components::kwdb::{Dialect, Sql};
-use components::sinks::kwdb::{KwdbSinkConfig, WriteMethod};
-use components::transforms::batch::BatchConfig;
-use components::transforms::decode::DecodeConfig;
-use components::{
+use kwpipe_components::api::GlobalOptions;
+use kwpipe_components::formats::{encode, EncodeOptions, Format};
+use kwpipe_components::kwdb::tokio_postgres::{self, NoTls};
+use kwpipe_components::kwdb::values::{render_insert, write_value, CopyText};
+use kwpipe_components::kwdb::{Dialect, Sql};
+use kwpipe_components::sinks::kwdb::{KwdbSinkConfig, WriteMethod};
+use kwpipe_components::transforms::batch::BatchConfig;
+use kwpipe_components::transforms::decode::DecodeConfig;
+use kwpipe_components::{
     BatchNotifier, BuildContext, ComponentConfig, ComponentContext, DataType, Event, EventStatus,
     Field, Precision, RawMessage, Row, RowBatch, TableKind, TableSchema, Target, Timestamp, Value,
 };
@@ -30,11 +30,11 @@ use tokio::sync::mpsc;
 // The agent's allocator and settings (src/main.rs), so these figures compare
 // with the agent's.
 #[global_allocator]
-static ALLOCATOR: components::allocator::MiMalloc = components::allocator::MiMalloc;
+static ALLOCATOR: kwpipe_components::allocator::MiMalloc = kwpipe_components::allocator::MiMalloc;
 #[cfg(target_os = "linux")]
 #[used]
 #[link_section = ".init_array"]
-static CONFIGURE_ALLOCATOR: extern "C" fn() = components::allocator::configure;
+static CONFIGURE_ALLOCATOR: extern "C" fn() = kwpipe_components::allocator::configure;
 
 const MSG_ROWS: usize = 100;
 

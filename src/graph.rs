@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
-use components::api::{ComponentClass, OutputDef};
-use components::event::EventKind;
+use kwpipe_components::api::{ComponentClass, OutputDef};
+use kwpipe_components::event::EventKind;
 
 use crate::config::{Node, OutputRef, Topology};
 use crate::suggest::suggest;
@@ -130,8 +130,8 @@ pub fn check(nodes: &[Node], broken: &[String], errors: &mut Vec<String>) -> Vec
 /// owns their position skips them (`on_reject = "skip"`): said at validate time,
 /// so discarding is a choice made knowingly (issue 18).
 fn discarded_rejects(nodes: &[Node], read: &HashSet<OutputRef>) -> Vec<String> {
-    use components::ack::RejectPolicy;
-    use components::api::DROPPED_OUTPUT;
+    use kwpipe_components::ack::RejectPolicy;
+    use kwpipe_components::api::DROPPED_OUTPUT;
     // Downstream edges: upstream id -> readers of its default output.
     let mut readers: HashMap<&str, Vec<&Node>> = HashMap::new();
     for node in nodes {

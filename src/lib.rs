@@ -1,5 +1,5 @@
 //! kwpipe, the agent: topology configuration, the graph, the runtime and telemetry.
-//! The components themselves live in the `components` crate.
+//! The components themselves live in the `kwpipe-components` crate (`components/`).
 //!
 //! From the bottom up: `suggest`, `status`, `telemetry` and `config` know nothing
 //! of the others; `graph` checks what `config` parsed and `load` runs the two;

@@ -12,20 +12,20 @@ use kwpipe::{admin, config, connect, graph, load, runtime, telemetry, top};
 // components/src/allocator.rs for why and for the figures). Declared here, in the
 // binary, so the library does not impose it on fuzz targets and tests.
 #[global_allocator]
-static ALLOCATOR: components::allocator::MiMalloc = components::allocator::MiMalloc;
+static ALLOCATOR: kwpipe_components::allocator::MiMalloc = kwpipe_components::allocator::MiMalloc;
 
 // mimalloc's options must be set before the first allocation: a constructor, run
 // after mimalloc's own (priority 101) and before Rust's runtime starts.
 #[cfg(target_os = "linux")]
 #[used]
 #[link_section = ".init_array"]
-static CONFIGURE_ALLOCATOR: extern "C" fn() = components::allocator::configure;
+static CONFIGURE_ALLOCATOR: extern "C" fn() = kwpipe_components::allocator::configure;
 
 /// kwpipe moves time-series and relational data between Apache Kafka and KWDB.
 #[derive(Parser, Debug)]
 #[command(name = "kwpipe", version, about)]
 struct Cli {
-    /// error, warn, info, debug, trace, or a filter like "info,components=debug".
+    /// error, warn, info, debug, trace, or a filter like "info,kwpipe_components=debug".
     #[arg(long, global = true, env = "KWPIPE_LOG", default_value = "info")]
     log_level: String,
     #[command(subcommand)]
@@ -249,7 +249,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::AllocatorInfo => {
-            use components::allocator::{option, owns, ARENA_EAGER_COMMIT, PURGE_DELAY};
+            use kwpipe_components::allocator::{option, owns, ARENA_EAGER_COMMIT, PURGE_DELAY};
             let probe = Box::new([7u8; 100]);
             println!("mimalloc: {}", owns(probe.as_ptr()));
             println!("arena_eager_commit: {}", option(ARENA_EAGER_COMMIT));

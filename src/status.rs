@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use components::api::ComponentMetrics;
+use kwpipe_components::api::ComponentMetrics;
 
 /// Where a component is in its life. A component is on the board only once it
 /// is built and spawned, so there is no "starting" state.

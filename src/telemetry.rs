@@ -18,7 +18,7 @@ pub const LOG_WINDOW: Duration = Duration::from_secs(10);
 pub const LOG_BURST: u32 = 10;
 
 #[derive(Debug, thiserror::Error)]
-#[error("invalid log level \"{level}\": {reason}; expected error, warn, info, debug, trace or a filter like \"info,components=debug\"")]
+#[error("invalid log level \"{level}\": {reason}; expected error, warn, info, debug, trace or a filter like \"info,kwpipe_components=debug\"")]
 pub struct TelemetryError {
     level: String,
     reason: String,

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
-use components::event::{Precision, RowBatch, TableKind, Value};
-use components::formats::{self, DecodeOptions, EncodeOptions, Format};
+use kwpipe_components::event::{Precision, RowBatch, TableKind, Value};
+use kwpipe_components::formats::{self, DecodeOptions, EncodeOptions, Format};
 
 #[derive(clap::Args, Debug)]
 pub struct TranscodeArgs {
@@ -123,7 +123,7 @@ pub fn render_rows(batch: &RowBatch, out: &mut Vec<u8>) {
         batch.rows.len(),
         if batch.rows.len() == 1 { "" } else { "s" }
     );
-    let describe = |f: &components::event::Field| {
+    let describe = |f: &kwpipe_components::event::Field| {
         let mut d = format!("{} {}", f.name, f.ty);
         if f.ty.has_length_limit() {
             let _ = write!(d, "({})", f.length);

@@ -62,5 +62,5 @@ fn an_explicit_mimalloc_variable_still_wins() {
 #[test]
 fn a_binary_that_links_the_library_keeps_its_own_allocator() {
     let value = Box::new([7u8; 100]);
-    assert!(!components::allocator::owns(value.as_ptr()));
+    assert!(!kwpipe_components::allocator::owns(value.as_ptr()));
 }

@@ -928,7 +928,7 @@ async fn connect_source_exports_every_row_with_its_microseconds() {
     agent.wait_log("on_reject = \"stop\"", Duration::from_secs(30));
     // Rows a source's checkpoint of table `m` says were exported; None without one.
     let exported = |id: &str| -> Option<u64> {
-        use components::sources::kwdb_poll::checkpoint::CheckpointStore;
+        use kwpipe_components::sources::kwdb_poll::checkpoint::CheckpointStore;
         CheckpointStore::open(dir.path().join("data").join(id), &db.name)
             .ok()?
             .load("m")

@@ -18,8 +18,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use components::api::ComponentClass;
-use components::registry::{Registration, COMPONENTS};
+use kwpipe_components::api::ComponentClass;
+use kwpipe_components::registry::{Registration, COMPONENTS};
 
 /// Required options with a valid value for each component type.
 fn minimal(class: ComponentClass, name: &str) -> toml::Table {

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use components::ack::{BatchNotifier, EventStatus};
-use components::api::{
+use kwpipe_components::ack::{BatchNotifier, EventStatus};
+use kwpipe_components::api::{
     BuildContext, ComponentClass, ComponentContext, ComponentError, ComponentMetrics,
     GlobalOptions, Input, Output, Outputs, ShutdownSignal,
 };
-use components::event::{Event, Metadata, RawMessage};
-use components::registry;
+use kwpipe_components::event::{Event, Metadata, RawMessage};
+use kwpipe_components::registry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -27,7 +27,11 @@ use tokio::task::JoinHandle;
 use crate::support::agent::Agent;
 use crate::support::broker::{committed, unique, wait_committed, TestKafka};
 
-async fn build(class: ComponentClass, id: &str, config: &str) -> Box<dyn components::Component> {
+async fn build(
+    class: ComponentClass,
+    id: &str,
+    config: &str,
+) -> Box<dyn kwpipe_components::Component> {
     let table: toml::Table = toml::from_str(config).expect("test config is TOML");
     let parsed = registry::parse(class, "kafka", table).expect("config parses");
     parsed
@@ -457,7 +461,7 @@ async fn start_sink(config: &str) -> SinkRun {
     }
 }
 
-fn event(payload: &str, meta: Metadata) -> (Event, components::ack::BatchStatusReceiver) {
+fn event(payload: &str, meta: Metadata) -> (Event, kwpipe_components::ack::BatchStatusReceiver) {
     let (fin, rx) = BatchNotifier::pair();
     let msg = RawMessage {
         payload: Bytes::from(payload.to_string()),

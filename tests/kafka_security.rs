@@ -332,6 +332,20 @@ fn a_wrong_password_is_named_and_not_shown() {
 }
 
 #[test]
+fn a_wrong_key_passphrase_names_the_key_and_its_passphrase_and_is_not_shown() {
+    let s = TestKafka::secure();
+    fails_with(
+        &s.mtls,
+        &format!(
+            "tls = {{ ca_file = \"{}\", crt_file = \"{}\", key_file = \"{}\", key_pass = \"not-the-key-pass-77\" }}",
+            s.ca, s.client_cert, s.client_key_encrypted
+        ),
+        "tls.key_pass",
+        Some("not-the-key-pass-77"),
+    );
+}
+
+#[test]
 fn a_tls_listener_addressed_in_plaintext_is_named() {
     let s = TestKafka::secure();
     fails_with(&s.ssl, "", "is this a TLS listener?", None);

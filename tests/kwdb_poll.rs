@@ -69,7 +69,7 @@ fn exported(dir: &Path) -> Vec<(String, serde_json::Value)> {
 
 /// Rows counted by a table's checkpoint in a source's checkpoint directory.
 fn checkpoint_rows(dir: &Path, database: &str, table: &str) -> u64 {
-    use components::sources::kwdb_poll::checkpoint::CheckpointStore;
+    use kwpipe_components::sources::kwdb_poll::checkpoint::CheckpointStore;
     CheckpointStore::open(dir.to_path_buf(), database)
         .unwrap()
         .load(table)
@@ -310,10 +310,10 @@ async fn a_backlog_is_read_by_one_statement_cut_into_batches_in_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_that_fails_mid_statement_is_read_again_from_the_checkpoint() {
-    use components::ack::EventStatus;
-    use components::api::{BuildContext, ComponentContext, GlobalOptions, ShutdownSignal};
-    use components::event::{Event, Value};
-    use components::registry;
+    use kwpipe_components::ack::EventStatus;
+    use kwpipe_components::api::{BuildContext, ComponentContext, GlobalOptions, ShutdownSignal};
+    use kwpipe_components::event::{Event, Value};
+    use kwpipe_components::registry;
 
     let db = TestDb::new("poll_rewind").await;
     readings(&db, "r", 100, 100).await;
@@ -327,14 +327,18 @@ async fn a_batch_that_fails_mid_statement_is_read_again_from_the_checkpoint() {
     let globals = Arc::new(GlobalOptions {
         data_dir: dir.path().to_path_buf(),
     });
-    let source = registry::parse(components::api::ComponentClass::Source, "kwdb-poll", table)
-        .unwrap()
-        .build(&BuildContext {
-            id: "db".into(),
-            globals: globals.clone(),
-        })
-        .await
-        .unwrap();
+    let source = registry::parse(
+        kwpipe_components::api::ComponentClass::Source,
+        "kwdb-poll",
+        table,
+    )
+    .unwrap()
+    .build(&BuildContext {
+        id: "db".into(),
+        globals: globals.clone(),
+    })
+    .await
+    .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let shutdown = ShutdownSignal::new();
     let task = tokio::spawn(
@@ -627,8 +631,8 @@ const SEED_OUTPUT: &str =
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_seed_example_row_reaches_kw_benchmark_cpu_kaiwudb_tb_as_the_seed_shows_it() {
-    use components::event::{DataType, Field, TableKind, TableSchema};
-    use components::kwdb::{Dialect, Sql};
+    use kwpipe_components::event::{DataType, Field, TableKind, TableSchema};
+    use kwpipe_components::kwdb::{Dialect, Sql};
 
     // The topic is named after the database, so this one must be called
     // `benchmark`: shared by every run on this server, hence the advisory lock.
@@ -682,7 +686,7 @@ async fn the_seed_example_row_reaches_kw_benchmark_cpu_kaiwudb_tb_as_the_seed_sh
     let sql = Sql(Dialect::Postgres);
     let t = sql.ident("cpu_kaiwudb_tb").unwrap();
     let ddl = sql
-        .create_table(&t, &schema, components::event::Precision::Ms)
+        .create_table(&t, &schema, kwpipe_components::event::Precision::Ms)
         .unwrap();
     c.batch_execute(&ddl.join("; ")).await.unwrap();
     // The seed's INSERT, without the `benchmark.` qualifier (in PostgreSQL that

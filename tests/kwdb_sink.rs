@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use components::api::GlobalOptions;
-use components::kwdb::dialect::{DatabaseKind, Sql};
-use components::kwdb::values::{render_insert_with, Encoding};
-use components::kwdb::Dialect;
-use components::sinks::kwdb::{KwdbSinkConfig, SchemaEvolution, WriteMethod};
-use components::{
+use kwpipe_components::api::GlobalOptions;
+use kwpipe_components::kwdb::dialect::{DatabaseKind, Sql};
+use kwpipe_components::kwdb::values::{render_insert_with, Encoding};
+use kwpipe_components::kwdb::Dialect;
+use kwpipe_components::sinks::kwdb::{KwdbSinkConfig, SchemaEvolution, WriteMethod};
+use kwpipe_components::{
     BatchNotifier, BatchStatusReceiver, BuildContext, ComponentConfig, ComponentContext,
     ComponentError, DataType, Event, EventStatus, Field, Precision, Row, RowBatch, TableKind,
     TableSchema, Target, Timestamp, Value,
@@ -737,8 +737,8 @@ async fn missing_tables_follow_auto_create() {
         &guessed,
         vec![row(1648432611249, "2023-08-11 12:12:10.249")],
     );
-    b.meta = Arc::new(components::Metadata {
-        schema_certainty: components::event::SchemaCertainty::Partial,
+    b.meta = Arc::new(kwpipe_components::Metadata {
+        schema_certainty: kwpipe_components::event::SchemaCertainty::Partial,
         ..Default::default()
     });
     assert_eq!(sink.write(b).await, EventStatus::Delivered);
@@ -767,8 +767,8 @@ async fn rows_for_a_missing_table_wait_until_it_is_created() {
         ],
         vec![Field::tag("host", DataType::Varchar, false)],
     ));
-    let partial = Arc::new(components::Metadata {
-        schema_certainty: components::event::SchemaCertainty::Partial,
+    let partial = Arc::new(kwpipe_components::Metadata {
+        schema_certainty: kwpipe_components::event::SchemaCertainty::Partial,
         ..Default::default()
     });
     let row = |ts: i64, v: f64| {
@@ -781,11 +781,11 @@ async fn rows_for_a_missing_table_wait_until_it_is_created() {
     for (method, auto_create) in [
         (
             WriteMethod::Copy,
-            components::sinks::kwdb::AutoCreate::Declared,
+            kwpipe_components::sinks::kwdb::AutoCreate::Declared,
         ),
         (
             WriteMethod::Insert,
-            components::sinks::kwdb::AutoCreate::Never,
+            kwpipe_components::sinks::kwdb::AutoCreate::Never,
         ),
     ] {
         let table = format!("late_{method:?}").to_lowercase();
@@ -806,7 +806,7 @@ async fn rows_for_a_missing_table_wait_until_it_is_created() {
             acks.push(sink.send(b).await);
         }
         // Other tables go on meanwhile (on the same connection: concurrency 1).
-        if auto_create == components::sinks::kwdb::AutoCreate::Declared {
+        if auto_create == kwpipe_components::sinks::kwdb::AutoCreate::Declared {
             assert_eq!(
                 sink.write(batch("flowing", &seed_schema(), seed_rows()))
                     .await,
@@ -1159,7 +1159,7 @@ async fn non_finite_floats_are_rejected_with_a_reason_or_written_as_null() {
 
         let t = format!("null_{method:?}").to_lowercase();
         let mut cfg = config(&db, method);
-        cfg.non_finite_floats = components::sinks::kwdb::NonFinite::Null;
+        cfg.non_finite_floats = kwpipe_components::sinks::kwdb::NonFinite::Null;
         let sink = Running::start(cfg).await;
         assert_eq!(
             sink.write(batch(&t, &s, rows.clone())).await,
@@ -1312,7 +1312,7 @@ fn kwdb_statements(
     let fields: Vec<Field> = schema.fields().cloned().collect();
     // The suffix as the sink computes it from the table the catalog reads back,
     // whose key is the relational key kwpipe created it with.
-    let key: Vec<String> = components::kwdb::dialect::relational_key(schema)
+    let key: Vec<String> = kwpipe_components::kwdb::dialect::relational_key(schema)
         .into_iter()
         .map(str::to_string)
         .collect();
@@ -1615,7 +1615,7 @@ fn kwdb_dialect_golden_files() {
             sql.show_tables(&db),
             sql.show_columns(&seed_t),
             sql.show_tags(&seed_t),
-            components::kwdb::dedup::SHOW_DEDUP_RULE,
+            kwpipe_components::kwdb::dedup::SHOW_DEDUP_RULE,
         ),
     );
     // What kwpipe refuses before sending anything, and the message that says why
@@ -1628,7 +1628,7 @@ fn kwdb_dialect_golden_files() {
     let p = || Field::tag("dev", DataType::Varchar, true).with_length(64);
     let t = sql.ident("t").unwrap();
     let mut refused = String::new();
-    let mut case = |what: &str, e: components::kwdb::KwdbError| {
+    let mut case = |what: &str, e: kwpipe_components::kwdb::KwdbError| {
         refused.push_str(&format!("{what}\n  {e}\n"));
     };
     let create = |s: TableSchema, p: Precision| sql.create_table(&t, &s, p).unwrap_err();

@@ -5,11 +5,11 @@
 //!
 //! ```ignore
 //! #[global_allocator]
-//! static ALLOCATOR: components::allocator::MiMalloc = components::allocator::MiMalloc;
+//! static ALLOCATOR: kwpipe_components::allocator::MiMalloc = kwpipe_components::allocator::MiMalloc;
 //! #[cfg(target_os = "linux")]
 //! #[used]
 //! #[link_section = ".init_array"]
-//! static CONFIGURE_ALLOCATOR: extern "C" fn() = components::allocator::configure;
+//! static CONFIGURE_ALLOCATOR: extern "C" fn() = kwpipe_components::allocator::configure;
 //! ```
 //!
 //! Rows are allocated value by value on a source's thread and freed on a sink's.

@@ -2,8 +2,8 @@
 //! again without panicking, and error spans stay inside the input.
 #![no_main]
 
-use components::event::Precision;
-use components::formats::{decode, encode_lenient, DecodeOptions, EncodeOptions, Format};
+use kwpipe_components::event::Precision;
+use kwpipe_components::formats::{decode, encode_lenient, DecodeOptions, EncodeOptions, Format};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

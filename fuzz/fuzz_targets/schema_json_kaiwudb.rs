@@ -8,7 +8,7 @@
 #[path = "common/schema.rs"]
 mod schema;
 
-use components::formats::Format;
+use kwpipe_components::formats::Format;
 use libfuzzer_sys::arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
 

@@ -1,6 +1,6 @@
 //! The admin HTTP endpoint (`[api]`): `/health`, `/metrics` (Prometheus text) and
 //! `/components` (JSON), all read from the status board the runtime writes and
-//! the one metrics recorder. Not to be confused with `components::api`, the
+//! the one metrics recorder. Not to be confused with `kwpipe_components::api`, the
 //! components' programming interface. The command that runs a topology starts
 //! this server beside the runtime, handing both the same board (`main.rs`).
 
@@ -218,7 +218,7 @@ fn label(labels: &str, name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use components::api::ComponentMetrics;
+    use kwpipe_components::api::ComponentMetrics;
 
     use super::*;
     use crate::status::ComponentStatus;

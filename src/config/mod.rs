@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use components::api::{ComponentClass, ComponentConfig, GlobalOptions};
-use components::{durations, registry};
+use kwpipe_components::api::{ComponentClass, ComponentConfig, GlobalOptions};
+use kwpipe_components::{durations, registry};
 
 use crate::suggest::suggest;
 
@@ -358,7 +358,7 @@ fn parse_api(value: toml::Value) -> Result<Option<ApiOptions>, String> {
     let defaults = ApiLimits::default();
     let header_read_timeout = match t.remove("header_read_timeout") {
         None => defaults.header_read_timeout,
-        Some(toml::Value::String(s)) => match components::durations::parse(&s) {
+        Some(toml::Value::String(s)) => match kwpipe_components::durations::parse(&s) {
             Ok(d) if !d.is_zero() => d,
             Ok(_) => return Err("header_read_timeout: must be more than 0".into()),
             Err(e) => return Err(format!("header_read_timeout: {e}")),

@@ -2,10 +2,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use components::api::{
+use kwpipe_components::api::{
     BuildContext, Component, ComponentClass, ComponentConfig, ComponentError, OutputDef,
 };
-use components::event::EventKind;
+use kwpipe_components::event::EventKind;
 
 use super::*;
 use crate::config::{

@@ -14,11 +14,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use components::api::{
+use kwpipe_components::api::{
     BuildContext, ComponentClass, ComponentContext, ComponentMetrics, Input, Output, Outputs,
     ShutdownSignal,
 };
-use components::event::Event;
+use kwpipe_components::event::Event;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -109,7 +109,7 @@ pub async fn run_with_board(
 }
 
 struct Tasks {
-    set: JoinSet<Result<(), components::ComponentError>>,
+    set: JoinSet<Result<(), kwpipe_components::ComponentError>>,
     names: HashMap<tokio::task::Id, String>,
 }
 

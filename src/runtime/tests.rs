@@ -3,12 +3,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use components::ack::{BatchNotifier, EventStatus};
-use components::api::{
+use kwpipe_components::ack::{BatchNotifier, EventStatus};
+use kwpipe_components::api::{
     BuildContext, Component, ComponentClass, ComponentConfig, ComponentContext, ComponentError,
     GlobalOptions, OutputDef,
 };
-use components::event::{Event, EventKind, RawMessage};
+use kwpipe_components::event::{Event, EventKind, RawMessage};
 
 use super::*;
 use crate::config::{ComponentKey, Node, OutputRef, Topology};

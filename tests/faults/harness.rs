@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use components::kwdb::tokio_postgres::{self, NoTls};
+use kwpipe_components::kwdb::tokio_postgres::{self, NoTls};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -68,7 +68,7 @@ pub fn start_agent(dir: &Path, name: &str, topology: &str) -> Agent {
     Agent::run_with_api(dir, name, topology)
         // The Kafka source's pauses, resumes and assignments are debug lines: a
         // stalled scenario needs them to be explained.
-        .env("KWPIPE_LOG", "info,components::sources::kafka=debug")
+        .env("KWPIPE_LOG", "info,kwpipe_components::sources::kafka=debug")
         .start()
 }
 

@@ -835,10 +835,12 @@ fn sigterm_kafka_to_kwdb(rng: &mut Rng) -> Figures {
 /// together: they are one batch).
 fn pg_messages(url: &str) -> Vec<i64> {
     block_on(async {
-        let (c, conn) =
-            components::kwdb::tokio_postgres::connect(url, components::kwdb::tokio_postgres::NoTls)
-                .await
-                .unwrap();
+        let (c, conn) = kwpipe_components::kwdb::tokio_postgres::connect(
+            url,
+            kwpipe_components::kwdb::tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
         tokio::spawn(conn);
         c.query(
             &format!(

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use components::kwdb::tokio_postgres::{self, Client, NoTls};
+use kwpipe_components::kwdb::tokio_postgres::{self, Client, NoTls};
 
 use super::free_port;
 

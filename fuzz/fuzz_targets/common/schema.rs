@@ -6,9 +6,9 @@
 
 use std::collections::HashSet;
 
-use components::event::Precision;
-use components::event::{TableKind, Value};
-use components::formats::{decode, DecodeOptions, Decoded, Decoder, Format};
+use kwpipe_components::event::Precision;
+use kwpipe_components::event::{TableKind, Value};
+use kwpipe_components::formats::{decode, DecodeOptions, Decoded, Decoder, Format};
 use libfuzzer_sys::arbitrary::Unstructured;
 
 /// KWDB's limits, the same for every format.
@@ -21,7 +21,7 @@ pub fn check(format: Format, payload: &[u8]) {
     // A fixed "now", so lines without a timestamp decode alike every time.
     let options = DecodeOptions {
         precision: Precision::Ms,
-        now: Some(components::event::Timestamp::new(
+        now: Some(kwpipe_components::event::Timestamp::new(
             1_700_000_000_000,
             Precision::Ms,
         )),

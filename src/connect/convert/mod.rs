@@ -488,7 +488,7 @@ fn error_handling(
         "inputs".into(),
         inputs(&format!(
             "{id}_{rejecter}.{}",
-            components::api::DROPPED_OUTPUT
+            kwpipe_components::api::DROPPED_OUTPUT
         )),
     );
     dlq.insert("bootstrap_servers".into(), bootstrap(opts).into());
@@ -505,7 +505,7 @@ fn escape_template(s: &str) -> String {
 /// not only its shape). Without an offset it is UTC in kwpipe; the connector read
 /// it in the JVM's time zone, so that is said (issue 18, item 8).
 fn start_at(t: &str, p: &mut Params, warnings: &mut Vec<String>) {
-    if components::sources::kwdb_poll::parse_start_at(t).is_err() {
+    if kwpipe_components::sources::kwdb_poll::parse_start_at(t).is_err() {
         p.error(format!(
             "timestamp.initial: \"{t}\" is not a time; expected yyyy-MM-dd HH:mm:ss"
         ));

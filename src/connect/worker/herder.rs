@@ -4,7 +4,7 @@
 //! the graph drains, offsets and checkpoints are committed) before anything else
 //! happens: at-least-once across every reconfiguration.
 
-use components::sources::kwdb_poll::checkpoint::CheckpointStore;
+use kwpipe_components::sources::kwdb_poll::checkpoint::CheckpointStore;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 

@@ -23,7 +23,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use components::kafka::{LibrdkafkaOptions, SaslOptions, Security, TlsOptions};
+use kwpipe_components::kafka::{LibrdkafkaOptions, SaslOptions, Security, TlsOptions};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use tokio::sync::oneshot;
@@ -167,7 +167,7 @@ fn client_config(opts: &ConvertOptions) -> Result<ClientConfig, WorkerError> {
         tls: tls.as_ref(),
         sasl: sasl.as_ref(),
     };
-    components::kafka::client_config(&[("bootstrap.servers", bootstrap)], &security, &user)
+    kwpipe_components::kafka::client_config(&[("bootstrap.servers", bootstrap)], &security, &user)
         .map_err(|e| WorkerError::Config(e.to_string()))
 }
 

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use components::sources::kwdb_poll::checkpoint::{Checkpoint, CheckpointStore};
+use kwpipe_components::sources::kwdb_poll::checkpoint::{Checkpoint, CheckpointStore};
 use serde_json::{json, Value as Json};
 
 use super::store::TopicLog;

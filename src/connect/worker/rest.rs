@@ -870,7 +870,7 @@ fn source_topics(
         .flat_map(|sinks| sinks.values())
         .find(|t| t.get("type").and_then(toml::Value::as_str) == Some("kafka"))
         .and_then(|t| t.get("topic").and_then(toml::Value::as_str))
-        .and_then(|t| components::template::Template::parse(t).ok());
+        .and_then(|t| kwpipe_components::template::Template::parse(t).ok());
     let Some(template) = template else {
         return Vec::new();
     };

@@ -8,7 +8,7 @@ use serde_json::{Map, Value as Json};
 pub const MASK: &str = "[hidden]";
 
 pub fn is_secret(key: &str) -> bool {
-    components::kafka::is_sensitive(key)
+    kwpipe_components::kafka::is_sensitive(key)
 }
 
 pub fn mask(config: &Map<String, Json>) -> Map<String, Json> {
