@@ -1199,3 +1199,137 @@ fn an_https_listener_serves_the_api_and_can_require_client_certificates() {
     );
     assert!(!stderr.contains("hunter2-secret"), "{stderr}");
 }
+
+/// The worker running a source connector is killed -9 in the middle of an export.
+/// The survivor resumes from the offsets topic: every row arrives, and no more rows
+/// are exported twice than were in flight (kwdb-poll's `max_in_flight`, 4, pages of
+/// `fetch.max.rows`), because each checkpoint is in the offsets topic before it is
+/// in the dead worker's file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_moved_by_a_kill_9_repeats_no_more_than_its_in_flight_pages() {
+    const ROWS: i64 = 200_000;
+    const PAGE: i64 = 100;
+    const IN_FLIGHT: i64 = 4;
+    let kafka = TestKafka::start();
+    let db = TestDb::new("workers_move").await;
+    let client = db.client().await;
+    client
+        .batch_execute(&read("tests/data/seed/benchmark-cpu_kaiwudb_tb.sql"))
+        .await
+        .unwrap();
+    // usage_user numbers the rows; ten devices.
+    client
+        .batch_execute(&format!(
+            "INSERT INTO cpu_kaiwudb_tb (k_timestamp, usage_user, id, hostname, region, datacenter) \
+             SELECT timestamp '2024-01-01' + i * interval '1 millisecond', i, i % 10, 'h', 'r', 'd' \
+             FROM generate_series(0, {}) AS i",
+            ROWS - 1
+        ))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = unique("move");
+    let fast = ["-X", "session.timeout.ms=6000"];
+    let a = Worker::start(dir.path(), "a", &kafka.bootstrap, &topics, &fast);
+    let b = Worker::start(dir.path(), "b", &kafka.bootstrap, &topics, &fast);
+    let topic = format!("kw-{}-cpu_kaiwudb_tb", db.name);
+    kafka.create_topic(&topic, 1);
+    let source = unique("mover");
+    let config: Json = serde_json::from_str(&seed_config_for(SOURCE_JSON, &db, |c| {
+        c.insert("fetch.max.rows".into(), PAGE.to_string().into());
+    }))
+    .unwrap();
+    let (code, _) = a.request(
+        "PUT",
+        &format!("/connectors/{source}/config"),
+        Some(&config["config"]),
+    );
+    assert_eq!(code, 201);
+
+    // Kill the owner once a tenth of the rows is out, while it exports the rest.
+    let started = Instant::now();
+    let exported = loop {
+        let (_, offsets) = a.request("GET", &format!("/connectors/{source}/offsets"), None);
+        let rows = offsets["offsets"][0]["offset"]["rows"]
+            .as_i64()
+            .unwrap_or(0);
+        if rows >= ROWS / 10 {
+            break rows;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{offsets}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (_, status) = a.request("GET", &format!("/connectors/{source}/status"), None);
+    let owner = status["connector"]["worker_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (mut victim, survivor) = if owner.ends_with(&format!(":{}", a.port)) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    // At a moment unrelated to when the offsets were last written.
+    std::thread::sleep(Duration::from_millis(700));
+    victim.agent.kill9();
+    let (_, offsets) = survivor.request("GET", &format!("/connectors/{source}/offsets"), None);
+    let at_kill = offsets["offsets"][0]["offset"]["rows"]
+        .as_i64()
+        .unwrap_or(0);
+    assert!(
+        at_kill < ROWS,
+        "the export ended before the kill ({exported} rows when seen); the test needs more rows"
+    );
+
+    // Every row arrives through the survivor; count the ones that came twice.
+    let bootstrap = kafka.bootstrap.clone();
+    let (total, distinct) = tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::Message;
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", unique("reader"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[&topic]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut seen = std::collections::HashSet::new();
+        let mut total = 0i64;
+        while (seen.len() as i64) < ROWS {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {ROWS} rows arrived",
+                seen.len()
+            );
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                let v: Json = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+                for row in v["data"].as_array().unwrap() {
+                    total += 1;
+                    seen.insert(row["usage_user"].as_i64().unwrap());
+                }
+            }
+        }
+        // Anything still on its way.
+        let end = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < end {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let v: Json = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+                total += v["data"].as_array().unwrap().len() as i64;
+            }
+        }
+        (total, seen.len() as i64)
+    })
+    .await
+    .unwrap();
+    assert_eq!(distinct, ROWS);
+    let repeated = total - ROWS;
+    assert!(
+        repeated <= IN_FLIGHT * PAGE,
+        "{repeated} rows exported twice; at most {} were in flight (killed at {at_kill} rows)",
+        IN_FLIGHT * PAGE
+    );
+    eprintln!("killed at {at_kill} of {ROWS} rows; {repeated} exported twice");
+    survivor.agent.stop(STOP);
+}

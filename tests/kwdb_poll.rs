@@ -326,6 +326,7 @@ async fn a_batch_that_fails_mid_statement_is_read_again_from_the_checkpoint() {
     let table: toml::Table = toml::from_str(&config).unwrap();
     let globals = Arc::new(GlobalOptions {
         data_dir: dir.path().to_path_buf(),
+        ..GlobalOptions::default()
     });
     let source = registry::parse(
         kwpipe_components::api::ComponentClass::Source,

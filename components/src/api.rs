@@ -64,14 +64,27 @@ impl OutputDef {
 #[derive(Clone, Debug)]
 pub struct GlobalOptions {
     pub data_dir: PathBuf,
+    /// Where sources copy each position before they keep it themselves (None: only
+    /// their own files). The Connect worker sets it to its offsets topic.
+    pub position_mirror: Option<Arc<dyn PositionMirror>>,
 }
 
 impl Default for GlobalOptions {
     fn default() -> Self {
         GlobalOptions {
             data_dir: PathBuf::from("/var/lib/kwpipe"),
+            position_mirror: None,
         }
     }
+}
+
+/// A copy of a source's positions kept elsewhere, written before the source's own
+/// file: after a crash the copy is never behind the file, so whoever resumes from
+/// the copy (another machine) repeats no more than the file would. Called on a
+/// blocking thread; an error is logged and the position is kept locally anyway.
+pub trait PositionMirror: Send + Sync + std::fmt::Debug {
+    /// `position` of `table` (the source's checkpoint, as JSON).
+    fn save(&self, table: &str, position: &serde_json::Value) -> Result<(), String>;
 }
 
 /// What a component needs to be built.

@@ -379,7 +379,7 @@ impl Herder {
         tasks: u32,
         stopped: oneshot::Receiver<()>,
     ) {
-        let topology = match topology_for(name, &config, &self.settings) {
+        let mut topology = match topology_for(name, &config, &self.settings) {
             Ok(t) => t,
             Err(trace) => {
                 tracing::error!(connector = %name, "cannot start: {trace}");
@@ -394,6 +394,13 @@ impl Herder {
                 let _ = self.write_status(name, tasks, "FAILED", Some(&trace)).await;
                 return;
             }
+            // Each checkpoint goes to the offsets topic before kwdb-poll's file.
+            let mut globals = (*topology.globals).clone();
+            globals.position_mirror = Some(std::sync::Arc::new(offsets::TopicMirror::new(
+                self.offsets.clone(),
+                name,
+            )));
+            topology.globals = std::sync::Arc::new(globals);
         }
         if let Err(e) = self.write_status(name, tasks, "RUNNING", None).await {
             tracing::warn!(connector = %name, "cannot record the status: {e}");

@@ -2,13 +2,15 @@
 //! connector mirrored there, so a connector that moves to another worker (or a
 //! worker that lost its disk) resumes where the last one stood.
 //!
-//! kwdb-poll saves a checkpoint on disk after every page the Kafka sink confirmed;
-//! the worker copies changed checkpoints to the topic within a tenth of a second
-//! and once more after the connector drained. Records use Connect's layout: the key is
+//! kwdb-poll saves a checkpoint on disk after the pages the Kafka sink confirmed;
+//! before each save it writes the checkpoint to the topic through [`TopicMirror`]
+//! and waits for it, so the topic is never behind the file. The worker also copies
+//! changed checkpoint files to the topic every second and once more after the
+//! connector drained, for a write to the topic that failed. Records use Connect's layout: the key is
 //! `["<connector>",{"table":"<table>"}]`, the value the checkpoint (JSON). A worker
 //! starting the connector takes the topic's checkpoint of a table when it is ahead
-//! of its own file (more rows exported), so at most the pages confirmed in the
-//! last tenth of a second before a crash (beside those in flight) are exported again: at-least-once, never a gap.
+//! of its own file (more rows exported), so after a crash only the pages in flight
+//! (sent, not yet confirmed) are exported again: at-least-once, never a gap.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,17 +18,54 @@ use std::time::Duration;
 use kwpipe_components::sources::kwdb_poll::checkpoint::{Checkpoint, CheckpointStore};
 use serde_json::{json, Value as Json};
 
+use kwpipe_components::api::PositionMirror;
+
 use super::store::TopicLog;
 
-/// How often running sources' checkpoints are looked at; a checkpoint file that
-/// changed is copied to the topic. Short, because after a kill -9 the pages
-/// confirmed since the last copy are exported again; a look is one `stat` per table.
-pub const MIRROR_INTERVAL: Duration = Duration::from_millis(100);
+/// How often running sources' checkpoint files are looked at (one `stat` each) and
+/// the changed ones copied to the topic when [`TopicMirror`] did not.
+pub const MIRROR_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What `mirror` copied last, per table: the file's modification time and length
-/// (to skip reading files that did not change) and the value written.
+/// What `mirror` last looked at, per table: the file's modification time and
+/// length, to skip reading files that did not change.
 #[derive(Default)]
-pub struct Mirrored(BTreeMap<String, (Option<(std::time::SystemTime, u64)>, Json)>);
+pub struct Mirrored(BTreeMap<String, Option<(std::time::SystemTime, u64)>>);
+
+/// A source connector's checkpoints written to the offsets topic before kwdb-poll
+/// saves them on disk (kwdb-poll calls it on a blocking thread and waits).
+pub struct TopicMirror {
+    offsets: TopicLog,
+    connector: String,
+    runtime: tokio::runtime::Handle,
+}
+
+impl TopicMirror {
+    /// Must be made inside the worker's runtime, whose handle the writes use.
+    pub fn new(offsets: TopicLog, connector: &str) -> TopicMirror {
+        TopicMirror {
+            offsets,
+            connector: connector.to_string(),
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl std::fmt::Debug for TopicMirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TopicMirror({})", self.connector)
+    }
+}
+
+impl PositionMirror for TopicMirror {
+    fn save(&self, table: &str, position: &Json) -> Result<(), String> {
+        self.runtime
+            .block_on(
+                self.offsets
+                    .put(&key(&self.connector, table), Some(position)),
+            )
+            .map_err(|e| e.to_string())
+    }
+}
 
 fn key(connector: &str, table: &str) -> String {
     json!([connector, {"table": table}]).to_string()
@@ -89,7 +128,7 @@ pub async fn mirror(
         let stamp = std::fs::metadata(store.path(&table))
             .ok()
             .and_then(|m| Some((m.modified().ok()?, m.len())));
-        if stamp.is_some() && last.0.get(&table).map(|(s, _)| *s) == Some(stamp) {
+        if stamp.is_some() && last.0.get(&table) == Some(&stamp) {
             continue;
         }
         let Ok(Some(cp)) = store.load(&table) else {
@@ -98,13 +137,15 @@ pub async fn mirror(
         let Ok(value) = serde_json::to_value(&cp) else {
             continue;
         };
-        if last.0.get(&table).map(|(_, v)| v) == Some(&value) {
-            last.0.insert(table, (stamp, value));
+        let k = key(connector, &table);
+        // Mostly the topic has it already (TopicMirror wrote it first).
+        if offsets.get(&k).as_ref() == Some(&value) {
+            last.0.insert(table, stamp);
             continue;
         }
-        match offsets.put(&key(connector, &table), Some(&value)).await {
+        match offsets.put(&k, Some(&value)).await {
             Ok(()) => {
-                last.0.insert(table, (stamp, value));
+                last.0.insert(table, stamp);
             }
             Err(e) => tracing::warn!(
                 connector,

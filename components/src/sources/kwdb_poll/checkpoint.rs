@@ -21,6 +21,7 @@
 //! Each slot is one line of text: the checksum (FNV-1a, 16 hex digits), a space,
 //! the checkpoint as JSON with its sequence number, spaces up to the slot's end.
 
+use crate::api::PositionMirror;
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
@@ -139,6 +140,9 @@ pub struct CheckpointStore {
     /// save (one per batch) does not read the file back to find its slot. Only a
     /// table's own poller saves its checkpoint, so this is what the file holds.
     written: Arc<Mutex<HashMap<String, (u64, usize)>>>,
+    /// A copy elsewhere, written before each durable save (the Connect worker's
+    /// offsets topic).
+    mirror: Option<Arc<dyn PositionMirror>>,
 }
 
 /// A slot's size is a multiple of this (a page: one write the device can do whole
@@ -293,7 +297,32 @@ impl CheckpointStore {
             dir,
             database: database.to_owned(),
             written: Arc::default(),
+            mirror: None,
         })
+    }
+
+    /// The same store, copying each durable save to `mirror` first.
+    pub fn with_mirror(mut self, mirror: Option<Arc<dyn PositionMirror>>) -> Self {
+        self.mirror = mirror;
+        self
+    }
+
+    /// A source's save of its position: to the mirror first (when there is one),
+    /// then to the file, so the copy is never behind the file. A mirror that fails
+    /// is logged; the file still moves, and the copy catches up with a later save.
+    /// Blocks: call it on a blocking thread.
+    pub fn save_durably(&self, table: &str, cp: &Checkpoint) -> Result<(), CheckpointError> {
+        if let Some(mirror) = &self.mirror {
+            match serde_json::to_value(cp) {
+                Ok(value) => {
+                    if let Err(e) = mirror.save(table, &value) {
+                        tracing::warn!(table, "cannot copy the checkpoint: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!(table, "cannot copy the checkpoint: {e}"),
+            }
+        }
+        self.save(table, cp)
     }
 
     /// The tables of this store's database that have a checkpoint file (the ones

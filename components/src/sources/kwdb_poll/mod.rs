@@ -288,7 +288,8 @@ impl ComponentConfig for KwdbPollConfig {
     async fn build(&self, cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError> {
         let (params, start_at) = KwdbPollConfig::check(self).map_err(ComponentError::other)?;
         let store = CheckpointStore::open(cx.globals.data_dir.join(&*cx.id), self.database())
-            .map_err(ComponentError::other)?;
+            .map_err(ComponentError::other)?
+            .with_mirror(cx.globals.position_mirror.clone());
         Ok(Box::new(KwdbPoll {
             settings: Arc::new(Settings {
                 params,

@@ -54,7 +54,9 @@ impl Saver {
             return;
         };
         let (store, table) = (self.store.clone(), self.table.clone());
-        self.running = Some(tokio::task::spawn_blocking(move || store.save(&table, &cp)));
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            store.save_durably(&table, &cp)
+        }));
         self.saving_pages = std::mem::take(&mut self.unsaved_pages);
     }
 
