@@ -3,7 +3,7 @@
 //! too), so the agent's binary declares it (`src/main.rs`), and so do the
 //! benches that measure the agent's work, to keep their figures comparable:
 //!
-//! ```ignore
+//! ```text
 //! #[global_allocator]
 //! static ALLOCATOR: kwpipe_components::allocator::MiMalloc = kwpipe_components::allocator::MiMalloc;
 //! #[cfg(target_os = "linux")]
