@@ -101,12 +101,6 @@ impl KwdbError {
         }
     }
 
-    /// The SQLSTATE as text. Kept for `kwdb_poll/table.rs` (another part of issue
-    /// 16 rewrites that file): new code uses [`KwdbError::code`].
-    pub fn sqlstate(&self) -> Option<&str> {
-        self.code().map(SqlState::code)
-    }
-
     /// The server's own message (what rejected rows are reported with).
     pub fn db_message(&self) -> Option<String> {
         match self {

@@ -56,7 +56,7 @@ pub(super) async fn read_rows<'a>(
 
 /// A failed read: the table being gone is not an error.
 pub(super) fn failed(e: KwdbError) -> Outcome {
-    if e.sqlstate() == Some(SqlState::UNDEFINED_TABLE.code()) {
+    if e.code() == Some(&SqlState::UNDEFINED_TABLE) {
         Outcome::Gone
     } else {
         Outcome::Failed(e)
