@@ -14,6 +14,8 @@ mod progress;
 mod rows;
 mod saver;
 mod schema;
+#[cfg(test)]
+mod test_query;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -52,22 +52,9 @@ pub(super) fn from_checkpoint(
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_query::query;
     use super::*;
-    use crate::event::{DataType, Field, Precision, TableKind, TableSchema, Timestamp};
-    use crate::kwdb::Dialect;
-
-    fn query(keys: &[&str]) -> TableQuery {
-        let schema = TableSchema::new(
-            TableKind::Relational,
-            vec![
-                Field::column("ts", DataType::Timestamp),
-                Field::column("k", DataType::Int8),
-            ],
-            Vec::new(),
-        );
-        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-        TableQuery::new(Dialect::Postgres, "t", &schema, "ts", &keys).unwrap()
-    }
+    use crate::event::{Precision, Timestamp};
 
     #[test]
     fn a_position_survives_its_checkpoint() {
