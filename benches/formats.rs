@@ -12,12 +12,7 @@ use kwpipe_components::formats::{self, DecodeOptions, EncodeOptions, Format};
 
 // The agent's allocator and settings (src/main.rs), so these figures compare
 // with the agent's.
-#[global_allocator]
-static ALLOCATOR: kwpipe_components::allocator::MiMalloc = kwpipe_components::allocator::MiMalloc;
-#[cfg(target_os = "linux")]
-#[used]
-#[link_section = ".init_array"]
-static CONFIGURE_ALLOCATOR: extern "C" fn() = kwpipe_components::allocator::configure;
+kwpipe_components::agent_allocator!();
 
 const ROWS: usize = 2000;
 

@@ -11,15 +11,7 @@ use kwpipe::{admin, config, connect, graph, load, runtime, telemetry, top};
 // The agent runs on mimalloc with settings for a small footprint (see
 // components/src/allocator.rs for why and for the figures). Declared here, in the
 // binary, so the library does not impose it on fuzz targets and tests.
-#[global_allocator]
-static ALLOCATOR: kwpipe_components::allocator::MiMalloc = kwpipe_components::allocator::MiMalloc;
-
-// mimalloc's options must be set before the first allocation: a constructor, run
-// after mimalloc's own (priority 101) and before Rust's runtime starts.
-#[cfg(target_os = "linux")]
-#[used]
-#[link_section = ".init_array"]
-static CONFIGURE_ALLOCATOR: extern "C" fn() = kwpipe_components::allocator::configure;
+kwpipe_components::agent_allocator!();
 
 /// kwpipe moves time-series and relational data between Apache Kafka and KWDB.
 #[derive(Parser, Debug)]

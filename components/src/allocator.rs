@@ -4,12 +4,7 @@
 //! benches that measure the agent's work, to keep their figures comparable:
 //!
 //! ```text
-//! #[global_allocator]
-//! static ALLOCATOR: kwpipe_components::allocator::MiMalloc = kwpipe_components::allocator::MiMalloc;
-//! #[cfg(target_os = "linux")]
-//! #[used]
-//! #[link_section = ".init_array"]
-//! static CONFIGURE_ALLOCATOR: extern "C" fn() = kwpipe_components::allocator::configure;
+//! kwpipe_components::agent_allocator!();
 //! ```
 //!
 //! Rows are allocated value by value on a source's thread and freed on a sink's.
@@ -64,4 +59,23 @@ pub fn option(option: c_int) -> i64 {
 pub fn owns(ptr: *const u8) -> bool {
     // SAFETY: only compares the address with mimalloc's regions.
     unsafe { libmimalloc_sys::mi_is_in_heap_region(ptr.cast()) }
+}
+
+/// Declares the agent's allocator, mimalloc, with [`configure`] registered as a
+/// constructor beside it: the one declaration the agent's binary and the benches
+/// that measure its work use (a library must not choose every binary's allocator).
+#[macro_export]
+macro_rules! agent_allocator {
+    () => {
+        #[global_allocator]
+        static ALLOCATOR: $crate::allocator::MiMalloc = $crate::allocator::MiMalloc;
+
+        // mimalloc's options must be set before the first allocation: a
+        // constructor, run after mimalloc's own (priority 101) and before Rust's
+        // runtime starts.
+        #[cfg(target_os = "linux")]
+        #[used]
+        #[link_section = ".init_array"]
+        static CONFIGURE_ALLOCATOR: extern "C" fn() = $crate::allocator::configure;
+    };
 }
