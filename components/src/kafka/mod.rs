@@ -283,6 +283,59 @@ fn describe_failure(text: &str) -> String {
 /// one line that names the brokers or the topic. `serve_callbacks` polls the client
 /// (without taking messages) so its error callbacks run. `ca_file` (the `tls`
 /// table's) lets a refused certificate be explained ([`diagnose`]).
+/// A client the cluster check runs on: its librdkafka handle, and how to serve its
+/// callbacks without consuming or producing anything.
+pub trait CheckClient: FromClientConfigAndContext<CheckContext> + Send + 'static {
+    fn handle(&self) -> &Client<CheckContext>;
+    fn serve_callbacks(&self);
+}
+
+impl CheckClient for rdkafka::consumer::BaseConsumer<CheckContext> {
+    fn handle(&self) -> &Client<CheckContext> {
+        rdkafka::consumer::Consumer::client(self)
+    }
+
+    fn serve_callbacks(&self) {
+        // Not subscribed: a poll serves callbacks and yields no message.
+        let _ = self.poll(Duration::from_millis(100));
+    }
+}
+
+impl CheckClient for rdkafka::producer::BaseProducer<CheckContext> {
+    fn handle(&self) -> &Client<CheckContext> {
+        rdkafka::producer::Producer::client(self)
+    }
+
+    fn serve_callbacks(&self) {
+        self.poll(Duration::from_millis(100));
+    }
+}
+
+/// The healthcheck of a Kafka source or sink: a client of kind `T` made from
+/// `config` asks the cluster at `servers` about `topics` ([`check_cluster`], up to
+/// 10 s), on a blocking thread.
+pub async fn healthcheck<T: CheckClient>(
+    config: ClientConfig,
+    security: &Security<'_>,
+    servers: String,
+    topics: Vec<String>,
+) -> Result<(), String> {
+    let ca_file = security.tls().and_then(|t| t.ca_file.clone());
+    tokio::task::spawn_blocking(move || {
+        let client: T = create(&config, CheckContext::default()).map_err(|e| e.to_string())?;
+        check_cluster(
+            client.handle(),
+            &|| client.serve_callbacks(),
+            &servers,
+            &topics,
+            Duration::from_secs(10),
+            ca_file.as_deref(),
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 pub fn check_cluster(
     client: &Client<CheckContext>,
     serve_callbacks: &dyn Fn(),

@@ -108,7 +108,7 @@ pub struct Security<'a> {
 }
 
 impl Security<'_> {
-    fn tls(&self) -> Option<&TlsOptions> {
+    pub(crate) fn tls(&self) -> Option<&TlsOptions> {
         self.tls.filter(|t| t.enabled)
     }
 

@@ -122,12 +122,16 @@ const RESERVED: &[(&str, &str)] = &[
 ];
 
 impl KafkaSinkConfig {
-    fn client_config(&self, id: &str) -> Result<rdkafka::ClientConfig, KafkaSinkError> {
-        self.librdkafka_options.check_reserved(RESERVED)?;
-        let security = Security {
+    fn security(&self) -> Security<'_> {
+        Security {
             tls: self.tls.as_ref(),
             sasl: self.sasl.as_ref(),
-        };
+        }
+    }
+
+    fn client_config(&self, id: &str) -> Result<rdkafka::ClientConfig, KafkaSinkError> {
+        self.librdkafka_options.check_reserved(RESERVED)?;
+        let security = self.security();
         security.check().map_err(KafkaClientError::Security)?;
         let timeout_ms = self.message_timeout.map_or(0, |d| d.as_millis().max(1));
         let base = [
@@ -175,30 +179,14 @@ impl ComponentConfig for KafkaSinkConfig {
         } else {
             Vec::new()
         };
-        let ca_file = self
-            .tls
-            .as_ref()
-            .filter(|t| t.enabled)
-            .and_then(|t| t.ca_file.clone());
-        tokio::task::spawn_blocking(move || {
-            let producer: BaseProducer<kafka::CheckContext> =
-                kafka::create(&config, kafka::CheckContext::default())
-                    .map_err(|e| ComponentError::msg(e.to_string()))?;
-            kafka::check_cluster(
-                producer.client(),
-                &|| {
-                    producer.poll(Duration::from_millis(100));
-                },
-                &servers,
-                &topics,
-                Duration::from_secs(10),
-                ca_file.as_deref(),
-            )
-            .map_err(ComponentError::msg)
-        })
+        kafka::healthcheck::<BaseProducer<kafka::CheckContext>>(
+            config,
+            &self.security(),
+            servers,
+            topics,
+        )
         .await
-        .map_err(ComponentError::other)??;
-        Ok(())
+        .map_err(ComponentError::msg)
     }
 
     async fn build(&self, cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError> {

@@ -42,10 +42,8 @@ mod member;
 mod messages;
 mod task;
 
-use std::time::Duration;
-
 use async_trait::async_trait;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 
 pub use config::{KafkaSourceConfig, OffsetReset, Topics};
 pub use error::KafkaSourceError;
@@ -84,33 +82,14 @@ impl ComponentConfig for KafkaSourceConfig {
         let config = self
             .client_config(&cx.id, 0)
             .map_err(KafkaSourceError::from)?;
-        let servers = self.bootstrap_servers.clone();
-        let topics = self.topics.0.clone();
-        let ca_file = self
-            .tls
-            .as_ref()
-            .filter(|t| t.enabled)
-            .and_then(|t| t.ca_file.clone());
-        tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer<kafka::CheckContext> =
-                kafka::create(&config, kafka::CheckContext::default())
-                    .map_err(|e| ComponentError::msg(e.to_string()))?;
-            kafka::check_cluster(
-                consumer.client(),
-                &|| {
-                    // Not subscribed: a poll serves callbacks and yields no message.
-                    let _ = consumer.poll(Duration::from_millis(100));
-                },
-                &servers,
-                &topics,
-                Duration::from_secs(10),
-                ca_file.as_deref(),
-            )
-            .map_err(ComponentError::msg)
-        })
+        kafka::healthcheck::<BaseConsumer<kafka::CheckContext>>(
+            config,
+            &self.security(),
+            self.bootstrap_servers.clone(),
+            self.topics.0.clone(),
+        )
         .await
-        .map_err(ComponentError::other)??;
-        Ok(())
+        .map_err(ComponentError::msg)
     }
 
     async fn build(&self, cx: &BuildContext) -> Result<Box<dyn Component>, ComponentError> {
