@@ -388,6 +388,7 @@ impl Herder {
             }
         };
         let checkpoints = checkpoint_store(&topology, &config);
+        let mut mirror = None;
         if let Some(store) = &checkpoints {
             if let Err(trace) = offsets::restore(&self.offsets, name, store) {
                 tracing::error!(connector = %name, "cannot start: {trace}");
@@ -395,12 +396,12 @@ impl Herder {
                 return;
             }
             // Each checkpoint goes to the offsets topic before kwdb-poll's file.
+            let m =
+                std::sync::Arc::new(offsets::TopicMirror::new(self.offsets.clone(), name, store));
             let mut globals = (*topology.globals).clone();
-            globals.position_mirror = Some(std::sync::Arc::new(offsets::TopicMirror::new(
-                self.offsets.clone(),
-                name,
-            )));
+            globals.position_mirror = Some(m.clone());
             topology.globals = std::sync::Arc::new(globals);
+            mirror = Some((m, store));
         }
         if let Err(e) = self.write_status(name, tasks, "RUNNING", None).await {
             tracing::warn!(connector = %name, "cannot record the status: {e}");
@@ -413,20 +414,19 @@ impl Herder {
         };
         let run = crate::runtime::run(topology, stop);
         tokio::pin!(run);
-        let mut mirrored = offsets::Mirrored::default();
         let result = loop {
             tokio::select! {
                 r = &mut run => break r,
-                _ = tokio::time::sleep(offsets::MIRROR_INTERVAL), if checkpoints.is_some() => {
-                    if let Some(store) = &checkpoints {
-                        offsets::mirror(&self.offsets, name, store, &mut mirrored).await;
+                _ = tokio::time::sleep(offsets::MIRROR_INTERVAL), if mirror.is_some() => {
+                    if let Some((m, store)) = &mirror {
+                        m.catch_up(store).await;
                     }
                 }
             }
         };
-        // What the drained topology saved last.
-        if let Some(store) = &checkpoints {
-            offsets::mirror(&self.offsets, name, store, &mut mirrored).await;
+        // What the drained topology saved last, where a write to the topic failed.
+        if let Some((m, store)) = &mirror {
+            m.catch_up(store).await;
         }
         let asked_to_stop = {
             let mut rx = flag_rx;

@@ -4,15 +4,17 @@
 //!
 //! kwdb-poll saves a checkpoint on disk after the pages the Kafka sink confirmed;
 //! before each save it writes the checkpoint to the topic through [`TopicMirror`]
-//! and waits for it, so the topic is never behind the file. The worker also copies
-//! changed checkpoint files to the topic every second and once more after the
-//! connector drained, for a write to the topic that failed. Records use Connect's layout: the key is
+//! and waits for it, so the topic is never behind the file. A table whose write
+//! failed (or whose file was ahead of the topic at start) is copied from its file
+//! by [`TopicMirror::catch_up`], every second and once more after the connector
+//! drained. Records use Connect's layout: the key is
 //! `["<connector>",{"table":"<table>"}]`, the value the checkpoint (JSON). A worker
 //! starting the connector takes the topic's checkpoint of a table when it is ahead
 //! of its own file (more rows exported), so after a crash only the pages in flight
 //! (sent, not yet confirmed) are exported again: at-least-once, never a gap.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use kwpipe_components::sources::kwdb_poll::checkpoint::{Checkpoint, CheckpointStore};
@@ -22,14 +24,8 @@ use kwpipe_components::api::PositionMirror;
 
 use super::store::TopicLog;
 
-/// How often running sources' checkpoint files are looked at (one `stat` each) and
-/// the changed ones copied to the topic when [`TopicMirror`] did not.
+/// How often tables whose checkpoint the topic is behind on are copied again.
 pub const MIRROR_INTERVAL: Duration = Duration::from_secs(1);
-
-/// What `mirror` last looked at, per table: the file's modification time and
-/// length, to skip reading files that did not change.
-#[derive(Default)]
-pub struct Mirrored(BTreeMap<String, Option<(std::time::SystemTime, u64)>>);
 
 /// A source connector's checkpoints written to the offsets topic before kwdb-poll
 /// saves them on disk (kwdb-poll calls it on a blocking thread and waits).
@@ -37,15 +33,49 @@ pub struct TopicMirror {
     offsets: TopicLog,
     connector: String,
     runtime: tokio::runtime::Handle,
+    /// Tables whose latest checkpoint the topic may lack: a write failed, or the
+    /// file was there before the connector started.
+    behind: Mutex<BTreeSet<String>>,
 }
 
 impl TopicMirror {
     /// Must be made inside the worker's runtime, whose handle the writes use.
-    pub fn new(offsets: TopicLog, connector: &str) -> TopicMirror {
+    /// Every table `store` has a file for starts out behind, so a file ahead of
+    /// the topic (this worker ran the connector before) is copied up.
+    pub fn new(offsets: TopicLog, connector: &str, store: &CheckpointStore) -> TopicMirror {
         TopicMirror {
             offsets,
             connector: connector.to_string(),
             runtime: tokio::runtime::Handle::current(),
+            behind: Mutex::new(store.tables().into_iter().collect()),
+        }
+    }
+
+    /// Copies the checkpoint files of the tables the topic is behind on.
+    pub async fn catch_up(&self, store: &CheckpointStore) {
+        let tables = std::mem::take(&mut *self.behind.lock().expect("mirror lock"));
+        for table in tables {
+            let value = match store.load(&table).map(|cp| cp.map(serde_json::to_value)) {
+                Ok(Some(Ok(value))) => value,
+                Ok(None) => continue,
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(connector = %self.connector, table, "cannot copy the checkpoint: {e}");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(connector = %self.connector, table, "cannot read the checkpoint: {e}");
+                    self.behind.lock().expect("mirror lock").insert(table);
+                    continue;
+                }
+            };
+            let k = key(&self.connector, &table);
+            if self.offsets.get(&k).as_ref() == Some(&value) {
+                continue;
+            }
+            if let Err(e) = self.offsets.put(&k, Some(&value)).await {
+                tracing::warn!(connector = %self.connector, table, "cannot copy the checkpoint to the offsets topic: {e}");
+                self.behind.lock().expect("mirror lock").insert(table);
+            }
         }
     }
 }
@@ -58,12 +88,21 @@ impl std::fmt::Debug for TopicMirror {
 
 impl PositionMirror for TopicMirror {
     fn save(&self, table: &str, position: &Json) -> Result<(), String> {
-        self.runtime
-            .block_on(
-                self.offsets
-                    .put(&key(&self.connector, table), Some(position)),
-            )
-            .map_err(|e| e.to_string())
+        let written = self.runtime.block_on(
+            self.offsets
+                .put(&key(&self.connector, table), Some(position)),
+        );
+        let mut behind = self.behind.lock().expect("mirror lock");
+        match written {
+            Ok(()) => {
+                behind.remove(table);
+                Ok(())
+            }
+            Err(e) => {
+                behind.insert(table.to_string());
+                Err(e.to_string())
+            }
+        }
     }
 }
 
@@ -115,45 +154,6 @@ pub fn restore(offsets: &TopicLog, connector: &str, store: &CheckpointStore) -> 
         }
     }
     Ok(())
-}
-
-/// Copies checkpoints that changed since the last call to the topic.
-pub async fn mirror(
-    offsets: &TopicLog,
-    connector: &str,
-    store: &CheckpointStore,
-    last: &mut Mirrored,
-) {
-    for table in store.tables() {
-        let stamp = std::fs::metadata(store.path(&table))
-            .ok()
-            .and_then(|m| Some((m.modified().ok()?, m.len())));
-        if stamp.is_some() && last.0.get(&table) == Some(&stamp) {
-            continue;
-        }
-        let Ok(Some(cp)) = store.load(&table) else {
-            continue;
-        };
-        let Ok(value) = serde_json::to_value(&cp) else {
-            continue;
-        };
-        let k = key(connector, &table);
-        // Mostly the topic has it already (TopicMirror wrote it first).
-        if offsets.get(&k).as_ref() == Some(&value) {
-            last.0.insert(table, stamp);
-            continue;
-        }
-        match offsets.put(&k, Some(&value)).await {
-            Ok(()) => {
-                last.0.insert(table, stamp);
-            }
-            Err(e) => tracing::warn!(
-                connector,
-                table,
-                "cannot copy the checkpoint to the offsets topic: {e}"
-            ),
-        }
-    }
 }
 
 /// Forgets where the connector stood: the topic's entries and this worker's files.
